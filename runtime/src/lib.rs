@@ -1,0 +1,44 @@
+//! Tessera runtime: from a rendered [`KernelSource`](tessera_codegen::KernelSource) to results.
+//!
+//! - [`locate`] finds NVRTC and ptxas (toolkit, conda, the `nvidia-cuda-nvrtc` wheel, or the
+//!   project-local `.tessera/cuda`) without `LD_LIBRARY_PATH`; [`nvrtc`] loads NVRTC once.
+//! - [`Compiler`] JIT-compiles with NVRTC to PTX or CUBIN for a [`Target`], through the on-disk
+//!   [`KernelCache`], which verifies every entry it reads and is safe across processes.
+//! - [`ptxas`] reports registers, spills and shared memory; [`check_spec`] combines both for
+//!   `tessera check`.
+//! - [`Backend`] abstracts the device: [`open_backend`] gives the CUDA backend where there is a GPU
+//!   and a clear [`RuntimeError::NoGpu`] where there is none; the CPU simulator is not available
+//!   yet.
+//! - [`attention`] checks, launches and wraps the attention forward kernel; [`run_attention`] is the
+//!   host-tensor entry point.
+//! - [`reference`](mod@reference) holds CPU reference implementations to test kernels against.
+
+pub mod attention;
+pub mod backend;
+pub mod cache;
+pub mod check;
+pub mod compiler;
+pub mod cuda;
+pub mod error;
+pub mod locate;
+pub mod nvrtc;
+pub mod ptxas;
+pub mod reference;
+pub mod sim;
+
+pub use tessera_codegen as codegen;
+
+pub use attention::{
+    attention_forward, check as check_attention, check_problem, prepare_attention, run_attention,
+    AttentionBuffers, AttentionLaunch, AttentionOutput, AttentionParams, AttentionProblem, AttentionSpans,
+    AttentionStrides, BufferSpan, TensorStrides,
+};
+pub use backend::{open_backend, Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};
+pub use cache::{CacheKey, CacheStats, KernelCache, Lookup};
+pub use check::{check_spec, check_spec_with, SpecCheck};
+pub use compiler::{nvrtc_options, CompiledModule, Compiler, OutputKind, Target};
+pub use cuda::CudaBackend;
+pub use error::{Result, RuntimeError};
+pub use locate::{find_nvrtc, find_ptxas, NvrtcFiles};
+pub use nvrtc::{nvrtc_library, nvrtc_version, NvrtcLibrary};
+pub use ptxas::{parse_ptxas_output, run_ptxas, PtxasReport};

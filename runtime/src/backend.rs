@@ -1,0 +1,295 @@
+//! The device abstraction launchers are written against: memory, modules, launches, timing.
+//!
+//! Two implementations are planned: [`crate::cuda::CudaBackend`] (the CUDA driver API) and a CPU
+//! simulator that runs the same kernels on the host ([`crate::sim`], not available yet). Buffers
+//! and kernels are plain handles that remember which backend instance created them, so a backend
+//! can reject a handle it does not own instead of handing the driver a foreign address.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tessera_codegen::Arch;
+
+use crate::compiler::{CompiledModule, OutputKind, Target};
+use crate::cuda::CudaBackend;
+use crate::error::{Result, RuntimeError};
+use crate::sim::open_sim_backend;
+
+/// Which backend to open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// CUDA if a usable GPU is present, else the simulator.
+    #[default]
+    Auto,
+    Cuda,
+    Sim,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 3] = [BackendKind::Auto, BackendKind::Cuda, BackendKind::Sim];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Sim => "sim",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendKind::Auto),
+            "cuda" | "gpu" => Ok(BackendKind::Cuda),
+            "sim" | "simulator" | "cpu" => Ok(BackendKind::Sim),
+            _ => Err(RuntimeError::invalid("backend", format!("`{s}`: expected auto, cuda or sim"))),
+        }
+    }
+}
+
+/// Identifies one backend instance; handles carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendId(u64);
+
+impl BackendId {
+    /// A process-unique id for a new backend instance.
+    pub fn fresh() -> BackendId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        BackendId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A device allocation. Not freed on drop (freeing needs the backend): pass it to
+/// [`Backend::free`], or let the backend free everything it still owns when it is dropped.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DeviceBuffer {
+    owner: BackendId,
+    addr: u64,
+    bytes: usize,
+}
+
+impl DeviceBuffer {
+    /// For backend implementations. A backend validates every buffer it is given, so a handle made
+    /// up here is rejected, not dereferenced.
+    pub fn new(owner: BackendId, addr: u64, bytes: usize) -> DeviceBuffer {
+        DeviceBuffer { owner, addr, bytes }
+    }
+
+    pub fn owner(&self) -> BackendId {
+        self.owner
+    }
+
+    /// The device address, as a kernel parameter wants it. 0 for an empty buffer.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// A loaded kernel entry point.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    owner: BackendId,
+    index: usize,
+    name: String,
+}
+
+impl Kernel {
+    /// For backend implementations: `index` is the backend's own table index.
+    pub fn new(owner: BackendId, index: usize, name: String) -> Kernel {
+        Kernel { owner, index, name }
+    }
+
+    pub fn owner(&self) -> BackendId {
+        self.owner
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Grid, block and dynamic shared memory of one launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_shared_bytes: u32,
+}
+
+impl LaunchConfig {
+    /// Rejects shapes no CUDA device accepts, with the offending field named.
+    pub fn validate(&self) -> Result<()> {
+        const MAX_GRID: [u32; 3] = [i32::MAX as u32, 65_535, 65_535];
+        for (axis, (&n, &max)) in ["x", "y", "z"].iter().zip(self.grid.iter().zip(MAX_GRID.iter())) {
+            if n == 0 || n > max {
+                return Err(RuntimeError::invalid(format!("grid.{axis}"), format!("{n} is outside 1..={max}")));
+            }
+        }
+        if self.block.contains(&0) {
+            return Err(RuntimeError::invalid("block", format!("{:?} has a zero dimension", self.block)));
+        }
+        let threads: u64 = self.block.iter().map(|&n| u64::from(n)).product();
+        if threads > u64::from(Arch::MAX_THREADS_PER_BLOCK) {
+            return Err(RuntimeError::invalid(
+                "block",
+                format!("{threads} threads; at most {} per block", Arch::MAX_THREADS_PER_BLOCK),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A device that runs compiled Tessera kernels.
+///
+/// Methods take `&self`: backends synchronise internally, so one can be shared between threads.
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+
+    /// A human-readable device name, e.g. "NVIDIA H100 80GB HBM3".
+    fn device_name(&self) -> String;
+
+    /// The architecture kernels are generated for.
+    fn arch(&self) -> Arch;
+
+    /// What [`Backend::load`] wants: CUBIN for CUDA.
+    fn output_kind(&self) -> OutputKind;
+
+    fn target(&self) -> Target {
+        Target { arch: self.arch(), output: self.output_kind() }
+    }
+
+    /// Allocates `bytes` of device memory (uninitialised). Zero bytes gives an empty buffer at
+    /// address 0.
+    fn alloc(&self, bytes: usize) -> Result<DeviceBuffer>;
+
+    /// Copies `data` to the start of `buffer`; `data` may be shorter than the buffer.
+    fn write(&self, buffer: &DeviceBuffer, data: &[u8]) -> Result<()>;
+
+    /// Copies the start of `buffer` into `out`; `out` may be shorter than the buffer.
+    fn read(&self, buffer: &DeviceBuffer, out: &mut [u8]) -> Result<()>;
+
+    fn free(&self, buffer: DeviceBuffer) -> Result<()>;
+
+    /// Ok if `buffer` is a live allocation of this backend.
+    fn check_buffer(&self, buffer: &DeviceBuffer) -> Result<()>;
+
+    /// Loads a compiled module and returns its entry point. Loading the same module twice returns
+    /// the same kernel.
+    fn load(&self, module: &CompiledModule) -> Result<Kernel>;
+
+    /// Enqueues one launch of `kernel`, whose single by-value parameter is the `#[repr(C)]` struct
+    /// whose bytes are `params`. Asynchronous: errors during execution surface at
+    /// [`Backend::synchronize`].
+    ///
+    /// # Safety
+    ///
+    /// `params` must have the layout of the kernel's parameter, and every device address in it must
+    /// point into live buffers of this backend, large enough for everything the kernel accesses
+    /// with this configuration. Launchers such as [`crate::attention::attention_forward`] check
+    /// this before calling.
+    unsafe fn launch(&self, kernel: &Kernel, config: &LaunchConfig, params: &[u8]) -> Result<()>;
+
+    /// Waits for all enqueued work and reports any error it raised.
+    fn synchronize(&self) -> Result<()>;
+
+    /// Launches `warmup` untimed then `reps` timed launches, returning each timed launch's device
+    /// time in milliseconds.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Backend::launch`].
+    unsafe fn time_launches(
+        &self,
+        kernel: &Kernel,
+        config: &LaunchConfig,
+        params: &[u8],
+        warmup: usize,
+        reps: usize,
+    ) -> Result<Vec<f32>>;
+}
+
+/// Opens a backend. `Cuda` fails with [`RuntimeError::NoGpu`] where there is no usable GPU;
+/// `Auto` tries CUDA, then the simulator, and reports both reasons if neither opens.
+pub fn open_backend(kind: BackendKind) -> Result<Box<dyn Backend>> {
+    match kind {
+        BackendKind::Cuda => Ok(Box::new(CudaBackend::open(0)?)),
+        BackendKind::Sim => open_sim_backend(),
+        BackendKind::Auto => match CudaBackend::open(0) {
+            Ok(cuda) => Ok(Box::new(cuda)),
+            Err(cuda) => open_sim_backend()
+                .map_err(|sim| RuntimeError::NoBackend { cuda: cuda.to_string(), sim: sim.to_string() }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_kind_round_trips() {
+        for kind in BackendKind::ALL {
+            assert_eq!(kind.to_string().parse::<BackendKind>().unwrap(), kind);
+        }
+        assert_eq!("CUDA".parse::<BackendKind>().unwrap(), BackendKind::Cuda);
+        let err = "tpu".parse::<BackendKind>().unwrap_err().to_string();
+        assert!(err.contains("auto, cuda or sim"), "{err}");
+    }
+
+    #[test]
+    fn launch_config_limits() {
+        let ok = LaunchConfig { grid: [1, 8, 2], block: [256, 1, 1], dynamic_shared_bytes: 0 };
+        assert!(ok.validate().is_ok());
+        let zero = LaunchConfig { grid: [0, 8, 2], ..ok };
+        assert!(zero.validate().unwrap_err().to_string().contains("grid.x"));
+        let tall = LaunchConfig { grid: [1, 70_000, 1], ..ok };
+        assert!(tall.validate().unwrap_err().to_string().contains("grid.y"));
+        let wide = LaunchConfig { block: [64, 32, 1], ..ok };
+        assert!(wide.validate().unwrap_err().to_string().contains("2048 threads"));
+    }
+
+    #[test]
+    fn sim_backend_is_not_available_yet() {
+        let err = open_backend(BackendKind::Sim).err().expect("the simulator does not exist yet");
+        assert!(matches!(err, RuntimeError::SimulatorUnavailable));
+        let msg = err.to_string();
+        assert!(msg.contains("not available yet") && msg.contains("--backend cuda"), "{msg}");
+    }
+
+    #[test]
+    fn cuda_backend_opens_or_says_there_is_no_gpu() {
+        // Must never panic, with or without libcuda.
+        match open_backend(BackendKind::Cuda) {
+            Ok(backend) => assert_eq!(backend.kind(), BackendKind::Cuda),
+            // A GPU Tessera has no code path for (say, sm_100) is the one other acceptable answer.
+            Err(e) => assert!(matches!(e, RuntimeError::NoGpu { .. } | RuntimeError::UnsupportedDevice { .. }), "{e}"),
+        }
+        match open_backend(BackendKind::Auto) {
+            Ok(backend) => assert_eq!(backend.kind(), BackendKind::Cuda),
+            Err(e) if !e.is_no_gpu() => panic!("{e}"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(e.is_no_gpu(), "{msg}");
+                assert!(msg.contains("cuda: ") && msg.contains("simulator"), "{msg}");
+            }
+        }
+    }
+}

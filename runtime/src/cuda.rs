@@ -1,0 +1,547 @@
+//! The CUDA backend: the driver API through cudarc's `result`/`sys` layers.
+//!
+//! cudarc loads `libcuda` lazily and panics when a function is called that the library lacks, so
+//! [`CudaBackend::open`] first checks that the library exists and exports every entry point this
+//! file uses. After that, no call here can reach one of cudarc's panics: on a machine without a
+//! driver the result is [`RuntimeError::NoGpu`], never an abort.
+//!
+//! Kernels are launched with `cuLaunchKernel` and a one-element `void**` array pointing at the
+//! parameter struct's bytes, so any `#[repr(C)]` parameter struct works without cudarc's typed
+//! launch machinery.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::ptr;
+use std::sync::{Mutex, MutexGuard};
+
+use cudarc::driver::result::{self as cu, DriverError};
+use cudarc::driver::sys::{self, CUdevice_attribute, CUfunction_attribute};
+use tessera_codegen::Arch;
+
+use crate::backend::{Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};
+use crate::compiler::{CompiledModule, OutputKind};
+use crate::error::{Result, RuntimeError};
+
+/// Shared memory any kernel may use without opting in (`cuFuncSetAttribute`).
+const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
+
+/// Every driver entry point this backend calls. Checked up front because cudarc panics on a
+/// missing symbol; a CUDA 12 driver, for one, lacks `cuEventElapsedTime_v2`.
+const REQUIRED_SYMBOLS: &[&str] = &[
+    "cuInit",
+    "cuDriverGetVersion",
+    "cuGetErrorName",
+    "cuGetErrorString",
+    "cuDeviceGetCount",
+    "cuDeviceGet",
+    "cuDeviceGetName",
+    "cuDeviceGetAttribute",
+    "cuDevicePrimaryCtxRetain",
+    "cuDevicePrimaryCtxRelease_v2",
+    "cuCtxSetCurrent",
+    "cuCtxSynchronize",
+    "cuMemAlloc_v2",
+    "cuMemFree_v2",
+    "cuMemcpyHtoD_v2",
+    "cuMemcpyDtoH_v2",
+    "cuModuleLoadData",
+    "cuModuleUnload",
+    "cuModuleGetFunction",
+    "cuFuncGetAttribute",
+    "cuFuncSetAttribute",
+    "cuLaunchKernel",
+    "cuEventCreate",
+    "cuEventRecord",
+    "cuEventSynchronize",
+    "cuEventElapsedTime_v2",
+    "cuEventDestroy_v2",
+];
+/// Optional (CUDA 12.4+): lets `launch` check the parameter struct's size against the kernel's.
+const PARAM_INFO_SYMBOL: &str = "cuFuncGetParamInfo";
+
+/// One GPU, through its primary context.
+pub struct CudaBackend {
+    id: BackendId,
+    device: sys::CUdevice,
+    context: sys::CUcontext,
+    name: String,
+    arch: Arch,
+    compute_capability: (i32, i32),
+    driver_version: i32,
+    /// Opt-in shared memory per block (static + dynamic).
+    max_shared_per_block: u32,
+    has_param_info: bool,
+    state: Mutex<State>,
+}
+
+// SAFETY: the driver API is thread-safe, and every method makes this backend's context current on
+// the calling thread before using it. The raw handles in `State` are only touched under its mutex.
+unsafe impl Send for CudaBackend {}
+unsafe impl Sync for CudaBackend {}
+
+#[derive(Default)]
+struct State {
+    /// Live allocations: address -> size.
+    buffers: HashMap<u64, usize>,
+    kernels: Vec<LoadedKernel>,
+    /// `(source hash, output, arch)` -> index in `kernels`.
+    loaded: HashMap<(String, OutputKind, Arch), usize>,
+}
+
+struct LoadedKernel {
+    module: sys::CUmodule,
+    function: sys::CUfunction,
+    static_shared_bytes: u32,
+    /// The dynamic shared memory limit set with `cuFuncSetAttribute` so far.
+    dynamic_shared_limit: u32,
+    /// Size of parameter 0, when the driver can tell.
+    param_bytes: Option<usize>,
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal`. [`RuntimeError::NoGpu`] when there is no driver, the driver is too
+    /// old for this build, `cuInit` fails or there are no devices;
+    /// [`RuntimeError::UnsupportedDevice`] for a GPU Tessera has no code path for.
+    pub fn open(ordinal: usize) -> Result<CudaBackend> {
+        let has_param_info = probe_driver()?;
+        let mut driver_version = 0;
+        // SAFETY: symbol presence checked by `probe_driver`; valid out-pointer.
+        unsafe { sys::cuDriverGetVersion(&mut driver_version) }
+            .result()
+            .map_err(|e| RuntimeError::NoGpu { reason: format!("cuDriverGetVersion failed: {}", describe(e)) })?;
+        cu::init().map_err(|e| RuntimeError::NoGpu {
+            reason: format!("cuInit failed: {} (driver {})", describe(e), version_text(driver_version)),
+        })?;
+        let count = cu::device::get_count()
+            .map_err(|e| RuntimeError::NoGpu { reason: format!("cuDeviceGetCount failed: {}", describe(e)) })?;
+        if count <= 0 {
+            return Err(RuntimeError::NoGpu { reason: "the CUDA driver reports no devices".to_string() });
+        }
+        let index = i32::try_from(ordinal).ok().filter(|&i| i < count).ok_or_else(|| {
+            RuntimeError::invalid("device", format!("ordinal {ordinal}, but there are {count} devices"))
+        })?;
+        let device = cu::device::get(index).map_err(cuda_error("cuDeviceGet"))?;
+        let name = cu::device::get_name(device).map_err(cuda_error("cuDeviceGetName"))?;
+        let attribute = |attribute| {
+            // SAFETY: `device` came from `cuDeviceGet`.
+            unsafe { cu::device::get_attribute(device, attribute) }.map_err(cuda_error("cuDeviceGetAttribute"))
+        };
+        let major = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let minor = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        let optin = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        let arch = Arch::from_compute_capability(major.max(0) as u32, minor.max(0) as u32).map_err(|e| {
+            RuntimeError::UnsupportedDevice {
+                device: name.clone(),
+                reason: format!("compute capability {major}.{minor}: {e}"),
+            }
+        })?;
+        // SAFETY: `device` came from `cuDeviceGet`; released in `Drop`.
+        let context = unsafe { cu::primary_ctx::retain(device) }.map_err(cuda_error("cuDevicePrimaryCtxRetain"))?;
+        let backend = CudaBackend {
+            id: BackendId::fresh(),
+            device,
+            context,
+            name,
+            arch,
+            compute_capability: (major, minor),
+            driver_version,
+            max_shared_per_block: optin.max(0) as u32,
+            has_param_info,
+            state: Mutex::new(State::default()),
+        };
+        backend.make_current()?;
+        Ok(backend)
+    }
+
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+
+    /// `cuDriverGetVersion`, e.g. 13000 for CUDA 13.0.
+    pub fn driver_version(&self) -> i32 {
+        self.driver_version
+    }
+
+    /// Opt-in shared memory per block, static plus dynamic.
+    pub fn max_shared_per_block(&self) -> u32 {
+        self.max_shared_per_block
+    }
+
+    fn make_current(&self) -> Result<()> {
+        // SAFETY: `context` is the retained primary context, alive until `Drop`.
+        unsafe { cu::ctx::set_current(self.context) }.map_err(cuda_error("cuCtxSetCurrent"))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps inconsistent with the driver in a
+        // way that matters more than losing the backend, so keep going with the inner value.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn check_kernel<'a>(&self, state: &'a mut State, kernel: &Kernel) -> Result<&'a mut LoadedKernel> {
+        if kernel.owner() != self.id {
+            return Err(RuntimeError::invalid("kernel", format!("`{}` was loaded by another backend", kernel.name())));
+        }
+        state
+            .kernels
+            .get_mut(kernel.index())
+            .ok_or_else(|| RuntimeError::invalid("kernel", format!("`{}` is not loaded", kernel.name())))
+    }
+}
+
+impl Backend for CudaBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cuda
+    }
+
+    fn device_name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    fn output_kind(&self) -> OutputKind {
+        OutputKind::Cubin
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
+        if bytes == 0 {
+            // cuMemAlloc rejects 0; an empty buffer is never dereferenced.
+            return Ok(DeviceBuffer::new(self.id, 0, 0));
+        }
+        self.make_current()?;
+        // SAFETY: plain allocation; freed by `free` or `Drop`.
+        let addr = unsafe { cu::malloc_sync(bytes) }.map_err(cuda_error("cuMemAlloc"))?;
+        self.state().buffers.insert(addr, bytes);
+        Ok(DeviceBuffer::new(self.id, addr, bytes))
+    }
+
+    fn write(&self, buffer: &DeviceBuffer, data: &[u8]) -> Result<()> {
+        self.check_buffer(buffer)?;
+        check_copy_len("write", data.len(), buffer)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.make_current()?;
+        // SAFETY: `buffer` is a live allocation of at least `data.len()` bytes (checked above).
+        unsafe { cu::memcpy_htod_sync(buffer.addr(), data) }.map_err(cuda_error("cuMemcpyHtoD"))
+    }
+
+    fn read(&self, buffer: &DeviceBuffer, out: &mut [u8]) -> Result<()> {
+        self.check_buffer(buffer)?;
+        check_copy_len("read", out.len(), buffer)?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.make_current()?;
+        // SAFETY: as for `write`.
+        unsafe { cu::memcpy_dtoh_sync(out, buffer.addr()) }.map_err(cuda_error("cuMemcpyDtoH"))
+    }
+
+    fn free(&self, buffer: DeviceBuffer) -> Result<()> {
+        self.check_buffer(&buffer)?;
+        if buffer.bytes() == 0 {
+            return Ok(());
+        }
+        self.make_current()?;
+        self.state().buffers.remove(&buffer.addr());
+        // SAFETY: a live allocation (checked), removed from the table so it cannot be freed twice.
+        // cuMemFree waits for work using it.
+        unsafe { cu::free_sync(buffer.addr()) }.map_err(cuda_error("cuMemFree"))
+    }
+
+    fn check_buffer(&self, buffer: &DeviceBuffer) -> Result<()> {
+        if buffer.owner() != self.id {
+            return Err(RuntimeError::invalid("buffer", "was allocated by another backend"));
+        }
+        if buffer.bytes() == 0 && buffer.addr() == 0 {
+            return Ok(());
+        }
+        match self.state().buffers.get(&buffer.addr()) {
+            Some(&bytes) if bytes == buffer.bytes() => Ok(()),
+            _ => Err(RuntimeError::invalid(
+                "buffer",
+                format!("{:#x} ({} bytes) is not a live allocation of this backend", buffer.addr(), buffer.bytes()),
+            )),
+        }
+    }
+
+    fn load(&self, module: &CompiledModule) -> Result<Kernel> {
+        let compatible = match module.output {
+            OutputKind::Cubin => module.arch == self.arch,
+            // The driver JITs PTX for any architecture at least as new.
+            OutputKind::Ptx => module.arch.sm <= self.arch.sm,
+        };
+        if !compatible {
+            return Err(RuntimeError::invalid(
+                "module",
+                format!("`{}` was compiled for {}, but the GPU is {}", module.name, module.target(), self.arch),
+            ));
+        }
+        let key = (module.source_hash.clone(), module.output, module.arch);
+        let mut state = self.state();
+        if let Some(&index) = state.loaded.get(&key) {
+            return Ok(Kernel::new(self.id, index, module.name.clone()));
+        }
+        let entry = CString::new(module.name.as_str())
+            .map_err(|_| RuntimeError::invalid("module.name", "contains a NUL byte"))?;
+        let image = aligned_image(&module.image, module.output);
+        self.make_current()?;
+        // SAFETY: `image` is a complete PTX string (NUL-terminated) or CUBIN, 8-byte aligned, alive
+        // for the call; the driver copies it.
+        let cu_module = unsafe { cu::module::load_data(image.as_ptr().cast::<c_void>()) }
+            .map_err(cuda_error("cuModuleLoadData"))?;
+        // SAFETY: `cu_module` was just loaded.
+        let function = match unsafe { cu::module::get_function(cu_module, entry) } {
+            Ok(function) => function,
+            Err(e) => {
+                // SAFETY: loaded above, not yet recorded anywhere.
+                let _ = unsafe { cu::module::unload(cu_module) };
+                return Err(cuda_error("cuModuleGetFunction")(e));
+            }
+        };
+        // SAFETY: `function` belongs to a loaded module.
+        let static_shared = unsafe {
+            cu::function::get_function_attribute(function, CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+        }
+        .map_err(cuda_error("cuFuncGetAttribute"))?;
+        let param_bytes = if self.has_param_info { param_size(function) } else { None };
+        state.kernels.push(LoadedKernel {
+            module: cu_module,
+            function,
+            static_shared_bytes: static_shared.max(0) as u32,
+            dynamic_shared_limit: DEFAULT_SHARED_LIMIT,
+            param_bytes,
+        });
+        let index = state.kernels.len() - 1;
+        state.loaded.insert(key, index);
+        Ok(Kernel::new(self.id, index, module.name.clone()))
+    }
+
+    unsafe fn launch(&self, kernel: &Kernel, config: &LaunchConfig, params: &[u8]) -> Result<()> {
+        config.validate()?;
+        let mut state = self.state();
+        let loaded = self.check_kernel(&mut state, kernel)?;
+        if let Some(expected) = loaded.param_bytes {
+            if expected != params.len() {
+                return Err(RuntimeError::invalid(
+                    "params",
+                    format!("{} bytes, but `{}` takes a {expected}-byte parameter", params.len(), kernel.name()),
+                ));
+            }
+        }
+        let shared = u64::from(loaded.static_shared_bytes) + u64::from(config.dynamic_shared_bytes);
+        if shared > u64::from(self.max_shared_per_block) {
+            return Err(RuntimeError::invalid(
+                "dynamic_shared_bytes",
+                format!(
+                    "{} dynamic + {} static bytes of shared memory; {} ({}) allows {} per block",
+                    config.dynamic_shared_bytes,
+                    loaded.static_shared_bytes,
+                    self.name,
+                    self.arch,
+                    self.max_shared_per_block
+                ),
+            ));
+        }
+        self.make_current()?;
+        if config.dynamic_shared_bytes > loaded.dynamic_shared_limit {
+            // Above 48 KiB a kernel must opt in to the dynamic shared memory it launches with.
+            // SAFETY: `function` belongs to a loaded module.
+            unsafe {
+                cu::function::set_function_attribute(
+                    loaded.function,
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    config.dynamic_shared_bytes as i32,
+                )
+            }
+            .map_err(cuda_error("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)"))?;
+            loaded.dynamic_shared_limit = config.dynamic_shared_bytes;
+        }
+        // The driver reads the parameter through this pointer during the call; copy into u64s so
+        // the struct is 8-byte aligned whatever slice the caller passed.
+        let mut storage = vec![0u64; params.len().div_ceil(8).max(1)];
+        // SAFETY: `storage` has at least `params.len()` bytes and does not overlap `params`.
+        unsafe { ptr::copy_nonoverlapping(params.as_ptr(), storage.as_mut_ptr().cast::<u8>(), params.len()) };
+        let mut args = [storage.as_mut_ptr().cast::<c_void>()];
+        let [gx, gy, gz] = config.grid;
+        let [bx, by, bz] = config.block;
+        // SAFETY: the caller guarantees `params` matches the kernel's parameter and its addresses;
+        // `function` is loaded; the configuration was validated against device limits.
+        unsafe {
+            cu::launch_kernel(
+                loaded.function,
+                (gx, gy, gz),
+                (bx, by, bz),
+                config.dynamic_shared_bytes,
+                ptr::null_mut(),
+                &mut args,
+            )
+        }
+        .map_err(cuda_error("cuLaunchKernel"))
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.make_current()?;
+        cu::ctx::synchronize().map_err(cuda_error("cuCtxSynchronize (a kernel failed)"))
+    }
+
+    unsafe fn time_launches(
+        &self,
+        kernel: &Kernel,
+        config: &LaunchConfig,
+        params: &[u8],
+        warmup: usize,
+        reps: usize,
+    ) -> Result<Vec<f32>> {
+        for _ in 0..warmup {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.launch(kernel, config, params)? };
+        }
+        self.synchronize()?;
+        let start = Event::new()?;
+        let stop = Event::new()?;
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            // SAFETY: live events on the null stream, where `launch` enqueues.
+            unsafe {
+                cu::event::record(start.0, ptr::null_mut()).map_err(cuda_error("cuEventRecord"))?;
+                self.launch(kernel, config, params)?;
+                cu::event::record(stop.0, ptr::null_mut()).map_err(cuda_error("cuEventRecord"))?;
+                cu::event::synchronize(stop.0).map_err(cuda_error("cuEventSynchronize (a kernel failed)"))?;
+                times.push(cu::event::elapsed(start.0, stop.0).map_err(cuda_error("cuEventElapsedTime"))?);
+            }
+        }
+        Ok(times)
+    }
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        let _ = self.make_current();
+        let _ = cu::ctx::synchronize();
+        let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // SAFETY: every handle below was created by this backend and is released exactly once.
+        unsafe {
+            for kernel in state.kernels.drain(..) {
+                let _ = cu::module::unload(kernel.module);
+            }
+            for (addr, _) in state.buffers.drain() {
+                let _ = cu::free_sync(addr);
+            }
+            let _ = cu::primary_ctx::release(self.device);
+        }
+    }
+}
+
+/// A CUDA event, destroyed on drop.
+struct Event(sys::CUevent);
+
+impl Event {
+    fn new() -> Result<Event> {
+        cu::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT).map(Event).map_err(cuda_error("cuEventCreate"))
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: created by `Event::new`, destroyed once.
+        let _ = unsafe { cu::event::destroy(self.0) };
+    }
+}
+
+/// Checks that libcuda is present and exports every symbol this backend calls; returns whether
+/// the optional `cuFuncGetParamInfo` is there.
+fn probe_driver() -> Result<bool> {
+    // SAFETY: only tries `dlopen` on cudarc's candidate names.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(RuntimeError::NoGpu {
+            reason: "the NVIDIA driver library (libcuda.so.1) is not installed on this machine".to_string(),
+        });
+    }
+    // SAFETY: cannot panic now that `is_culib_present` succeeded with the same candidate names.
+    let library = unsafe { sys::culib() };
+    // SAFETY: looking up a symbol's address does not call it.
+    let has = |name: &str| unsafe { library.get::<*const c_void>(name.as_bytes()) }.is_ok();
+    let missing: Vec<&str> = REQUIRED_SYMBOLS.iter().copied().filter(|name| !has(name)).collect();
+    if !missing.is_empty() {
+        return Err(RuntimeError::NoGpu {
+            reason: format!(
+                "the installed NVIDIA driver is too old for this build of Tessera (CUDA 13 driver API); \
+                 it lacks {}. Update the driver to a CUDA 13 capable release (R580 or newer)",
+                missing.join(", ")
+            ),
+        });
+    }
+    Ok(has(PARAM_INFO_SYMBOL))
+}
+
+fn param_size(function: sys::CUfunction) -> Option<usize> {
+    let (mut offset, mut size) = (0usize, 0usize);
+    // SAFETY: the symbol was found by `probe_driver`; `function` is loaded; valid out-pointers.
+    let status = unsafe { sys::cuFuncGetParamInfo(function, 0, &mut offset, &mut size) };
+    (status == sys::CUresult::CUDA_SUCCESS).then_some(size)
+}
+
+/// The module image as the driver wants it: PTX NUL-terminated, everything 8-byte aligned.
+fn aligned_image(image: &[u8], output: OutputKind) -> Vec<u64> {
+    let len = image.len() + usize::from(output == OutputKind::Ptx);
+    let mut words = vec![0u64; len.div_ceil(8).max(1)];
+    // SAFETY: `words` holds at least `image.len()` bytes; the zero padding terminates PTX.
+    unsafe { ptr::copy_nonoverlapping(image.as_ptr(), words.as_mut_ptr().cast::<u8>(), image.len()) };
+    words
+}
+
+fn check_copy_len(what: &str, len: usize, buffer: &DeviceBuffer) -> Result<()> {
+    if len > buffer.bytes() {
+        return Err(RuntimeError::invalid(what, format!("{len} bytes into a {}-byte buffer", buffer.bytes())));
+    }
+    Ok(())
+}
+
+fn describe(e: DriverError) -> String {
+    let name = e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
+    match e.error_string() {
+        Ok(text) => format!("{} ({name})", text.to_string_lossy()),
+        Err(_) => name,
+    }
+}
+
+fn cuda_error(call: &'static str) -> impl Fn(DriverError) -> RuntimeError {
+    move |e| RuntimeError::Cuda { call, message: describe(e) }
+}
+
+fn version_text(version: i32) -> String {
+    format!("{}.{}", version / 1000, (version % 1000) / 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_padded_and_ptx_is_terminated() {
+        let words = aligned_image(b"12345678", OutputKind::Ptx);
+        assert_eq!(words.len(), 2);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(&bytes[..9], b"12345678\0");
+        assert_eq!(aligned_image(b"12345678", OutputKind::Cubin).len(), 1);
+        assert_eq!(aligned_image(b"", OutputKind::Cubin).len(), 1);
+    }
+
+    #[test]
+    fn driver_versions_print_like_cuda_releases() {
+        assert_eq!(version_text(13000), "13.0");
+        assert_eq!(version_text(12040), "12.4");
+    }
+
+    #[test]
+    fn opening_never_panics() {
+        match CudaBackend::open(0) {
+            Ok(backend) => assert!(Arch::SUPPORTED.contains(&backend.arch())),
+            Err(e) => assert!(matches!(e, RuntimeError::NoGpu { .. } | RuntimeError::UnsupportedDevice { .. }), "{e}"),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use tessera_codegen::SpecError;
+use thiserror::Error;
+
+/// Everything that can go wrong between a rendered kernel and its results.
+///
+/// Messages are written for the person at the terminal: each says what failed and, where there is
+/// one, what to do about it.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+
+    /// A CUDA library or tool is not installed where Tessera looks for it.
+    #[error("{what} not found. Searched, in order:\n{}{}\nTo fix: {fix}", bullets(.searched), rejected_note(.rejected))]
+    NotFound {
+        what: String,
+        /// Every place looked at, in search order.
+        searched: Vec<String>,
+        /// Candidates that exist but were passed over, with the reason.
+        rejected: Vec<String>,
+        fix: String,
+    },
+
+    /// A shared library was found but could not be loaded or is the wrong version.
+    #[error("cannot use {}: {message}", .path.display())]
+    LibraryLoad { path: PathBuf, message: String },
+
+    /// An NVRTC API call failed for a reason other than a compile error in the source.
+    #[error("NVRTC {call} failed: {message}")]
+    Nvrtc { call: &'static str, message: String },
+
+    /// NVRTC rejected the generated source.
+    #[error("{}", compile_message(.kernel, .target, .log, .excerpts))]
+    Compile {
+        kernel: String,
+        /// `sm_80 (cubin)` etc.
+        target: String,
+        log: String,
+        /// `(line, source text)` for every `file(LINE): error` in the log, in log order.
+        excerpts: Vec<(usize, String)>,
+    },
+
+    /// ptxas could not be run or did not accept the PTX.
+    #[error("ptxas ({}) failed: {message}", .path.display())]
+    Ptxas { path: PathBuf, message: String },
+
+    /// The kernel cache folder could not be created or written.
+    #[error("kernel cache {}: {source}", .path.display())]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// No CUDA device can be used on this machine.
+    #[error("no usable CUDA GPU: {reason}")]
+    NoGpu { reason: String },
+
+    /// A GPU is present but Tessera does not generate code for it.
+    #[error("unsupported GPU {device}: {reason}")]
+    UnsupportedDevice { device: String, reason: String },
+
+    #[error(
+        "the CPU simulator backend is not available yet; run with `--backend cuda` on a machine \
+         with an NVIDIA GPU"
+    )]
+    SimulatorUnavailable,
+
+    /// `--backend auto` found neither a GPU nor a simulator.
+    #[error("no backend available.\n  cuda: {cuda}\n  sim: {sim}")]
+    NoBackend { cuda: String, sim: String },
+
+    /// A CUDA driver API call failed.
+    #[error("CUDA {call} failed: {message}")]
+    Cuda { call: &'static str, message: String },
+
+    /// An argument would make the launch read or write the wrong memory, or cannot be expressed.
+    #[error("invalid argument `{arg}`: {message}")]
+    InvalidArgument { arg: String, message: String },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeError {
+    pub fn invalid(arg: impl Into<String>, message: impl Into<String>) -> Self {
+        RuntimeError::InvalidArgument { arg: arg.into(), message: message.into() }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        RuntimeError::Io { context: context.into(), source }
+    }
+
+    /// A copy of an error stored for replay (a `OnceLock` holds the first attempt's outcome). The
+    /// search and load errors are rebuilt exactly; others keep their message.
+    pub(crate) fn replay(&self) -> RuntimeError {
+        match self {
+            RuntimeError::NotFound { what, searched, rejected, fix } => RuntimeError::NotFound {
+                what: what.clone(),
+                searched: searched.clone(),
+                rejected: rejected.clone(),
+                fix: fix.clone(),
+            },
+            RuntimeError::LibraryLoad { path, message } => {
+                RuntimeError::LibraryLoad { path: path.clone(), message: message.clone() }
+            }
+            other => RuntimeError::LibraryLoad { path: PathBuf::new(), message: other.to_string() },
+        }
+    }
+
+    /// True for the errors that mean "this machine has no GPU", as opposed to a bug or a bad input;
+    /// tests and the CLI use it to skip rather than fail.
+    pub fn is_no_gpu(&self) -> bool {
+        matches!(self, RuntimeError::NoGpu { .. } | RuntimeError::NoBackend { .. } | RuntimeError::SimulatorUnavailable)
+    }
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+fn bullets(items: &[String]) -> String {
+    items.iter().fold(String::new(), |mut out, item| {
+        let _ = writeln!(out, "  - {item}");
+        out
+    })
+}
+
+fn rejected_note(rejected: &[String]) -> String {
+    if rejected.is_empty() {
+        String::new()
+    } else {
+        format!("Found but not usable:\n{}", bullets(rejected))
+    }
+}
+
+fn compile_message(kernel: &str, target: &str, log: &str, excerpts: &[(usize, String)]) -> String {
+    let mut out = format!("NVRTC could not compile `{kernel}` for {target}:\n{}", log.trim_end());
+    if !excerpts.is_empty() {
+        out.push_str("\n\nGenerated source at the reported lines:");
+        for (line, text) in excerpts {
+            let _ = write!(out, "\n  {line:>5} | {text}");
+        }
+    }
+    out
+}

@@ -1,0 +1,51 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root, for the project-local toolkit.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// True when NVRTC can be used. Where the workspace has its provisioned NVRTC, failing to load it
+/// is a locator bug and fails the test; elsewhere the test is skipped with a note.
+pub fn nvrtc_available() -> bool {
+    match tessera_runtime::nvrtc_library() {
+        Ok(_) => true,
+        Err(e) => {
+            let provisioned = workspace_root().join(".tessera/cuda/nvidia/cu13/lib/libnvrtc.so.13");
+            assert!(!provisioned.exists(), "the provisioned NVRTC exists but did not load: {e}");
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
+}
+
+/// True when ptxas can be run; same policy as [`nvrtc_available`].
+pub fn ptxas_available() -> bool {
+    match tessera_runtime::find_ptxas() {
+        Ok(_) => true,
+        Err(e) => {
+            let provisioned = workspace_root().join(".tessera/cuda/nvidia/cu13/bin/ptxas");
+            assert!(!provisioned.exists(), "the provisioned ptxas exists but was not found: {e}");
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
+}
+
+/// A tiny kernel that compiles in well under a second.
+pub fn tiny_source(tag: &str) -> tessera_runtime::codegen::KernelSource {
+    let ident: String = tag.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let name = format!("tessera_test_{ident}");
+    let src = format!(
+        "extern \"C\" __global__ void {name}(float* out, float x) {{\n    out[threadIdx.x] = x * {len}.0f;\n}}\n",
+        len = tag.len()
+    );
+    tessera_runtime::codegen::KernelSource::new(
+        name,
+        src,
+        tessera_runtime::codegen::LaunchGeometry { threads_per_block: 32, dynamic_shared_bytes: 0 },
+    )
+}

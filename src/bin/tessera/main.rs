@@ -1,0 +1,71 @@
+//! The `tessera` command line: list, emit, check, run, bench, demo.
+//!
+//! Flags and the `.npy` in/out contract are a public interface: add, never rename.
+
+mod bench;
+mod check;
+mod demo;
+mod flags;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tessera::TesseraError;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Typed kernel specs -> specialised CUDA kernels, JIT-compiled and verified")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the kernel families and their spec options.
+    List,
+    /// Print the generated CUDA C++ source of one spec.
+    Emit {
+        #[command(subcommand)]
+        family: flags::EmitFamily,
+    },
+    /// Compile every supported spec with NVRTC and report registers / shared memory / spills.
+    Check(check::CheckArgs),
+    /// Run a kernel on .npy inputs and write the result as f32 .npy.
+    Run {
+        #[command(subcommand)]
+        family: run::RunFamily,
+    },
+    /// Time a kernel on the GPU (CUDA events, median of repetitions).
+    Bench {
+        #[command(subcommand)]
+        family: bench::BenchFamily,
+    },
+    /// The main job: generate, compile, run attention on random inputs and check it against the
+    /// CPU reference (on the GPU when present).
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List => {
+            print!("{}", flags::family_list());
+            Ok(())
+        }
+        Command::Emit { family } => flags::emit(family),
+        Command::Check(args) => check::run(args),
+        Command::Run { family } => run::run(family),
+        Command::Bench { family } => bench::run(family),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, TesseraError>;
