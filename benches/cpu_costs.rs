@@ -1,1 +1,74 @@
-fn main(){}
+//! CPU-side costs of the spec -> source -> binary path: rendering, a cold NVRTC compile (no cache),
+//! and a cache hit (read + checksum of a stored entry).
+//!
+//! `cargo bench --bench cpu_costs` (needs NVRTC: `bash .ci/provision`). Criterion prints medians.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use tessera::runtime::{CacheKey, Compiler, KernelCache, Target};
+use tessera::{Arch, AttentionSpec, DType};
+
+fn specs() -> [(&'static str, AttentionSpec); 2] {
+    [
+        ("bf16_d128_causal_gqa", AttentionSpec::new(DType::BF16, 128, true, 16, 4)),
+        ("f16_d64_full_mha", AttentionSpec::new(DType::F16, 64, false, 8, 8)),
+    ]
+}
+
+fn render(c: &mut Criterion) {
+    let mut group = c.benchmark_group("render");
+    for (name, spec) in specs() {
+        group.bench_function(name, |b| b.iter(|| spec.render(Arch::SM90).expect("valid spec")));
+    }
+    group.finish();
+}
+
+fn compile_cold(c: &mut Criterion) {
+    let mut group = c.benchmark_group("nvrtc_compile_cold");
+    // Each iteration is a real NVRTC run (about half a second): keep the sample small.
+    group.sample_size(10);
+    for (name, spec) in specs() {
+        let source = spec.render(Arch::SM90).expect("valid spec");
+        for target in [Target::ptx(Arch::SM90), Target::cubin(Arch::SM90)] {
+            let id = format!("{name}/{}", target.output.name());
+            // A fresh compiler each time: `Compiler` memoises what it built for its own lifetime.
+            group.bench_function(id, |b| {
+                b.iter_batched(Compiler::new, |c| c.compile(&source, target).expect("compiles"), BatchSize::PerIteration)
+            });
+        }
+    }
+    group.finish();
+}
+
+fn cache_hit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cache_hit");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = KernelCache::open(dir.path()).expect("cache");
+    let fresh = || Compiler::new().with_cache(KernelCache::open(dir.path()).expect("cache"));
+    for (name, spec) in specs() {
+        let source = spec.render(Arch::SM90).expect("valid spec");
+        let target = Target::cubin(Arch::SM90);
+        fresh().compile(&source, target).expect("fills the cache");
+        // The full disk-hit path of a new process: render + key + read + verify. A fresh compiler
+        // each time, so its in-memory memo does not answer instead of the disk.
+        group.bench_function(format!("{name}/compile_hit"), |b| {
+            b.iter_batched(
+                fresh,
+                |c| {
+                    let m = c.compile(&spec.render(Arch::SM90).expect("valid"), target).expect("hit");
+                    assert!(m.from_cache);
+                    m
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        let key = CacheKey::new(&source.hash, target, (13, 0), &["bench".to_string()]);
+        cache.put(&key, &vec![7u8; 200 * 1024]).expect("put");
+        group.bench_function(format!("{name}/get_200KiB"), |b| {
+            b.iter_batched(|| (), |_| cache.get(&key).into_image().expect("hit"), BatchSize::SmallInput)
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, render, compile_cold, cache_hit);
+criterion_main!(benches);

@@ -39,11 +39,13 @@ struct AttentionParams {
 };
 
 // A tile of ROWS x HEAD_DIM 16-bit values in shared memory, stored as 16-byte chunks. Chunk c of row r
-// sits at chunk position c ^ (r % 8) (or r % CHUNKS for narrow rows): the 8 row addresses of one
-// ldmatrix phase then fall into 8 different 16-byte bank groups instead of one.
+// sits at chunk position c ^ (r % W), W the largest power of two up to 8 that divides the row's
+// chunk count (8 for head_dim 64/128/192/256, 4 for 32 and 96): the row addresses of one ldmatrix
+// phase then fall into different 16-byte bank groups instead of one, and the XOR never leaves the
+// row (W must divide CHUNKS, or head_dim 96's chunk 11 ^ 7 would land in the next row).
 template <int HEAD_DIM> struct SwizzledTile {
     static constexpr int CHUNKS = HEAD_DIM / 8;
-    static constexpr int SWIZZLE = (CHUNKS < 8 ? CHUNKS : 8) - 1;
+    static constexpr int SWIZZLE = (CHUNKS % 8 == 0 ? 8 : CHUNKS % 4 == 0 ? 4 : CHUNKS % 2 == 0 ? 2 : 1) - 1;
     TESSERA_DEVICE static int offset(int row, int col) {
         int chunk = (col / 8) ^ (row & SWIZZLE);
         return row * HEAD_DIM + chunk * 8 + (col % 8);
@@ -119,9 +121,11 @@ TESSERA_DEVICE void attention_fwd(const AttentionParams& p) {
                                                        v + key0 * p.v_seq_stride, p.v_seq_stride, valid);
     };
 
-    // Q travels in the first cp.async group, together with the first K/V tile.
+    // Q is a cp.async group of its own, the oldest: every wait below that covers the first K/V tile
+    // covers Q too, and the epilogue's wait<0> covers it even when no K/V tile is loaded at all.
     load_tile_async<T, BLOCK_M, HEAD_DIM, THREADS>(sQ, q + row0 * p.q_seq_stride, p.q_seq_stride,
                                                    p.seq_q - row0);
+    cp_async_commit();
     if (STAGES > 1) {
 #pragma unroll
         for (int s = 0; s < STAGES - 1; ++s) {
@@ -150,6 +154,8 @@ TESSERA_DEVICE void attention_fwd(const AttentionParams& p) {
     for (int t = 0; t < n_tiles; ++t) {
         int slot;
         if (STAGES == 1) {
+            // The single slot is overwritten: every warp must be done reading tile t-1.
+            if (t > 0) sync_threads();
             load_kv(t, 0);
             cp_async_commit();
             cp_async_wait<0>();

@@ -276,7 +276,8 @@ void hazard(const char* fmt, ...) {
     std::vsnprintf(msg, sizeof msg, fmt, args);
     va_end(args);
     if (hazards_fatal()) fail("%s", msg);
-    if (hazards.fetch_add(1) == 0) std::fprintf(stderr, "tessera-emu: warning (first hazard, run continues): %s\n", msg);
+    if (hazards.fetch_add(1) == 0)
+        std::fprintf(stderr, "tessera-emu: warning (first hazard, run continues): %s\n", msg);
 }
 
 size_t smem_offset(const void* p, size_t bytes, size_t align, const char* what) {
@@ -632,7 +633,8 @@ void shared_store(void* p, const void* v, size_t bytes) {
 
 void global_store(void* p, const void* v, size_t bytes) {
     const char* what = bytes == 16 ? "store_global_16" : "store_global_f32";
-    if (reinterpret_cast<uintptr_t>(p) % bytes != 0) fail("%s: address %p is not %zu-byte aligned", what, p, bytes);
+    if (reinterpret_cast<uintptr_t>(p) % bytes != 0)
+        fail("%s: address %p is not %zu-byte aligned", what, p, bytes);
     GlobalBuffer& b = global_at(p, bytes, true, what);
     {
         std::lock_guard<std::mutex> lock(globals_mu);

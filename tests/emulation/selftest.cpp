@@ -196,7 +196,10 @@ static int run_fault(const std::string& name) {
     } else if (name == "misaligned") {
         kernel = [] { cp_async_16(dynamic_smem() + 8, global_in, true); };
     } else if (name == "global_out_of_bounds") {
-        kernel = [] { cp_async_16(dynamic_smem() + 16 * thread_index(), global_in + 16 * (thread_index() + 8), true); };
+        kernel = [] {
+            int t = thread_index();
+            cp_async_16(dynamic_smem() + 16 * t, global_in + 16 * (t + 8), true);  // 8 chunks past the end
+        };
     } else if (name == "stored_twice") {
         kernel = [] { store_global_f32(global_out + thread_index() / 2, 1.0f); };
     } else if (name == "warp_divergence") {

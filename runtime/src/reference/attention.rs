@@ -123,6 +123,7 @@ mod tests {
     /// Deliberately naive: materialise the whole `[batch, heads_q, seq_q, seq_k]` score matrix,
     /// mask with -inf, softmax each row without max subtraction tricks beyond the textbook one,
     /// then multiply by V. Shares nothing with `attention` but the index convention.
+    #[allow(clippy::needless_range_loop)]
     fn naive(q: &[f32], k: &[f32], v: &[f32], d: &AttentionDims, causal: bool, scale: f64) -> (Vec<f64>, Vec<f64>) {
         let (bsz, sq, sk, hq, hkv, hd) = (d.batch, d.seq_q, d.seq_k, d.heads_q, d.heads_kv, d.head_dim);
         let q4 = |b: usize, i: usize, h: usize, x: usize| q[((b * sq + i) * hq + h) * hd + x] as f64;
@@ -295,7 +296,8 @@ mod tests {
             assert_close(&r.lse, &lse, "lse");
             // Rows without a visible key exist exactly when causal and seq_q > seq_k.
             let empty = r.lse.iter().filter(|x| **x == f64::NEG_INFINITY).count();
-            let expect_empty = if causal { dims.seq_q.saturating_sub(dims.seq_k) * dims.batch * dims.heads_q } else { 0 };
+            let rows_per_query = dims.batch * dims.heads_q;
+            let expect_empty = if causal { dims.seq_q.saturating_sub(dims.seq_k) * rows_per_query } else { 0 };
             prop_assert_eq!(empty, expect_empty);
         }
     }
