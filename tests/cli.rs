@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use npyz::WriterBuilder;
 use tessera::npy::write_npy_f32;
 
 fn tessera(args: &[&str]) -> Output {
@@ -123,7 +124,12 @@ fn run_rejects_a_wrong_npy_dtype() {
     let [_, kp, vp] = inputs(dir.path(), &[1, 4, 1, 64], &[1, 4, 1, 64]);
     // An int32 array is not accepted.
     let q = dir.path().join("q_i32.npy");
-    let mut w = npyz::WriteOptions::new().default_dtype().shape(&[1, 4, 1, 64]).writer(std::fs::File::create(&q).unwrap()).begin_nd().unwrap();
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&[1, 4, 1, 64])
+        .writer(std::fs::File::create(&q).unwrap())
+        .begin_nd()
+        .unwrap();
     w.extend(0..256i32).unwrap();
     w.finish().unwrap();
     let out = dir.path().join("o.npy");

@@ -70,7 +70,7 @@ pub enum RuntimeError {
     SimulatorUnavailable,
 
     /// `--backend auto` found neither a GPU nor a simulator.
-    #[error("no backend available.\n  cuda: {cuda}\n  sim: {sim}")]
+    #[error("no backend available (cuda: {cuda}; sim: {sim})")]
     NoBackend { cuda: String, sim: String },
 
     /// A CUDA driver API call failed.

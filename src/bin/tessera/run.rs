@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use tessera::npy::{read_npy, write_npy_f32, NpyArray};
 use tessera::runtime::attention::{run_attention, AttentionProblem};
 use tessera::runtime::{open_backend, BackendKind, Compiler};
-use tessera::{AttentionSpec, DType, TesseraError};
+use tessera::{Arch, AttentionSpec, DType, TesseraError};
 
 use crate::flags::{parse_dtype, TileFlags};
 use crate::Result;
@@ -96,9 +96,13 @@ fn run_attention_cmd(args: RunAttentionArgs) -> Result<()> {
     let heads_q = u32::try_from(problem.heads_q).map_err(|_| TesseraError::input("--q", "too many heads"))?;
     let heads_kv = u32::try_from(problem.heads_kv).map_err(|_| TesseraError::input("--k", "too many heads"))?;
 
+    // Spec fields (head_dim, heads, tile values) are checked before looking for a device, against
+    // the most permissive architecture; the device's own limits are checked once it is known.
+    let mut spec = AttentionSpec::new(args.dtype, head_dim, args.causal, heads_q, heads_kv);
+    spec.tile = args.tile.tile(&spec, Arch::SM90);
+    spec.validate(Arch::SM90)?;
     let backend = open_backend(args.backend)?;
     let arch = backend.arch();
-    let mut spec = AttentionSpec::new(args.dtype, head_dim, args.causal, heads_q, heads_kv);
     spec.tile = args.tile.tile(&spec, arch);
     spec.validate(arch)?;
 
