@@ -27,7 +27,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tessera_codegen::{Arch, AttentionSpec, DType, Template, TileConfig, PRELUDE};
-use tessera_runtime::reference::{self, AttentionDims, Comparison};
+use tessera_runtime::reference::{self, Comparison};
+use tessera_runtime::AttentionProblem;
 
 const EMU_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/emulation");
 const ORACLE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/oracles");
@@ -572,15 +573,8 @@ impl Case {
         self
     }
 
-    fn dims(&self) -> AttentionDims {
-        AttentionDims {
-            batch: self.batch,
-            seq_q: self.seq_q,
-            seq_k: self.seq_k,
-            heads_q: self.spec.heads_q as usize,
-            heads_kv: self.spec.heads_kv as usize,
-            head_dim: self.spec.head_dim as usize,
-        }
+    fn dims(&self) -> AttentionProblem {
+        AttentionProblem::for_spec(&self.spec, self.batch, self.seq_q, self.seq_k)
     }
 
     fn name(&self) -> String {
@@ -728,7 +722,7 @@ fn run_case(c: &Case, binary: &Path, dir: &Path) -> Result<Outcome, String> {
         let x: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
         reference::round_to_dtype(&x, dtype)
     };
-    let (q, k, v) = (random(dims.q_len()), random(dims.kv_len()), random(dims.kv_len()));
+    let (q, k, v) = (random(dims.q_elements()), random(dims.kv_elements()), random(dims.kv_elements()));
     let scale = c.scale_mult / (hd as f32).sqrt();
     let [sq, sk, sv, so] = c.strides();
     let qb = scatter(&to_bits(&q, dtype), c.batch, c.seq_q, hq, hd, sq);
@@ -820,7 +814,7 @@ fn check_outputs(
     let reference = reference::attention(q, k, v, &dims, c.spec.causal, scale as f64);
 
     // Gather O, checking that every element was written and nothing else was.
-    let mut out = vec![0f32; dims.q_len()];
+    let mut out = vec![0f32; dims.q_elements()];
     let mut logical = vec![false; o_len];
     let mut unwritten = Vec::new();
     for b in 0..c.batch {
@@ -896,8 +890,8 @@ fn check_outputs(
     if c.with_lse {
         let raw = std::fs::read(dir.join("lse.bin")).map_err(|e| e.to_string())?;
         let lse: Vec<u32> = raw.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        if lse.len() != dims.lse_len() {
-            return Err(format!("lse.bin has {} values, expected {}", lse.len(), dims.lse_len()));
+        if lse.len() != dims.lse_elements() {
+            return Err(format!("lse.bin has {} values, expected {}", lse.len(), dims.lse_elements()));
         }
         for (idx, (&bits, &want)) in lse.iter().zip(&reference.lse).enumerate() {
             let got = f32::from_bits(bits) as f64;

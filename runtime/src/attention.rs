@@ -73,6 +73,18 @@ impl AttentionProblem {
     pub fn lse_elements(&self) -> usize {
         product(&[self.batch, self.heads_q, self.seq_q])
     }
+
+    /// Query heads per key/value head (1 = MHA, heads_q = MQA).
+    pub fn group(&self) -> usize {
+        self.heads_q / self.heads_kv.max(1)
+    }
+
+    /// Whether query `i` may see key `j`: `j < seq_k` and, for causal attention aligned
+    /// bottom-right, `j <= i + seq_k - seq_q` (the last query sees every key). The kernel template
+    /// applies the same rule.
+    pub fn visible(&self, causal: bool, i: usize, j: usize) -> bool {
+        j < self.seq_k && (!causal || (j as i64) <= i as i64 + self.seq_k as i64 - self.seq_q as i64)
+    }
 }
 
 fn product(values: &[usize]) -> usize {

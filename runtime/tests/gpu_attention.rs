@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera_runtime::attention::{encode, POISON_16};
 use tessera_runtime::codegen::{AttentionSpec, DType, TileConfig};
-use tessera_runtime::reference::{self, AttentionDims};
+use tessera_runtime::reference;
 use tessera_runtime::{
     attention_forward, open_backend, prepare_attention, run_attention, AttentionBuffers, AttentionProblem,
     AttentionStrides, Backend, BackendKind, Compiler, KernelCache, TensorStrides,
@@ -25,17 +25,6 @@ fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
 }
 
-fn dims(p: &AttentionProblem) -> AttentionDims {
-    AttentionDims {
-        batch: p.batch,
-        seq_q: p.seq_q,
-        seq_k: p.seq_k,
-        heads_q: p.heads_q,
-        heads_kv: p.heads_kv,
-        head_dim: p.head_dim,
-    }
-}
-
 /// Runs one spec/shape on the GPU and compares output and log-sum-exp with the reference.
 fn check_case(backend: &dyn Backend, compiler: &Compiler, spec: &AttentionSpec, p: AttentionProblem, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -51,7 +40,7 @@ fn check_case(backend: &dyn Backend, compiler: &Compiler, spec: &AttentionSpec, 
         reference::round_to_dtype(&k, spec.dtype),
         reference::round_to_dtype(&v, spec.dtype),
     );
-    let want = reference::attention(&qr, &kr, &vr, &dims(&p), spec.causal, f64::from(p.default_scale()));
+    let want = reference::attention(&qr, &kr, &vr, &p, spec.causal, f64::from(p.default_scale()));
     let cmp = reference::compare(&got.out, &want.out);
     assert!(cmp.passes(reference::tolerance(spec.dtype)), "{label}: output {cmp:?}");
 

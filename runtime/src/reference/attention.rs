@@ -1,43 +1,6 @@
 //! Attention forward in f64: the reference every attention kernel is checked against.
 
-/// Shape of one attention call. Tensors are contiguous `[batch, seq, heads, head_dim]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AttentionDims {
-    pub batch: usize,
-    pub seq_q: usize,
-    pub seq_k: usize,
-    pub heads_q: usize,
-    pub heads_kv: usize,
-    pub head_dim: usize,
-}
-
-impl AttentionDims {
-    /// Elements of Q (and of the output O).
-    pub fn q_len(&self) -> usize {
-        self.batch * self.seq_q * self.heads_q * self.head_dim
-    }
-
-    /// Elements of K (and of V).
-    pub fn kv_len(&self) -> usize {
-        self.batch * self.seq_k * self.heads_kv * self.head_dim
-    }
-
-    /// Elements of the log-sum-exp, `[batch, heads_q, seq_q]`.
-    pub fn lse_len(&self) -> usize {
-        self.batch * self.heads_q * self.seq_q
-    }
-
-    /// Query heads per key/value head (1 = MHA, heads_q = MQA).
-    pub fn group(&self) -> usize {
-        self.heads_q / self.heads_kv
-    }
-
-    /// Whether query `i` may see key `j`: `j < seq_k` and, for causal attention aligned
-    /// bottom-right, `j <= i + seq_k - seq_q` (the last query sees every key).
-    pub fn visible(&self, causal: bool, i: usize, j: usize) -> bool {
-        j < self.seq_k && (!causal || (j as i64) <= i as i64 + self.seq_k as i64 - self.seq_q as i64)
-    }
-}
+use crate::attention::AttentionProblem;
 
 /// Reference attention output.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,27 +13,27 @@ pub struct ReferenceOutput {
 }
 
 /// `out[i] = Σ_j softmax_j(scale · q_i·k_j) v_j` over the keys `j` query `i` may see
-/// ([`AttentionDims::visible`]), with f64 accumulation and a max-subtracted softmax. Query head `h`
+/// ([`AttentionProblem::visible`]), with f64 accumulation and a max-subtracted softmax. Query head `h`
 /// reads key/value head `h / (heads_q / heads_kv)`.
 ///
 /// # Panics
 /// When a slice length does not match `dims`, or `heads_kv` does not divide `heads_q`: both are
 /// harness bugs, not data.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: &AttentionDims, causal: bool, scale: f64) -> ReferenceOutput {
-    let AttentionDims { batch, seq_q, seq_k, heads_q, heads_kv, head_dim } = *dims;
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: &AttentionProblem, causal: bool, scale: f64) -> ReferenceOutput {
+    let AttentionProblem { batch, seq_q, seq_k, heads_q, heads_kv, head_dim } = *dims;
     assert!(
         heads_kv > 0 && heads_q % heads_kv == 0,
         "attention reference: heads_kv ({heads_kv}) must divide heads_q ({heads_q})"
     );
-    assert_eq!(q.len(), dims.q_len(), "attention reference: q length");
-    assert_eq!(k.len(), dims.kv_len(), "attention reference: k length");
-    assert_eq!(v.len(), dims.kv_len(), "attention reference: v length");
+    assert_eq!(q.len(), dims.q_elements(), "attention reference: q length");
+    assert_eq!(k.len(), dims.kv_elements(), "attention reference: k length");
+    assert_eq!(v.len(), dims.kv_elements(), "attention reference: v length");
     let group = dims.group();
     let q_at = |b: usize, i: usize, h: usize| ((b * seq_q + i) * heads_q + h) * head_dim;
     let kv_at = |b: usize, j: usize, h: usize| ((b * seq_k + j) * heads_kv + h) * head_dim;
 
-    let mut out = vec![0.0f64; dims.q_len()];
-    let mut lse = vec![f64::NEG_INFINITY; dims.lse_len()];
+    let mut out = vec![0.0f64; dims.q_elements()];
+    let mut lse = vec![f64::NEG_INFINITY; dims.lse_elements()];
     let mut scores = vec![0.0f64; seq_k];
     let mut acc = vec![0.0f64; head_dim];
     for b in 0..batch {
@@ -124,7 +87,7 @@ mod tests {
     /// mask with -inf, softmax each row without max subtraction tricks beyond the textbook one,
     /// then multiply by V. Shares nothing with `attention` but the index convention.
     #[allow(clippy::needless_range_loop)]
-    fn naive(q: &[f32], k: &[f32], v: &[f32], d: &AttentionDims, causal: bool, scale: f64) -> (Vec<f64>, Vec<f64>) {
+    fn naive(q: &[f32], k: &[f32], v: &[f32], d: &AttentionProblem, causal: bool, scale: f64) -> (Vec<f64>, Vec<f64>) {
         let (bsz, sq, sk, hq, hkv, hd) = (d.batch, d.seq_q, d.seq_k, d.heads_q, d.heads_kv, d.head_dim);
         let q4 = |b: usize, i: usize, h: usize, x: usize| q[((b * sq + i) * hq + h) * hd + x] as f64;
         let k4 = |b: usize, j: usize, h: usize, x: usize| k[((b * sk + j) * hkv + h) * hd + x] as f64;
@@ -191,7 +154,7 @@ mod tests {
     fn hand_computed_two_keys() {
         // One query, two keys, head_dim 1: scores = scale * q * k = [0, ln 3] with scale 1.
         // softmax = [1/4, 3/4]; out = 1/4 * 2 + 3/4 * 6 = 5; lse = ln(1 + 3) = ln 4.
-        let dims = AttentionDims { batch: 1, seq_q: 1, seq_k: 2, heads_q: 1, heads_kv: 1, head_dim: 1 };
+        let dims = AttentionProblem { batch: 1, seq_q: 1, seq_k: 2, heads_q: 1, heads_kv: 1, head_dim: 1 };
         let ln3 = 3f32.ln();
         let r = attention(&[1.0], &[0.0, ln3], &[2.0, 6.0], &dims, false, 1.0);
         assert!((r.out[0] - 5.0).abs() < 1e-6, "{:?}", r.out);
@@ -201,7 +164,7 @@ mod tests {
         // head_dim 2, scale 0.5: q0 = [2, 0], q1 = [0, 2]; k0 = [1, 0], k1 = [0, 1].
         // Query 0: score 1 on key 0 -> out = v0, lse = 1.
         // Query 1: scores [0, 1] -> p = [1, e] / (1 + e); lse = ln(1 + e).
-        let dims = AttentionDims { batch: 1, seq_q: 2, seq_k: 2, heads_q: 1, heads_kv: 1, head_dim: 2 };
+        let dims = AttentionProblem { batch: 1, seq_q: 2, seq_k: 2, heads_q: 1, heads_kv: 1, head_dim: 2 };
         let q = [2.0, 0.0, 0.0, 2.0];
         let k = [1.0, 0.0, 0.0, 1.0];
         let v = [1.0, 10.0, 3.0, -4.0];
@@ -217,10 +180,10 @@ mod tests {
     #[test]
     fn causal_rows_without_keys_are_zero_with_neg_inf_lse() {
         // seq_q 5 > seq_k 2: query i sees keys j <= i - 3, so queries 0..=2 see nothing.
-        let dims = AttentionDims { batch: 1, seq_q: 5, seq_k: 2, heads_q: 2, heads_kv: 1, head_dim: 3 };
+        let dims = AttentionProblem { batch: 1, seq_q: 5, seq_k: 2, heads_q: 2, heads_kv: 1, head_dim: 3 };
         let mut rng = StdRng::seed_from_u64(7);
         let (q, k, v) =
-            (random(dims.q_len(), &mut rng), random(dims.kv_len(), &mut rng), random(dims.kv_len(), &mut rng));
+            (random(dims.q_elements(), &mut rng), random(dims.kv_elements(), &mut rng), random(dims.kv_elements(), &mut rng));
         let r = attention(&q, &k, &v, &dims, true, 0.3);
         for h in 0..2 {
             for i in 0..5 {
@@ -242,7 +205,7 @@ mod tests {
             }
         }
         // seq_k = 0: nothing is visible anywhere, no NaN.
-        let empty = AttentionDims { seq_k: 0, ..dims };
+        let empty = AttentionProblem { seq_k: 0, ..dims };
         let r = attention(&q, &[], &[], &empty, false, 1.0);
         assert!(r.out.iter().all(|&x| x == 0.0) && r.lse.iter().all(|&x| x == f64::NEG_INFINITY));
     }
@@ -251,11 +214,11 @@ mod tests {
     fn gqa_reads_the_shared_kv_head() {
         // heads_q 4, heads_kv 2: heads 0, 1 read kv head 0 and heads 2, 3 read kv head 1. Identical
         // queries on heads 0 and 1 must give identical rows, and different rows from head 2.
-        let dims = AttentionDims { batch: 1, seq_q: 3, seq_k: 4, heads_q: 4, heads_kv: 2, head_dim: 2 };
+        let dims = AttentionProblem { batch: 1, seq_q: 3, seq_k: 4, heads_q: 4, heads_kv: 2, head_dim: 2 };
         let mut rng = StdRng::seed_from_u64(3);
         let row = random(2, &mut rng);
         let q: Vec<f32> = (0..3 * 4).flat_map(|_| row.clone()).collect();
-        let (k, v) = (random(dims.kv_len(), &mut rng), random(dims.kv_len(), &mut rng));
+        let (k, v) = (random(dims.kv_elements(), &mut rng), random(dims.kv_elements(), &mut rng));
         let r = attention(&q, &k, &v, &dims, false, 1.0);
         for i in 0..3 {
             let at = |h: usize| &r.out[(i * 4 + h) * 2..][..2];
@@ -268,16 +231,16 @@ mod tests {
     #[test]
     #[should_panic(expected = "must divide")]
     fn indivisible_heads_panic() {
-        let dims = AttentionDims { batch: 1, seq_q: 1, seq_k: 1, heads_q: 3, heads_kv: 2, head_dim: 1 };
+        let dims = AttentionProblem { batch: 1, seq_q: 1, seq_k: 1, heads_q: 3, heads_kv: 2, head_dim: 1 };
         attention(&[0.0; 3], &[0.0; 2], &[0.0; 2], &dims, false, 1.0);
     }
 
-    fn dims_strategy() -> impl Strategy<Value = (AttentionDims, bool, u64)> {
+    fn dims_strategy() -> impl Strategy<Value = (AttentionProblem, bool, u64)> {
         // (heads_q, heads_kv): MHA, GQA and MQA ratios.
         let heads = prop_oneof![Just((1, 1)), Just((2, 2)), Just((4, 2)), Just((6, 2)), Just((3, 1)), Just((4, 1))];
         (1usize..=2, 1usize..=40, 1usize..=40, heads, 1usize..=16, any::<bool>(), any::<u64>()).prop_map(
             |(batch, seq_q, seq_k, (heads_q, heads_kv), head_dim, causal, seed)| {
-                (AttentionDims { batch, seq_q, seq_k, heads_q, heads_kv, head_dim }, causal, seed)
+                (AttentionProblem { batch, seq_q, seq_k, heads_q, heads_kv, head_dim }, causal, seed)
             },
         )
     }
@@ -287,9 +250,9 @@ mod tests {
         #[test]
         fn matches_naive_softmax((dims, causal, seed) in dims_strategy(), scale in 0.05f64..2.0) {
             let mut rng = StdRng::seed_from_u64(seed);
-            let q = random(dims.q_len(), &mut rng);
-            let k = random(dims.kv_len(), &mut rng);
-            let v = random(dims.kv_len(), &mut rng);
+            let q = random(dims.q_elements(), &mut rng);
+            let k = random(dims.kv_elements(), &mut rng);
+            let v = random(dims.kv_elements(), &mut rng);
             let r = attention(&q, &k, &v, &dims, causal, scale);
             let (out, lse) = naive(&q, &k, &v, &dims, causal, scale);
             assert_close(&r.out, &out, "out");

@@ -7,7 +7,7 @@
 
 mod attention;
 
-pub use attention::{attention, AttentionDims, ReferenceOutput};
+pub use attention::{attention, ReferenceOutput};
 
 use half::{bf16, f16};
 use tessera_codegen::DType;

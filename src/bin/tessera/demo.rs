@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::runtime::attention::{run_attention, AttentionProblem};
 use tessera::runtime::check::check_spec;
-use tessera::runtime::reference::{self, AttentionDims};
+use tessera::runtime::reference;
 use tessera::runtime::{nvrtc_version, open_backend, BackendKind, Compiler};
 use tessera::{Arch, AttentionSpec, DType, TesseraError};
 
@@ -92,16 +92,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 let start = Instant::now();
                 let out = run_attention(backend.as_ref(), &compiler, &case.spec, pr, &q, &k, &v, None, true)?;
                 let ms = start.elapsed().as_secs_f64() * 1e3;
-                let dims = AttentionDims {
-                    batch: pr.batch,
-                    seq_q: pr.seq_q,
-                    seq_k: pr.seq_k,
-                    heads_q: pr.heads_q,
-                    heads_kv: pr.heads_kv,
-                    head_dim: pr.head_dim,
-                };
                 let round = |x: &[f32]| reference::round_to_dtype(x, case.spec.dtype);
-                let want = reference::attention(&round(&q), &round(&k), &round(&v), &dims, case.spec.causal, scale);
+                let want = reference::attention(&round(&q), &round(&k), &round(&v), pr, case.spec.causal, scale);
                 let cmp = reference::compare(&out.out, &want.out);
                 let lse_ok = out.lse.as_ref().is_some_and(|lse| {
                     lse.iter().zip(&want.lse).all(|(&got, &w)| {
