@@ -1,0 +1,1 @@
+//! tessera-sim: executes PTX on the CPU. (Being written.)
