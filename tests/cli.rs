@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use npyz::WriterBuilder;
-use tessera::npy::write_npy_f32;
+use tessera::npy::{read_npy, write_npy_f32};
+use tessera::runtime::reference;
+use tessera::runtime::AttentionProblem;
+use tessera::DType;
 
 fn tessera(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("the tessera binary runs")
@@ -139,22 +142,106 @@ fn run_rejects_a_wrong_npy_dtype() {
     assert!(!out.exists());
 }
 
-#[test]
-fn run_without_a_backend_is_a_clear_error() {
+/// Random inputs in [-2, 2) for the end-to-end runs.
+fn random_inputs(n: usize, seed: u64) -> Vec<f32> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
+}
+
+/// Writes a little-endian f16 `.npy`.
+fn write_npy_f16(path: &Path, shape: &[usize], data: &[f32]) {
+    let shape64: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape64)
+        .writer(std::fs::File::create(path).unwrap())
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().map(|&x| half::f16::from_f32(x))).unwrap();
+    w.finish().unwrap();
+}
+
+/// `tessera run attention` on the simulator, its O and LSE read back with `read_npy` and compared
+/// with the f64 reference on the same dtype-rounded inputs.
+fn run_and_check_on_sim(dtype: DType, causal: bool, q_shape: [usize; 4], kv_shape: [usize; 4], f16_q: bool, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let (o, out) = run_attention(dir.path(), &[1, 8, 2, 64], &[1, 8, 2, 64], &["--backend", "sim"]);
-    assert!(!o.status.success());
-    let e = stderr(&o);
-    assert!(e.contains("simulator") && e.contains("not available yet"), "{e}");
-    assert!(!out.exists());
+    let path = |name: &str| dir.path().join(name);
+    let n = |s: [usize; 4]| s.iter().product::<usize>();
+    let (q, k, v) = (random_inputs(n(q_shape), seed), random_inputs(n(kv_shape), seed + 1), random_inputs(n(kv_shape), seed + 2));
+    if f16_q {
+        write_npy_f16(&path("q.npy"), &q_shape, &q);
+    } else {
+        write_npy_f32(&path("q.npy"), &q_shape, &q).unwrap();
+    }
+    write_npy_f32(&path("k.npy"), &kv_shape, &k).unwrap();
+    write_npy_f32(&path("v.npy"), &kv_shape, &v).unwrap();
+    let s = |name: &str| path(name).to_string_lossy().into_owned();
+    let (qp, kp, vp, op, lp) = (s("q.npy"), s("k.npy"), s("v.npy"), s("o.npy"), s("lse.npy"));
+    let mut args = vec![
+        "run", "attention", "--dtype", dtype.name(), "--q", &qp, "--k", &kp, "--v", &vp, "--out", &op, "--lse", &lp,
+        "--backend", "sim",
+    ];
+    if causal {
+        args.push("--causal");
+    }
+    let o = tessera(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tessera-sim"), "names the device: {}", stderr(&o));
+
+    let out = read_npy(&path("o.npy")).unwrap();
+    assert_eq!(out.shape, q_shape);
+    let lse = read_npy(&path("lse.npy")).unwrap();
+    let [batch, seq_q, heads_q, head_dim] = q_shape;
+    let [_, seq_k, heads_kv, _] = kv_shape;
+    assert_eq!(lse.shape, [batch, heads_q, seq_q]);
+
+    // What the CLI saw: an f16 file holds the f16-rounded values.
+    let q_in = if f16_q { reference::round_to_dtype(&q, DType::F16) } else { q };
+    let round = |x: &[f32]| reference::round_to_dtype(x, dtype);
+    let problem = AttentionProblem { batch, seq_q, seq_k, heads_q, heads_kv, head_dim };
+    let want = reference::attention(&round(&q_in), &round(&k), &round(&v), &problem, causal, f64::from(problem.default_scale()));
+    let cmp = reference::compare(&out.data, &want.out);
+    assert!(cmp.passes(reference::tolerance(dtype)), "{cmp:?}");
+    for (i, (&g, &w)) in lse.data.iter().zip(&want.lse).enumerate() {
+        if w == f64::NEG_INFINITY {
+            assert_eq!(g, f32::NEG_INFINITY, "lse[{i}]: a row that sees no key");
+        } else {
+            assert!((f64::from(g) - w).abs() <= 1e-4 * w.abs().max(1.0), "lse[{i}] = {g}, want {w}");
+        }
+    }
+}
+
+#[test]
+fn run_on_the_simulator_matches_the_reference() {
+    // GQA 2:1, causal with more queries than keys (rows that see nothing), lengths off the tiles.
+    run_and_check_on_sim(DType::BF16, true, [1, 37, 2, 64], [1, 21, 1, 64], false, 10);
+}
+
+#[test]
+fn run_on_the_simulator_takes_f16_npy_inputs() {
+    run_and_check_on_sim(DType::F16, false, [2, 5, 2, 32], [2, 40, 2, 32], true, 20);
+}
+
+#[test]
+fn run_without_a_gpu_is_a_clear_error_and_auto_uses_the_simulator() {
+    let dir = tempfile::tempdir().unwrap();
     // On a machine with a GPU this run succeeds; without one it must say so, not crash.
     let (o, out) = run_attention(dir.path(), &[1, 8, 2, 64], &[1, 8, 2, 64], &["--backend", "cuda"]);
-    if o.status.success() {
+    let gpu = o.status.success();
+    if gpu {
         assert!(out.exists());
     } else {
         let e = stderr(&o);
         assert!(e.contains("GPU") && e.trim().lines().count() == 1, "{e}");
         assert!(!e.contains("panicked"), "{e}");
         assert!(!out.exists());
+    }
+    // The default backend runs everywhere: the GPU when there is one, else the simulator.
+    let (o, out) = run_attention(dir.path(), &[1, 8, 2, 64], &[1, 8, 2, 64], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.exists());
+    if !gpu {
+        assert!(stderr(&o).contains("tessera-sim") && stderr(&o).contains("(sim)"), "{}", stderr(&o));
     }
 }

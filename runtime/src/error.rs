@@ -63,11 +63,16 @@ pub enum RuntimeError {
     #[error("unsupported GPU {device}: {reason}")]
     UnsupportedDevice { device: String, reason: String },
 
-    #[error(
-        "the CPU simulator backend is not available yet; run with `--backend cuda` on a machine \
-         with an NVIDIA GPU"
-    )]
-    SimulatorUnavailable,
+    /// The CPU simulator could not load or run a kernel. For a fault, race or deadlock the source's
+    /// message is the simulator's one-line report: kernel, CTA, thread, PTX line and address.
+    #[error("CPU simulator, {stage} `{kernel}`: {source}")]
+    Simulator {
+        /// `loading` (parsing the PTX) or `launching`.
+        stage: &'static str,
+        kernel: String,
+        #[source]
+        source: Box<tessera_sim::SimError>,
+    },
 
     /// `--backend auto` found neither a GPU nor a simulator.
     #[error("no backend available (cuda: {cuda}; sim: {sim})")]
@@ -118,7 +123,16 @@ impl RuntimeError {
     /// True for the errors that mean "this machine has no GPU", as opposed to a bug or a bad input;
     /// tests and the CLI use it to skip rather than fail.
     pub fn is_no_gpu(&self) -> bool {
-        matches!(self, RuntimeError::NoGpu { .. } | RuntimeError::NoBackend { .. } | RuntimeError::SimulatorUnavailable)
+        matches!(self, RuntimeError::NoGpu { .. } | RuntimeError::NoBackend { .. })
+    }
+
+    /// The simulator's report (kernel, CTA, thread, PTX line, address) when a simulated kernel
+    /// faulted, raced, deadlocked or ran out of steps.
+    pub fn sim_report(&self) -> Option<&tessera_sim::Report> {
+        match self {
+            RuntimeError::Simulator { source, .. } => source.report(),
+            _ => None,
+        }
     }
 }
 

@@ -7,8 +7,8 @@
 //! - [`ptxas`] reports registers, spills and shared memory; [`check_spec`] combines both for
 //!   `tessera check`.
 //! - [`Backend`] abstracts the device: [`open_backend`] gives the CUDA backend where there is a GPU
-//!   and a clear [`RuntimeError::NoGpu`] where there is none; the CPU simulator is not available
-//!   yet.
+//!   and the CPU simulator ([`SimBackend`], a PTX interpreter from `tessera-sim`) where there is
+//!   none; asked for CUDA explicitly without a GPU, it is a clear [`RuntimeError::NoGpu`].
 //! - [`attention`] checks, launches and wraps the attention forward kernel; [`run_attention`] is the
 //!   host-tensor entry point.
 //! - [`reference`](mod@reference) holds CPU reference implementations to test kernels against.
@@ -42,3 +42,5 @@ pub use error::{Result, RuntimeError};
 pub use locate::{find_nvrtc, find_ptxas, NvrtcFiles};
 pub use nvrtc::{nvrtc_library, nvrtc_version, NvrtcLibrary};
 pub use ptxas::{parse_ptxas_output, run_ptxas, PtxasReport};
+pub use sim::SimBackend;
+pub use tessera_sim as simulator;

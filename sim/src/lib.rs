@@ -1,1 +1,346 @@
-//! tessera-sim: executes PTX on the CPU. (Being written.)
+//! tessera-sim: a CPU interpreter for the PTX that NVRTC produces for Tessera's kernels.
+//!
+//! The PTX text is parsed once and lowered into a compact array of pre-decoded instructions
+//! ([`Module::parse`]); an instruction the simulator cannot run exactly is rejected there
+//! ([`SimError::Unsupported`], with its line), never run approximately. [`launch`] then runs a grid
+//! of CTAs, in parallel on rayon, every thread with its own registers and program counter. Every
+//! memory access is bounds- and alignment-checked against the allocations of [`GlobalMemory`] and
+//! the CTA's shared memory; with [`SimOptions::checks`], shared-memory races, reads of never-written
+//! shared memory and reads of data a `cp.async` has not delivered yet are reported too. Barrier
+//! divergence, deadlocked collectives and runaway threads end in a [`Report`], never a hang.
+//!
+//! # Pipeline (one concept per module)
+//!
+//! - `lex`, `parse`: tokens, then a light tree (directives, declarations, labels, guards, operand
+//!   shapes); inline-asm `{ .reg ...; }` scopes get function-unique registers.
+//! - `lower` into `ir`: typed opcodes, operands as register-file slots (immediates and special
+//!   registers are slots too), resolved branch targets; every modifier is checked here.
+//! - `regalloc`: liveness-based packing of NVRTC's thousands of virtual registers into a few
+//!   hundred slots per thread (the attention kernel: ~6000 to ~300), so a warp's registers stay in
+//!   cache while the scheduler switches lanes.
+//! - `cta` (scheduler, barriers, deadlock reports), `exec` (the interpreter loop), `warp`
+//!   (collectives), `mma`, `space` (state spaces, generic addresses), `memory`, `checks`
+//!   (shadow memory), `numerics` (rounding, f16/bf16, approximate functions).
+//!
+//! # Execution model
+//!
+//! A thread runs until it blocks: at a barrier, a warp collective or exit. Warps run in order, lanes
+//! in order; a collective executes once every lane of its member mask waits at it (`ldmatrix` and
+//! `mma` need the whole warp), a barrier releases once all threads (or its thread count) arrived.
+//! `cp.async` copies are deferred until a `cp.async.wait_group` / `wait_all` of the issuing thread
+//! needs them (groups complete in commit order) or the thread exits, so a missing wait shows up as a
+//! read of bytes still in flight. Generic addresses: bits 40..48 select the local, shared and param
+//! windows; everything else is global.
+//!
+//! # Numerics
+//!
+//! IEEE operations round as PTX specifies (Rust's own `.rn` arithmetic; directed modes through
+//! error-free transformations); f16/bf16 conversions are bit-exact RNE (NaN to 0x7fff); the
+//! `.approx` functions (`ex2`, `lg2`, `rcp`, `rsqrt`, `sqrt`, `sin`, `cos`, `tanh`) are computed in f64
+//! and rounded once, inside the ISA's stated error bounds but not necessarily equal to a GPU's MUFU
+//! results in the last bits; `mma.sync` sums each product (exact) onto C in f64 in k order and
+//! rounds once, as the host emulation (tests/emulation) does. Integer division by zero (undefined in
+//! PTX) gives all ones, and the dividend as remainder.
+//!
+//! # Supported PTX
+//!
+//! Module directives, `.entry` with `.maxntid` / `.reqntid` / ..., `.reg`, `.global` / `.const`
+//! (initialised), static and `.extern` (dynamic) `.shared`, `.local`; `mov` (incl. packing and
+//! special registers), integer `add/sub/mul/mad` (`.lo/.hi/.wide`, `.cc`/`addc`), `div/rem/min/max/
+//! abs/neg`, bit operations (`and/or/xor/not/cnot/shl/shr/bfe/bfi/brev/popc/clz/bfind/prmt/shf`),
+//! `setp` (all comparisons, boolean combination, two destinations), `set`, `selp`, `testp`, f32/f64
+//! arithmetic with `.ftz/.sat` and rounding modes, f16/bf16 (x2) arithmetic, `cvt` (all integer and
+//! float pairs, every rounding mode, `.sat`, f16x2/bf16x2 packing with `.relu/.satfinite`), `cvta`,
+//! `isspacep`, `ld/ldu/st` (all spaces, `.v2/.v4`, cache hints ignored), `atom/red` (global and
+//! shared), `cp.async` (`.ca/.cg`, 4/8/16 bytes, src-size and ignore-src forms, commit/wait),
+//! `ldmatrix` (x1/x2/x4, `.trans`), `mma.sync` (m16n8k16 and m16n8k8, f16/bf16 inputs, f32 or f16
+//! accumulators), `shfl/vote/redux/match.sync`, `activemask`, `bar/barrier.sync` (with counts),
+//! `bar.arrive`, `bar.warp.sync`, `membar/fence` (no-ops: execution is sequentially consistent),
+//! `bra`, `ret`, `exit`, `trap`. Not supported (rejected at parse time): `call` and device
+//! functions, textures and surfaces, `stmatrix`, `wgmma`, TMA (`cp.async.bulk`), `mbarrier`, `bar.red`,
+//! video instructions, tf32/fp8/integer `mma`.
+//!
+//! ```
+//! use tessera_sim::{launch, GlobalMemory, LaunchConfig, Module, SimOptions};
+//! let ptx = r#"
+//! .version 9.0
+//! .target sm_80
+//! .address_size 64
+//! .visible .entry twice(.param .u64 p)
+//! {
+//!     .reg .b32 %r<4>;
+//!     .reg .b64 %rd<4>;
+//!     ld.param.u64 %rd1, [p];
+//!     cvta.to.global.u64 %rd2, %rd1;
+//!     mov.u32 %r1, %tid.x;
+//!     mul.wide.u32 %rd3, %r1, 4;
+//!     add.s64 %rd2, %rd2, %rd3;
+//!     ld.global.u32 %r2, [%rd2];
+//!     shl.b32 %r3, %r2, 1;
+//!     st.global.u32 [%rd2], %r3;
+//!     ret;
+//! }
+//! "#;
+//! let module = Module::parse(ptx)?;
+//! let memory = GlobalMemory::new();
+//! let buf = memory.alloc(32 * 4);
+//! let data: Vec<u8> = (0..32u32).flat_map(|i| i.to_le_bytes()).collect();
+//! memory.write(buf, &data)?;
+//! let config = LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], dynamic_shared_bytes: 0 };
+//! launch(&module, "twice", &config, &buf.to_le_bytes(), &memory, &SimOptions::default())?;
+//! let mut out = vec![0u8; 32 * 4];
+//! memory.read(buf, &mut out)?;
+//! assert_eq!(u32::from_le_bytes([out[8], out[9], out[10], out[11]]), 4);
+//! # Ok::<(), tessera_sim::SimError>(())
+//! ```
+
+mod checks;
+mod cta;
+mod error;
+mod exec;
+mod ir;
+mod lex;
+mod lower;
+mod memory;
+mod mma;
+mod numerics;
+mod parse;
+mod regalloc;
+mod space;
+mod warp;
+
+pub use error::{Report, SimError};
+pub use memory::GlobalMemory;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::cta::{Cta, LaunchCtx};
+use crate::ir::Kernel;
+use crate::memory::Allocation;
+use crate::space::GlobalView;
+
+/// The most shared memory one CTA may use (sm_90's 227 KiB).
+pub const MAX_SHARED_BYTES: usize = 227 * 1024;
+/// The most threads one CTA may have.
+pub const MAX_THREADS_PER_BLOCK: usize = 1024;
+
+/// One kernel parameter as declared in the `.entry` parameter list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamInfo {
+    pub name: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// Alignment in bytes.
+    pub align: usize,
+    /// Byte offset in the parameter buffer.
+    pub offset: usize,
+}
+
+/// A parsed and lowered PTX module. Its `.global` variables live with it (and keep their values
+/// across launches, as on a device).
+#[derive(Debug)]
+pub struct Module {
+    kernels: Vec<Kernel>,
+    globals: Vec<Arc<Allocation>>,
+    version: Option<String>,
+    target: Vec<String>,
+}
+
+impl Module {
+    /// Parses and lowers PTX text.
+    pub fn parse(ptx: &str) -> Result<Module, SimError> {
+        let tree = parse::parse_module(ptx)?;
+        if let Some(bits) = tree.address_size {
+            if bits != 64 {
+                return Err(SimError::Unsupported { instruction: format!(".address_size {bits}"), line: 0 });
+            }
+        }
+        let lowered = lower::lower_module(&tree)?;
+        Ok(Module { kernels: lowered.kernels, globals: lowered.globals, version: tree.version, target: tree.target })
+    }
+
+    /// The names of the module's `.entry` functions, in order of appearance.
+    pub fn entries(&self) -> Vec<String> {
+        self.kernels.iter().map(|k| k.name.clone()).collect()
+    }
+
+    /// The parameter layout of an entry.
+    pub fn entry_params(&self, name: &str) -> Result<Vec<ParamInfo>, SimError> {
+        Ok(self.kernel(name)?.params.clone())
+    }
+
+    /// Bytes of the parameter buffer `launch` expects for an entry.
+    pub fn param_bytes(&self, name: &str) -> Result<usize, SimError> {
+        Ok(self.kernel(name)?.param_bytes)
+    }
+
+    /// Static shared memory of an entry, in bytes (the dynamic region follows it).
+    pub fn static_shared_bytes(&self, name: &str) -> Result<usize, SimError> {
+        Ok(self.kernel(name)?.static_shared_bytes)
+    }
+
+    /// Register-file slots per thread of an entry (after packing; see the crate docs).
+    pub fn register_slots(&self, name: &str) -> Result<usize, SimError> {
+        Ok(self.kernel(name)?.init_regs.len())
+    }
+
+    /// Number of lowered instructions of an entry.
+    pub fn instruction_count(&self, name: &str) -> Result<usize, SimError> {
+        Ok(self.kernel(name)?.code.len())
+    }
+
+    /// The `.version` directive, if any.
+    pub fn ptx_version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// The `.target` directive's values.
+    pub fn target(&self) -> &[String] {
+        &self.target
+    }
+
+    fn kernel(&self, name: &str) -> Result<&Kernel, SimError> {
+        self.kernels
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| SimError::EntryNotFound { name: name.to_string(), available: self.entries() })
+    }
+}
+
+/// Grid and block dimensions plus dynamic shared memory, as for `cuLaunchKernel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_shared_bytes: u32,
+}
+
+/// How to run a launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimOptions {
+    /// Shared-memory race detection, uninitialised shared reads and in-flight cp.async reads
+    /// (bounds and alignment are always checked).
+    pub checks: bool,
+    /// Maximum instructions per thread before a [`SimError::StepBudget`] report.
+    pub step_budget: u64,
+    /// Run CTAs in parallel on rayon.
+    pub parallel: bool,
+}
+
+impl Default for SimOptions {
+    /// Checks on, a budget of 2^28 instructions per thread, parallel.
+    fn default() -> Self {
+        SimOptions { checks: true, step_budget: 1 << 28, parallel: true }
+    }
+}
+
+/// What a launch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaunchStats {
+    /// Instructions executed, summed over threads (guarded-off instructions count too).
+    pub thread_instructions: u64,
+    /// CTAs run.
+    pub ctas: u64,
+    /// Wall time of the launch.
+    pub elapsed: Duration,
+}
+
+/// Runs `entry` over the grid. `params` holds the raw parameter bytes laid out per
+/// [`Module::entry_params`].
+///
+/// On failure the error describes the first failing CTA in grid order among those that ran (with
+/// `parallel`, CTAs not yet started when one fails are skipped).
+pub fn launch(
+    module: &Module,
+    entry: &str,
+    config: &LaunchConfig,
+    params: &[u8],
+    memory: &GlobalMemory,
+    options: &SimOptions,
+) -> Result<LaunchStats, SimError> {
+    let start = Instant::now();
+    let kernel = module.kernel(entry)?;
+    if params.len() != kernel.param_bytes {
+        return Err(SimError::ParamSize { expected: kernel.param_bytes, got: params.len() });
+    }
+    let [bx, by, bz] = config.block;
+    let [gx, gy, gz] = config.grid;
+    if config.block.contains(&0) || config.grid.contains(&0) {
+        return Err(SimError::Config(format!("grid {:?} and block {:?} must be non-zero", config.grid, config.block)));
+    }
+    let nthreads = bx as usize * by as usize * bz as usize;
+    if nthreads > MAX_THREADS_PER_BLOCK || bz > 64 {
+        return Err(SimError::Config(format!("block {:?} has more than {MAX_THREADS_PER_BLOCK} threads", config.block)));
+    }
+    if let Some(max) = kernel.maxntid {
+        if nthreads > max.iter().map(|&m| m as usize).product::<usize>() {
+            return Err(SimError::Config(format!("block {:?} exceeds the kernel's .maxntid {max:?}", config.block)));
+        }
+    }
+    if let Some(req) = kernel.reqntid {
+        if req != config.block {
+            return Err(SimError::Config(format!("block {:?} differs from the kernel's .reqntid {req:?}", config.block)));
+        }
+    }
+    let shared_bytes = kernel.dynamic_shared_base + config.dynamic_shared_bytes as usize;
+    if shared_bytes > MAX_SHARED_BYTES {
+        return Err(SimError::Config(format!(
+            "{shared_bytes} bytes of shared memory (static {} + dynamic {}) exceed {MAX_SHARED_BYTES}",
+            kernel.dynamic_shared_base, config.dynamic_shared_bytes
+        )));
+    }
+    let mut allocs = memory.snapshot();
+    allocs.extend(module.globals.iter().cloned());
+    let ctx = LaunchCtx {
+        kernel,
+        params,
+        global: GlobalView::new(allocs),
+        memory,
+        checks: options.checks,
+        budget: options.step_budget,
+        grid: config.grid,
+        block: config.block,
+        nthreads,
+        dynamic_bytes: config.dynamic_shared_bytes,
+        shared_bytes,
+        abort: AtomicBool::new(false),
+    };
+    let count = gx as u64 * gy as u64 * gz as u64;
+    let run_one = |i: u64| -> Result<u64, SimError> {
+        if ctx.abort.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let ctaid = [(i % gx as u64) as u32, ((i / gx as u64) % gy as u64) as u32, (i / (gx as u64 * gy as u64)) as u32];
+        let mut cta = Cta::new(&ctx, ctaid);
+        match cta.run() {
+            Ok(()) => Ok(cta.executed),
+            Err(e) => {
+                ctx.abort.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    };
+    let results: Vec<Result<u64, SimError>> = if options.parallel {
+        (0..count).into_par_iter().map(run_one).collect()
+    } else {
+        let mut out = Vec::new();
+        for i in 0..count {
+            let r = run_one(i);
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    };
+    let mut total = 0;
+    for r in results {
+        total += r?;
+    }
+    Ok(LaunchStats { thread_instructions: total, ctas: count, elapsed: start.elapsed() })
+}

@@ -42,7 +42,7 @@ enum Command {
         family: bench::BenchFamily,
     },
     /// The main job: generate, compile, run attention on random inputs and check it against the
-    /// CPU reference (on the GPU when present).
+    /// CPU reference (on the GPU when present, else on the CPU simulator).
     Demo(demo::DemoArgs),
 }
 
