@@ -924,12 +924,6 @@ fn narrow_int(v: u64, bits: u8, signed: bool) -> u64 {
 
 /// cvt between any two numeric types (the lowering has checked the rounding modifier).
 fn cvt(to: NumTy, from: NumTy, rnd: Rnd, f: u8, a: u64) -> u64 {
-    let to_bits = |t: NumTy| match t {
-        NumTy::Int { bits, .. } => bits,
-        NumTy::F16 | NumTy::Bf16 => 16,
-        NumTy::F32 => 32,
-        NumTy::F64 => 64,
-    };
     match (from, to) {
         (NumTy::Int { bits: fb, signed: fs }, NumTy::Int { bits: tb, signed: ts }) => {
             let v: i128 = if fs { sext(a, fb) as i128 } else { (a & mask(fb)) as i128 };
