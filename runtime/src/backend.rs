@@ -5,6 +5,7 @@
 //! Buffers and kernels are plain handles that remember which backend instance created them, so a
 //! backend can reject a handle it does not own instead of handing the driver a foreign address.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -225,6 +226,25 @@ pub trait Backend: Send + Sync {
         warmup: usize,
         reps: usize,
     ) -> Result<Vec<f32>>;
+}
+
+/// The ownership and liveness check every backend applies to a buffer handle: it must come from
+/// this backend (`owner`) and name a live allocation of exactly its size (`live`: address to size).
+/// The empty buffer (address 0, 0 bytes) is always valid.
+pub(crate) fn check_live_buffer(owner: BackendId, live: &HashMap<u64, usize>, buffer: &DeviceBuffer) -> Result<()> {
+    if buffer.owner() != owner {
+        return Err(RuntimeError::invalid("buffer", "was allocated by another backend"));
+    }
+    if buffer.bytes() == 0 && buffer.addr() == 0 {
+        return Ok(());
+    }
+    match live.get(&buffer.addr()) {
+        Some(&bytes) if bytes == buffer.bytes() => Ok(()),
+        _ => Err(RuntimeError::invalid(
+            "buffer",
+            format!("{:#x} ({} bytes) is not a live allocation of this backend", buffer.addr(), buffer.bytes()),
+        )),
+    }
 }
 
 /// Opens a backend. `Cuda` fails with [`RuntimeError::NoGpu`] where there is no usable GPU; `Sim`

@@ -18,7 +18,7 @@ use cudarc::driver::result::{self as cu, DriverError};
 use cudarc::driver::sys::{self, CUdevice_attribute, CUfunction_attribute};
 use tessera_codegen::Arch;
 
-use crate::backend::{Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};
+use crate::backend::{check_live_buffer, Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};
 use crate::compiler::{CompiledModule, OutputKind};
 use crate::error::{Result, RuntimeError};
 
@@ -253,19 +253,7 @@ impl Backend for CudaBackend {
     }
 
     fn check_buffer(&self, buffer: &DeviceBuffer) -> Result<()> {
-        if buffer.owner() != self.id {
-            return Err(RuntimeError::invalid("buffer", "was allocated by another backend"));
-        }
-        if buffer.bytes() == 0 && buffer.addr() == 0 {
-            return Ok(());
-        }
-        match self.state().buffers.get(&buffer.addr()) {
-            Some(&bytes) if bytes == buffer.bytes() => Ok(()),
-            _ => Err(RuntimeError::invalid(
-                "buffer",
-                format!("{:#x} ({} bytes) is not a live allocation of this backend", buffer.addr(), buffer.bytes()),
-            )),
-        }
+        check_live_buffer(self.id, &self.state().buffers, buffer)
     }
 
     fn load(&self, module: &CompiledModule) -> Result<Kernel> {

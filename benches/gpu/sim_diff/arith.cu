@@ -3,21 +3,6 @@
 // sad, .NaN packed min/max. Each entry is compiled on its own (SD_ENTRY_<entry>).
 #include "common.cuh"
 
-#define BIN(dst, INSTR, C, a, b)                                                        \
-    do {                                                                                 \
-        float _r;                                                                        \
-        asm volatile(INSTR " %0, %1, %2;" : "=f"(_r) : C(a), C(b));                      \
-        dst = as_u32(_r);                                                                \
-    } while (0)
-#define TRI(dst, INSTR, a, b, c)                                                        \
-    do {                                                                                 \
-        float _r;                                                                        \
-        asm volatile(INSTR " %0, %1, %2, %3;" : "=f"(_r) : "f"(a), "f"(b), "f"(c));      \
-        dst = as_u32(_r);                                                                \
-    } while (0)
-#define TRI_R(dst, INSTR, a, b, c) asm volatile(INSTR " %0, %1, %2, %3;" : "=r"(dst) : "r"(a), "r"(b), "r"(c))
-#define BIN_R(dst, INSTR, a, b) asm volatile(INSTR " %0, %1, %2;" : "=r"(dst) : "r"(a), "r"(b))
-#define UN_R(dst, INSTR, a) asm volatile(INSTR " %0, %1;" : "=r"(dst) : "r"(a))
 
 #ifdef SD_ENTRY_sd_float_arith
 // 3 inputs (mixed f32), 16 outputs (f32 words).

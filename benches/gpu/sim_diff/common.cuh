@@ -37,3 +37,20 @@ SD_DEVICE u32 smem_addr(const void* ptr) {
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(ptr));
     return a;
 }
+
+// One inline-PTX instruction into an output word: f32 operands (BIN/TRI) or b32 (the _R forms).
+#define BIN(dst, INSTR, C, a, b)                                                        \
+    do {                                                                                 \
+        float _r;                                                                        \
+        asm volatile(INSTR " %0, %1, %2;" : "=f"(_r) : C(a), C(b));                      \
+        dst = as_u32(_r);                                                                \
+    } while (0)
+#define TRI(dst, INSTR, a, b, c)                                                        \
+    do {                                                                                 \
+        float _r;                                                                        \
+        asm volatile(INSTR " %0, %1, %2, %3;" : "=f"(_r) : "f"(a), "f"(b), "f"(c));      \
+        dst = as_u32(_r);                                                                \
+    } while (0)
+#define TRI_R(dst, INSTR, a, b, c) asm volatile(INSTR " %0, %1, %2, %3;" : "=r"(dst) : "r"(a), "r"(b), "r"(c))
+#define BIN_R(dst, INSTR, a, b) asm volatile(INSTR " %0, %1, %2;" : "=r"(dst) : "r"(a), "r"(b))
+#define UN_R(dst, INSTR, a) asm volatile(INSTR " %0, %1;" : "=r"(dst) : "r"(a))
