@@ -30,7 +30,30 @@ pub(crate) struct LaneIn {
 }
 
 /// Computes D for the warp; returns each lane's d registers (4 f32, or 2 packed f16 pairs).
+///
+/// On x86-64 hosts with AVX the same code is compiled a second time with AVX enabled (wider
+/// vectors for the 16x8xK product) and picked at run time. The results are bit-identical: Rust
+/// never contracts `acc + x * b` into a fused multiply-add, so both versions perform the same
+/// IEEE operations in the same order.
 pub(crate) fn mma(shape: MmaShape, lanes: &[LaneIn; 32]) -> [[u32; 4]; 32] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU supports AVX (checked just above).
+            return unsafe { mma_avx(shape, lanes) };
+        }
+    }
+    mma_generic(shape, lanes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn mma_avx(shape: MmaShape, lanes: &[LaneIn; 32]) -> [[u32; 4]; 32] {
+    mma_generic(shape, lanes)
+}
+
+#[inline(always)]
+fn mma_generic(shape: MmaShape, lanes: &[LaneIn; 32]) -> [[u32; 4]; 32] {
     let k = shape.k as usize;
     let decode = |reg: u32, half: usize| -> f32 {
         let h = ((reg >> (16 * half)) & 0xffff) as u16;

@@ -214,24 +214,30 @@ impl<'a> Cta<'a> {
                 let na = if shape.k == 16 { 4 } else { 2 };
                 let nb = if shape.k == 16 { 2 } else { 1 };
                 let nc = if shape.f32_acc_c { 4 } else { 2 };
+                // Slot lists hoisted out of the lane loops; each lane's registers as one row slice.
+                let ops = &pool[at..at + nd + na + nb + nc];
+                let (dslots, rest) = ops.split_at(nd);
+                let (aslots, rest) = rest.split_at(na);
+                let (bslots, cslots) = rest.split_at(nb);
+                let ns = self.nslots;
                 let mut lanes = [LaneIn::default(); 32];
                 for (l, lane) in lanes.iter_mut().enumerate() {
-                    let t = base + l;
-                    for i in 0..na {
-                        lane.a[i] = self.reg(t, pool[at + nd + i]) as u32;
+                    let row = &self.regs[(base + l) * ns..(base + l + 1) * ns];
+                    for (x, &s) in lane.a.iter_mut().zip(aslots) {
+                        *x = row[s as usize] as u32;
                     }
-                    for i in 0..nb {
-                        lane.b[i] = self.reg(t, pool[at + nd + na + i]) as u32;
+                    for (x, &s) in lane.b.iter_mut().zip(bslots) {
+                        *x = row[s as usize] as u32;
                     }
-                    for i in 0..nc {
-                        lane.c[i] = self.reg(t, pool[at + nd + na + nb + i]) as u32;
+                    for (x, &s) in lane.c.iter_mut().zip(cslots) {
+                        *x = row[s as usize] as u32;
                     }
                 }
                 let out = mma(shape, &lanes);
                 for (l, d) in out.iter().enumerate() {
-                    for (i, &v) in d.iter().enumerate().take(nd) {
-                        let slot = pool[at + i];
-                        self.set_reg(base + l, slot, v as u64);
+                    let row = &mut self.regs[(base + l) * ns..(base + l + 1) * ns];
+                    for (&v, &s) in d.iter().zip(dslots) {
+                        row[s as usize] = v as u64;
                     }
                 }
             }
@@ -284,18 +290,18 @@ impl<'a> Cta<'a> {
             }
         }
         let elem = |m: usize, r: usize, c: usize| rows[m * 8 + r][c] as u32;
-        let pool = &self.ctx.kernel.pool;
         let at = inst.aux as usize;
+        let slots = &self.ctx.kernel.pool[at..at + num];
+        let ns = self.nslots;
         for l in 0..32 {
-            for i in 0..num {
+            let row = &mut self.regs[(base + l) * ns..(base + l + 1) * ns];
+            for (i, &slot) in slots.iter().enumerate() {
                 let (lo, hi) = if trans {
                     (elem(i, 2 * (l % 4), l / 4), elem(i, 2 * (l % 4) + 1, l / 4))
                 } else {
                     (elem(i, l / 4, 2 * (l % 4)), elem(i, l / 4, 2 * (l % 4) + 1))
                 };
-                let slot = pool[at + i];
-                let idx = (base + l) * self.nslots + slot as usize;
-                self.regs[idx] = (lo | (hi << 16)) as u64;
+                row[slot as usize] = (lo | (hi << 16)) as u64;
             }
         }
         Ok(())
