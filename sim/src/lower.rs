@@ -1228,17 +1228,9 @@ impl<'a> Lx<'a> {
         if ldu && space == Sp::Generic {
             space = Sp::Global;
         }
-        let n = match m.take(&["v2", "v4"]) {
-            Some("v2") => 2,
-            Some("v4") => 4,
-            _ => 1,
-        };
-        let ty = m.ty()?;
-        m.finish()?;
-        let size = ty.bits() / 8;
-        if !matches!(size, 1 | 2 | 4 | 8) || ty == Ty::Pred {
+        let Some((n, ty, size)) = access_shape(m)? else {
             return m.unsupported();
-        }
+        };
         self.nops(raw, if hint { &[3] } else { &[2] })?;
         let dsts = self.elems(&raw.operands[0]);
         if dsts.len() != n {
@@ -1269,17 +1261,9 @@ impl<'a> Lx<'a> {
         if space == Sp::Param || space == Sp::Const {
             return m.unsupported();
         }
-        let n = match m.take(&["v2", "v4"]) {
-            Some("v2") => 2,
-            Some("v4") => 4,
-            _ => 1,
-        };
-        let ty = m.ty()?;
-        m.finish()?;
-        let size = ty.bits() / 8;
-        if !matches!(size, 1 | 2 | 4 | 8) || ty == Ty::Pred {
+        let Some((n, ty, size)) = access_shape(m)? else {
             return m.unsupported();
-        }
+        };
         self.nops(raw, if hint { &[3] } else { &[2] })?;
         let (a, off) = self.addr(&raw.operands[0])?;
         let vals = self.elems(&raw.operands[1]);
@@ -1649,4 +1633,21 @@ impl<'a> Lx<'a> {
         self.emit(raw, inst);
         Ok(())
     }
+}
+
+/// The vector width (`.v2`/`.v4`, else 1), element type and element size in bytes of an `ld`/`st`,
+/// taking the remaining modifiers; `None` for element types no load or store moves.
+fn access_shape(m: &mut Mods) -> Result<Option<(usize, Ty, u8)>, SimError> {
+    let n = match m.take(&["v2", "v4"]) {
+        Some("v2") => 2,
+        Some("v4") => 4,
+        _ => 1,
+    };
+    let ty = m.ty()?;
+    m.finish()?;
+    let size = ty.bits() / 8;
+    if !matches!(size, 1 | 2 | 4 | 8) || ty == Ty::Pred {
+        return Ok(None);
+    }
+    Ok(Some((n, ty, size)))
 }
