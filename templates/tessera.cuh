@@ -105,6 +105,19 @@ TESSERA_DEVICE void store_shared_u32(void* p, u32 v) { *reinterpret_cast<u32*>(p
 TESSERA_DEVICE void store_global_16(void* p, chunk16 v) { *reinterpret_cast<chunk16*>(p) = v; }
 TESSERA_DEVICE void store_global_f32(float* p, float v) { *p = v; }
 
+// Scalar element access for epilogues (bias, C, residual, outputs of any width): loads widen to
+// f32, stores round to nearest even (the rounding of pack2).
+TESSERA_DEVICE float load_global_f32(const float* p) { return *p; }
+TESSERA_DEVICE float load_global_f32(const f16* p) {
+    float r;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"(p->bits));
+    return r;
+}
+TESSERA_DEVICE float load_global_f32(const bf16* p) { return __int_as_float((u32)p->bits << 16); }
+TESSERA_DEVICE void store_global_elem(float* p, float v) { *p = v; }
+TESSERA_DEVICE void store_global_elem(f16* p, float v) { p->bits = (unsigned short)(pack2<f16>(v, 0.f) & 0xffffu); }
+TESSERA_DEVICE void store_global_elem(bf16* p, float v) { p->bits = (unsigned short)(pack2<bf16>(v, 0.f) & 0xffffu); }
+
 // Four 8x8 b16 matrices; lane l supplies the row address for row l%8 of matrix l/8, and register i
 // receives matrix i in the fragment layout above (row l/4, columns 2(l%4)..+1).
 TESSERA_DEVICE void ldmatrix_x4(u32 (&r)[4], const void* smem_row) {

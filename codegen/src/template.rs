@@ -7,18 +7,21 @@ pub const PRELUDE: &str = include_str!("../../templates/tessera.cuh");
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Template {
     AttentionForward,
+    Gemm,
 }
 
 impl Template {
     pub fn file_name(self) -> &'static str {
         match self {
             Template::AttentionForward => "attention_fwd.cuh",
+            Template::Gemm => "gemm.cuh",
         }
     }
 
     pub fn text(self) -> &'static str {
         match self {
             Template::AttentionForward => include_str!("../../templates/attention_fwd.cuh"),
+            Template::Gemm => include_str!("../../templates/gemm.cuh"),
         }
     }
 }

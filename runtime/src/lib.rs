@@ -11,6 +11,8 @@
 //!   none; asked for CUDA explicitly without a GPU, it is a clear [`RuntimeError::NoGpu`].
 //! - [`attention`] checks, launches and wraps the attention forward kernel; [`run_attention`] is the
 //!   host-tensor entry point.
+//! - [`gemm`](mod@gemm) checks, launches and wraps the mixed-precision GEMM (fused bias /
+//!   activation / residual epilogue); [`run_gemm`] is the host-tensor entry point.
 //! - [`reference`](mod@reference) holds CPU reference implementations to test kernels against.
 
 pub mod attention;
@@ -20,6 +22,7 @@ pub mod check;
 pub mod compiler;
 pub mod cuda;
 pub mod error;
+pub mod gemm;
 pub mod locate;
 pub mod nvrtc;
 pub mod ptxas;
@@ -32,6 +35,10 @@ pub use attention::{
     attention_forward, check as check_attention, check_problem, prepare_attention, run_attention,
     AttentionBuffers, AttentionLaunch, AttentionOutput, AttentionParams, AttentionProblem, AttentionSpans,
     AttentionStrides, BufferSpan, TensorStrides,
+};
+pub use gemm::{
+    check as check_gemm, gemm_forward, prepare_gemm, run_gemm, GemmBuffers, GemmLaunch, GemmParams, GemmProblem,
+    GemmSpans, GemmStrides,
 };
 pub use backend::{open_backend, Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};
 pub use cache::{CacheKey, CacheStats, KernelCache, Lookup};

@@ -240,6 +240,19 @@ TESSERA_DEVICE void store_shared_u32(void* p, u32 v) { tessera_host::shared_stor
 TESSERA_DEVICE void store_global_16(void* p, chunk16 v) { tessera_host::global_store(p, &v, 16); }
 TESSERA_DEVICE void store_global_f32(float* p, float v) { tessera_host::global_store(p, &v, 4); }
 
+TESSERA_DEVICE float load_global_f32(const float* p) { return *p; }
+TESSERA_DEVICE float load_global_f32(const f16* p) { return tessera_host::f16_to_f32(p->bits); }
+TESSERA_DEVICE float load_global_f32(const bf16* p) { return tessera_host::bf16_to_f32(p->bits); }
+TESSERA_DEVICE void store_global_elem(float* p, float v) { tessera_host::global_store(p, &v, 4); }
+TESSERA_DEVICE void store_global_elem(f16* p, float v) {
+    unsigned short h = tessera_host::f32_to_f16_rn(v);
+    tessera_host::global_store(p, &h, 2);
+}
+TESSERA_DEVICE void store_global_elem(bf16* p, float v) {
+    unsigned short h = tessera_host::f32_to_bf16_rn(v);
+    tessera_host::global_store(p, &h, 2);
+}
+
 TESSERA_DEVICE void ldmatrix_x4(u32 (&r)[4], const void* smem_row) {
     tessera_host::ldmatrix(r, 4, false, smem_row);
 }

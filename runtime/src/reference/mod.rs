@@ -6,8 +6,10 @@
 //! [`compare`] measures those differences and [`tolerance`] says how large they may be.
 
 mod attention;
+mod gemm;
 
 pub use attention::{attention, ReferenceOutput};
+pub use gemm::{activate, gemm};
 
 use half::{bf16, f16};
 use tessera_codegen::DType;

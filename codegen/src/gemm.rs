@@ -1,0 +1,483 @@
+//! Mixed-precision GEMM with a fused epilogue on `mma.sync.m16n8k16`.
+//!
+//! ```text
+//! Y[M,N] = act(alpha * (X @ W)[M,N] + beta * C[M,N] + bias[N]) + residual[M,N]
+//! ```
+//!
+//! Epilogue order, per element in f32 (the template `templates/gemm.cuh` and the reference
+//! `tessera_runtime::reference::gemm` follow it exactly):
+//! 1. `acc = sum_k X[m,k] * W[k,n]` (f32 accumulation of `dtype` products);
+//! 2. `v = alpha * acc`; 3. `v += beta * C[m,n]` when a C tensor is given (a launch argument, not a
+//!    spec field); 4. `v += bias[n]` when [`Epilogue::bias`]; 5. `v = act(v)`;
+//! 6. `v += residual[m,n]` when [`Epilogue::residual`]; 7. round `v` to [`OutType`].
+//!
+//! C, bias, residual and Y are stored in the output type. X is row-major `[M, K]` (a column-major X
+//! is rejected by `validate`); W is row-major `[K, N]` or column-major, i.e. stored `[N, K]` with K
+//! contiguous (the layout of an `nn.Linear` weight).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Arch, DType, KernelSource, LaunchGeometry, SpecError, Template, PRELUDE, WARP_SIZE};
+
+const BLOCK_MS: [u32; 3] = [32, 64, 128];
+const BLOCK_NS: [u32; 3] = [32, 64, 128];
+const BLOCK_KS: [u32; 2] = [32, 64];
+const WARPS: [u32; 2] = [4, 8];
+const STAGES: [u32; 3] = [1, 2, 3];
+/// Warps form a 2 x (warps / 2) grid over the CTA tile.
+const WARPS_M: u32 = 2;
+/// Most f32 accumulators one thread may hold; beyond it ptxas spills (a 128x128 tile on 4 warps
+/// needs 128 plus 16-32 fragment registers).
+const MAX_ACCUMULATORS_PER_THREAD: u32 = 64;
+
+/// Output (and C / bias / residual) element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutType {
+    F16,
+    BF16,
+    F32,
+}
+
+impl OutType {
+    pub const ALL: [OutType; 3] = [OutType::F16, OutType::BF16, OutType::F32];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OutType::F16 => "f16",
+            OutType::BF16 => "bf16",
+            OutType::F32 => "f32",
+        }
+    }
+
+    pub fn cuda_type(self) -> &'static str {
+        match self {
+            OutType::F16 => "tessera::f16",
+            OutType::BF16 => "tessera::bf16",
+            OutType::F32 => "float",
+        }
+    }
+
+    pub fn size_bytes(self) -> usize {
+        match self {
+            OutType::F32 => 4,
+            _ => 2,
+        }
+    }
+
+    /// The 16-bit input type of the same name, if any.
+    pub fn as_dtype(self) -> Option<DType> {
+        match self {
+            OutType::F16 => Some(DType::F16),
+            OutType::BF16 => Some(DType::BF16),
+            OutType::F32 => None,
+        }
+    }
+}
+
+impl fmt::Display for OutType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Memory layout of a matrix operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Rows contiguous: `[rows, cols]`.
+    RowMajor,
+    /// Columns contiguous: stored as `[cols, rows]`.
+    ColMajor,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 2] = [Layout::RowMajor, Layout::ColMajor];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::RowMajor => "row_major",
+            Layout::ColMajor => "col_major",
+        }
+    }
+
+    fn letter(self) -> char {
+        match self {
+            Layout::RowMajor => 'r',
+            Layout::ColMajor => 'c',
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Elementwise activation applied after bias, before the residual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    None,
+    Relu,
+    /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+    GeluTanh,
+    /// `x * sigmoid(x)`.
+    Silu,
+}
+
+impl Activation {
+    pub const ALL: [Activation; 4] = [Activation::None, Activation::Relu, Activation::GeluTanh, Activation::Silu];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::None => "none",
+            Activation::Relu => "relu",
+            Activation::GeluTanh => "gelu_tanh",
+            Activation::Silu => "silu",
+        }
+    }
+
+    /// The template's `ACT` parameter.
+    fn code(self) -> u32 {
+        match self {
+            Activation::None => 0,
+            Activation::Relu => 1,
+            Activation::GeluTanh => 2,
+            Activation::Silu => 3,
+        }
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What happens to the accumulator before the store (see the module docs for the order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Epilogue {
+    pub bias: bool,
+    pub activation: Activation,
+    pub residual: bool,
+}
+
+impl Epilogue {
+    /// `alpha * acc (+ beta * C)` only.
+    pub const NONE: Epilogue = Epilogue { bias: false, activation: Activation::None, residual: false };
+}
+
+impl Default for Epilogue {
+    fn default() -> Self {
+        Epilogue::NONE
+    }
+}
+
+/// How one CTA of the GEMM divides its work: a `block_m x block_n` tile of Y, `block_k`-deep
+/// slices of X and W through a `stages`-deep cp.async ring, `warps` warps in a 2 x (warps/2) grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GemmTile {
+    pub block_m: u32,
+    pub block_n: u32,
+    pub block_k: u32,
+    pub warps: u32,
+    pub stages: u32,
+}
+
+impl GemmTile {
+    pub const fn new(block_m: u32, block_n: u32, block_k: u32, warps: u32, stages: u32) -> Self {
+        GemmTile { block_m, block_n, block_k, warps, stages }
+    }
+
+    pub fn threads(&self) -> u32 {
+        self.warps * WARP_SIZE
+    }
+}
+
+impl fmt::Display for GemmTile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m{}n{}k{}w{}s{}", self.block_m, self.block_n, self.block_k, self.warps, self.stages)
+    }
+}
+
+/// A tensor-core GEMM `Y = act(alpha X W + beta C + bias) + residual` (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GemmSpec {
+    /// X and W element type.
+    pub dtype: DType,
+    /// Y (and C, bias, residual) element type.
+    pub out: OutType,
+    /// Only [`Layout::RowMajor`] is supported.
+    pub layout_x: Layout,
+    pub layout_w: Layout,
+    pub epilogue: Epilogue,
+    /// `None` picks [`GemmSpec::default_tile`].
+    pub tile: Option<GemmTile>,
+}
+
+impl GemmSpec {
+    /// Row-major X and W, no epilogue beyond alpha/beta, default tile.
+    pub fn new(dtype: DType, out: OutType) -> Self {
+        GemmSpec {
+            dtype,
+            out,
+            layout_x: Layout::RowMajor,
+            layout_w: Layout::RowMajor,
+            epilogue: Epilogue::NONE,
+            tile: None,
+        }
+    }
+
+    pub fn with_tile(mut self, tile: GemmTile) -> Self {
+        self.tile = Some(tile);
+        self
+    }
+
+    pub fn tile_for(&self, arch: Arch) -> GemmTile {
+        self.tile.unwrap_or_else(|| Self::default_tile(arch))
+    }
+
+    /// 128x128 output tile, 32-deep k slices, 8 warps (64x32 each), 3 stages: 48 KiB of shared
+    /// memory, 64 accumulators per thread; fits every supported architecture.
+    pub fn default_tile(_arch: Arch) -> GemmTile {
+        GemmTile::new(128, 128, 32, 8, 3)
+    }
+
+    pub fn validate(&self, arch: Arch) -> Result<(), SpecError> {
+        Arch::new(arch.sm)?;
+        if self.layout_x != Layout::RowMajor {
+            return Err(SpecError::unsupported("layout_x", self.layout_x, "row_major"));
+        }
+        let tile = self.tile_for(arch);
+        if !WARPS.contains(&tile.warps) {
+            return Err(SpecError::unsupported("tile.warps", tile.warps, list(&WARPS)));
+        }
+        if !BLOCK_MS.contains(&tile.block_m) {
+            return Err(SpecError::unsupported("tile.block_m", tile.block_m, list(&BLOCK_MS)));
+        }
+        if !BLOCK_NS.contains(&tile.block_n) {
+            return Err(SpecError::unsupported("tile.block_n", tile.block_n, list(&BLOCK_NS)));
+        }
+        let warps_n = tile.warps / WARPS_M;
+        if tile.block_n % (16 * warps_n) != 0 {
+            return Err(SpecError::unsupported(
+                "tile.block_n",
+                tile.block_n,
+                format!(
+                    "multiples of {} with {} warps (each of the {warps_n} warp columns owns whole 16-column fragments)",
+                    16 * warps_n,
+                    tile.warps
+                ),
+            ));
+        }
+        if !BLOCK_KS.contains(&tile.block_k) {
+            return Err(SpecError::unsupported("tile.block_k", tile.block_k, list(&BLOCK_KS)));
+        }
+        if !STAGES.contains(&tile.stages) {
+            return Err(SpecError::unsupported("tile.stages", tile.stages, list(&STAGES)));
+        }
+        let accumulators = self.accumulators_per_thread(tile);
+        if accumulators > MAX_ACCUMULATORS_PER_THREAD {
+            return Err(SpecError::unsupported(
+                "tile",
+                format!("{tile} ({accumulators} f32 accumulators per thread)"),
+                format!("tiles with block_m x block_n / (32 x warps) <= {MAX_ACCUMULATORS_PER_THREAD} (lower block_m or block_n, or raise warps)"),
+            ));
+        }
+        let needed = self.shared_memory_bytes(tile);
+        let limit = arch.max_shared_memory_per_block();
+        if needed > limit {
+            return Err(SpecError::SharedMemory { tile: tile.to_string(), needed, limit, arch: arch.to_string() });
+        }
+        Ok(())
+    }
+
+    /// f32 accumulators one thread holds: its warp's `(block_m/2) x (block_n/(warps/2))` tile over
+    /// 32 lanes.
+    pub fn accumulators_per_thread(&self, tile: GemmTile) -> u32 {
+        tile.block_m * tile.block_n / (WARP_SIZE * tile.warps.max(1))
+    }
+
+    /// Dynamic shared memory: `stages` X tiles (`block_m x block_k`) and W tiles (`block_k x block_n`).
+    pub fn shared_memory_bytes(&self, tile: GemmTile) -> u32 {
+        tile.stages * (tile.block_m + tile.block_n) * tile.block_k * self.dtype.size_bytes() as u32
+    }
+
+    /// Every valid tile configuration for `arch`.
+    pub fn space(&self, arch: Arch) -> impl Iterator<Item = GemmTile> + '_ {
+        WARPS.into_iter().flat_map(move |warps| {
+            BLOCK_MS.into_iter().flat_map(move |block_m| {
+                BLOCK_NS.into_iter().flat_map(move |block_n| {
+                    BLOCK_KS.into_iter().flat_map(move |block_k| {
+                        STAGES.into_iter().filter_map(move |stages| {
+                            let tile = GemmTile::new(block_m, block_n, block_k, warps, stages);
+                            self.with_tile(tile).validate(arch).ok().map(|_| tile)
+                        })
+                    })
+                })
+            })
+        })
+    }
+
+    pub fn kernel_name(&self, arch: Arch) -> String {
+        let e = self.epilogue;
+        format!(
+            "tessera_gemm_{}_{}_{}{}_{}{}{}_{}",
+            self.dtype,
+            self.out,
+            self.layout_x.letter(),
+            self.layout_w.letter(),
+            if e.bias { "bias_" } else { "" },
+            e.activation,
+            if e.residual { "_res" } else { "" },
+            self.tile_for(arch)
+        )
+    }
+
+    /// The `extern "C"` instantiation of the template for this spec.
+    pub fn entry_point(&self, arch: Arch) -> String {
+        let tile = self.tile_for(arch);
+        format!(
+            "extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
+             {name}(const tessera::GemmParams params) {{\n    \
+             tessera::gemm<{ty}, {to}, {wcol}, {bm}, {bn}, {bk}, {w}, {s}, {bias}, {act}, {res}>(params);\n}}\n",
+            threads = tile.threads(),
+            name = self.kernel_name(arch),
+            ty = self.dtype.cuda_type(),
+            to = self.out.cuda_type(),
+            wcol = self.layout_w == Layout::ColMajor,
+            bm = tile.block_m,
+            bn = tile.block_n,
+            bk = tile.block_k,
+            w = tile.warps,
+            s = tile.stages,
+            bias = self.epilogue.bias,
+            act = self.epilogue.activation.code(),
+            res = self.epilogue.residual,
+        )
+    }
+
+    /// Validates, then renders the self-contained source. Deterministic.
+    pub fn render(&self, arch: Arch) -> Result<KernelSource, SpecError> {
+        self.validate(arch)?;
+        let tile = self.tile_for(arch);
+        let e = self.epilogue;
+        let header = format!(
+            "// Generated by tessera-codegen: gemm\n\
+             // dtype={} out={} layout_x={} layout_w={} bias={} activation={} residual={} tile={}\n",
+            self.dtype, self.out, self.layout_x, self.layout_w, e.bias, e.activation, e.residual, tile
+        );
+        let template = Template::Gemm;
+        let src = format!(
+            "{header}{PRELUDE}\n// ---- templates/{} ----\n{}\n// ---- instantiation ----\n{}",
+            template.file_name(),
+            template.text(),
+            self.entry_point(arch)
+        );
+        let geometry =
+            LaunchGeometry { threads_per_block: tile.threads(), dynamic_shared_bytes: self.shared_memory_bytes(tile) };
+        Ok(KernelSource::new(self.kernel_name(arch), src, geometry))
+    }
+}
+
+fn list(values: &[u32]) -> String {
+    values.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> GemmSpec {
+        GemmSpec {
+            layout_w: Layout::ColMajor,
+            epilogue: Epilogue { bias: true, activation: Activation::GeluTanh, residual: true },
+            ..GemmSpec::new(DType::BF16, OutType::F32)
+        }
+    }
+
+    #[test]
+    fn default_specs_validate_on_every_arch() {
+        for arch in Arch::SUPPORTED {
+            for dtype in DType::ALL {
+                for out in OutType::ALL {
+                    for layout_w in Layout::ALL {
+                        let s = GemmSpec { layout_w, ..GemmSpec::new(dtype, out) };
+                        s.validate(arch).unwrap_or_else(|e| panic!("{arch} {dtype} {out}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn col_major_x_is_rejected_with_the_field() {
+        let err = GemmSpec { layout_x: Layout::ColMajor, ..spec() }.validate(Arch::SM80).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("layout_x") && msg.contains("col_major") && msg.contains("row_major"), "{msg}");
+    }
+
+    #[test]
+    fn tile_fields_are_checked() {
+        let cases = [
+            (GemmTile::new(48, 64, 32, 4, 2), "tile.block_m", "32, 64, 128"),
+            (GemmTile::new(64, 96, 32, 4, 2), "tile.block_n", "32, 64, 128"),
+            (GemmTile::new(64, 32, 32, 8, 2), "tile.block_n", "multiples of 64"),
+            (GemmTile::new(64, 64, 16, 4, 2), "tile.block_k", "32, 64"),
+            (GemmTile::new(64, 64, 32, 2, 2), "tile.warps", "4, 8"),
+            (GemmTile::new(64, 64, 32, 4, 4), "tile.stages", "1, 2, 3"),
+            (GemmTile::new(128, 128, 32, 4, 2), "tile", "<= 64"),
+        ];
+        for (tile, field, allowed) in cases {
+            let msg = spec().with_tile(tile).validate(Arch::SM80).unwrap_err().to_string();
+            assert!(msg.contains(&format!("unsupported {field} ")) && msg.contains(allowed), "{tile}: {msg}");
+        }
+    }
+
+    #[test]
+    fn shared_memory_limit_depends_on_arch() {
+        // 3 x (128 + 128) x 64 x 2 bytes = 96 KiB fits everywhere; check the accounting itself.
+        let s = spec().with_tile(GemmTile::new(128, 128, 64, 8, 3));
+        assert_eq!(s.shared_memory_bytes(GemmTile::new(128, 128, 64, 8, 3)), 3 * 256 * 64 * 2);
+        assert!(s.validate(Arch::SM86).is_ok());
+    }
+
+    #[test]
+    fn render_is_deterministic_and_hash_tracks_spec() {
+        let a = spec().render(Arch::SM80).unwrap();
+        assert_eq!(a, spec().render(Arch::SM80).unwrap());
+        assert_eq!(a.hash.len(), 64);
+        let b = GemmSpec { epilogue: Epilogue { residual: false, ..spec().epilogue }, ..spec() }
+            .render(Arch::SM80)
+            .unwrap();
+        assert_ne!(a.hash, b.hash);
+        assert_ne!(a.name, b.name);
+        assert!(a.cuda_src.contains(&format!("{}(const tessera::GemmParams params)", a.name)));
+        assert!(a.cuda_src.contains("gemm<tessera::bf16, float, true, 128, 128, 32, 8, 3, true, 2, true>"));
+        assert_eq!(a.geometry.threads_per_block, 256);
+        assert_eq!(a.geometry.dynamic_shared_bytes, 3 * (128 + 128) * 32 * 2);
+        assert_eq!(a.name, "tessera_gemm_bf16_f32_rc_bias_gelu_tanh_res_m128n128k32w8s3");
+    }
+
+    #[test]
+    fn render_rejects_invalid_specs() {
+        assert!(GemmSpec { layout_x: Layout::ColMajor, ..spec() }.render(Arch::SM80).is_err());
+        assert!(spec().with_tile(GemmTile::new(64, 64, 32, 4, 5)).render(Arch::SM80).is_err());
+    }
+
+    #[test]
+    fn space_is_valid_and_contains_default() {
+        for arch in Arch::SUPPORTED {
+            let space: Vec<_> = spec().space(arch).collect();
+            assert!(space.contains(&GemmSpec::default_tile(arch)), "{arch}");
+            assert!(space.len() > 10);
+            for t in &space {
+                assert!(spec().with_tile(*t).validate(arch).is_ok());
+            }
+        }
+    }
+}

@@ -1,0 +1,651 @@
+//! The GEMM launcher: argument checks, the kernel's parameter struct, the launch, and a host
+//! convenience ([`run_gemm`]) that uploads `f32` tensors and downloads the result.
+//!
+//! `Y[M,N] = act(alpha * X[M,K] @ W[K,N] + beta * C[M,N] + bias[N]) + residual[M,N]`, in that order
+//! (see `tessera_codegen::GemmSpec`). X and W are in the spec's 16-bit dtype; C, bias, residual and
+//! Y in its output type. Row strides ("leading dimensions") are in elements.
+//!
+//! Alignment contract: the kernel moves X and W rows in 16-byte `cp.async` chunks and zero-fills
+//! whole chunks past the edges, so K (and, for row-major W, N) must be multiples of 8 elements,
+//! as must the X and W row strides, and X and W must start 16-byte aligned. [`check`] rejects
+//! anything else with an error naming the field; M is arbitrary.
+
+use half::{bf16, f16};
+use tessera_codegen::{Arch, GemmSpec, Layout, OutType};
+
+use crate::attention::{encode, BufferSpan, POISON_16, POISON_F32};
+use crate::backend::{Backend, DeviceBuffer, Kernel, LaunchConfig};
+use crate::compiler::Compiler;
+use crate::error::{Result, RuntimeError};
+
+/// Elements per 16-byte cp.async chunk of a 16-bit tensor.
+pub const CHUNK_ELEMS: usize = 8;
+/// M, N and K are `int` in the kernel; leave room for rounding up to a whole tile.
+pub const MAX_DIM: usize = i32::MAX as usize - 1024;
+const MAX_GRID_Y: usize = 65_535;
+const MAX_GRID_X: usize = i32::MAX as usize;
+
+/// The shape of one GEMM call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmProblem {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+impl GemmProblem {
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        GemmProblem { m, n, k }
+    }
+    pub fn x_elements(&self) -> usize {
+        self.m.saturating_mul(self.k)
+    }
+    pub fn w_elements(&self) -> usize {
+        self.k.saturating_mul(self.n)
+    }
+    /// Elements of C, residual and Y when contiguous.
+    pub fn y_elements(&self) -> usize {
+        self.m.saturating_mul(self.n)
+    }
+}
+
+/// Row strides in elements. For column-major W (`[N, K]` storage) `w` is the stride between its
+/// N-rows, i.e. at least K.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmStrides {
+    pub x: usize,
+    pub w: usize,
+    pub c: usize,
+    pub residual: usize,
+    pub y: usize,
+}
+
+impl GemmStrides {
+    pub fn contiguous(spec: &GemmSpec, p: &GemmProblem) -> Self {
+        let w = match spec.layout_w {
+            Layout::RowMajor => p.n,
+            Layout::ColMajor => p.k,
+        };
+        GemmStrides { x: p.k, w, c: p.n, residual: p.n, y: p.n }
+    }
+}
+
+/// Device address ranges of a GEMM's tensors, as [`check`] sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmSpans {
+    pub x: BufferSpan,
+    pub w: BufferSpan,
+    pub c: Option<BufferSpan>,
+    pub bias: Option<BufferSpan>,
+    pub residual: Option<BufferSpan>,
+    pub y: BufferSpan,
+}
+
+/// Device buffers of one GEMM launch.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmBuffers<'a> {
+    pub x: &'a DeviceBuffer,
+    pub w: &'a DeviceBuffer,
+    pub c: Option<&'a DeviceBuffer>,
+    pub bias: Option<&'a DeviceBuffer>,
+    pub residual: Option<&'a DeviceBuffer>,
+    pub y: &'a DeviceBuffer,
+}
+
+impl GemmBuffers<'_> {
+    pub fn spans(&self) -> GemmSpans {
+        GemmSpans {
+            x: self.x.into(),
+            w: self.w.into(),
+            c: self.c.map(BufferSpan::from),
+            bias: self.bias.map(BufferSpan::from),
+            residual: self.residual.map(BufferSpan::from),
+            y: self.y.into(),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &DeviceBuffer> {
+        [Some(self.x), Some(self.w), self.c, self.bias, self.residual, Some(self.y)].into_iter().flatten()
+    }
+}
+
+/// The kernel's single by-value parameter; mirrors `tessera::GemmParams` in `templates/gemm.cuh`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemmParams {
+    pub x: u64,
+    pub w: u64,
+    /// 0 when there is no C term.
+    pub c: u64,
+    pub bias: u64,
+    pub residual: u64,
+    pub y: u64,
+    pub ldx: i64,
+    pub ldw: i64,
+    pub ldc: i64,
+    pub ldr: i64,
+    pub ldy: i64,
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub alpha: f32,
+    pub beta: f32,
+    pub reserved: i32,
+}
+
+/// 6 pointers, 5 strides, 6 four-byte fields: no padding, which [`GemmParams::as_bytes`] relies on.
+const PARAMS_BYTES: usize = 6 * 8 + 5 * 8 + 6 * 4;
+const _: () = assert!(std::mem::size_of::<GemmParams>() == PARAMS_BYTES);
+
+impl GemmParams {
+    /// Builds the parameters from arguments that passed [`check`].
+    pub fn new(problem: &GemmProblem, strides: &GemmStrides, spans: &GemmSpans, alpha: f32, beta: f32) -> Result<Self> {
+        let int = |arg: &str, v: usize| {
+            i32::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i32")))
+        };
+        let long = |arg: &str, v: usize| {
+            i64::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i64")))
+        };
+        Ok(GemmParams {
+            x: spans.x.addr,
+            w: spans.w.addr,
+            c: spans.c.map_or(0, |s| s.addr),
+            bias: spans.bias.map_or(0, |s| s.addr),
+            residual: spans.residual.map_or(0, |s| s.addr),
+            y: spans.y.addr,
+            ldx: long("x.stride", strides.x)?,
+            ldw: long("w.stride", strides.w)?,
+            ldc: long("c.stride", strides.c)?,
+            ldr: long("residual.stride", strides.residual)?,
+            ldy: long("y.stride", strides.y)?,
+            m: int("problem.m", problem.m)?,
+            n: int("problem.n", problem.n)?,
+            k: int("problem.k", problem.k)?,
+            alpha,
+            beta,
+            reserved: 0,
+        })
+    }
+
+    /// The struct's bytes, as `cuLaunchKernel` copies them.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `repr(C)`, plain integer and float fields, no padding (asserted at compile time).
+        unsafe { std::slice::from_raw_parts((self as *const GemmParams).cast::<u8>(), PARAMS_BYTES) }
+    }
+}
+
+/// The shape part of [`check`]: sizes, the kernel's integer and grid limits, the chunk alignment
+/// of K and N, and finite alpha / beta. Needs no buffers.
+pub fn check_problem(spec: &GemmSpec, problem: &GemmProblem, alpha: f32, beta: f32) -> Result<()> {
+    for (name, v) in [("problem.m", problem.m), ("problem.n", problem.n), ("problem.k", problem.k)] {
+        if v > MAX_DIM {
+            return Err(RuntimeError::invalid(name, format!("{v} exceeds the kernel's limit of {MAX_DIM}")));
+        }
+    }
+    if problem.k % CHUNK_ELEMS != 0 {
+        return Err(RuntimeError::invalid(
+            "problem.k",
+            format!(
+                "{} is not a multiple of {CHUNK_ELEMS}: the kernel loads X and W rows in 16-byte cp.async chunks",
+                problem.k
+            ),
+        ));
+    }
+    if spec.layout_w == Layout::RowMajor && problem.n % CHUNK_ELEMS != 0 {
+        return Err(RuntimeError::invalid(
+            "problem.n",
+            format!("{} is not a multiple of {CHUNK_ELEMS}: row-major W rows are loaded in 16-byte cp.async chunks (a column-major W allows any N)", problem.n),
+        ));
+    }
+    if !alpha.is_finite() {
+        return Err(RuntimeError::invalid("alpha", format!("{alpha} is not finite")));
+    }
+    if !beta.is_finite() {
+        return Err(RuntimeError::invalid("beta", format!("{beta} is not finite")));
+    }
+    spec.validate(Arch::SM80).or_else(|e| match e {
+        // Shared-memory limits depend on the device; render() checks those for the real arch.
+        tessera_codegen::SpecError::SharedMemory { .. } => Ok(()),
+        e => Err(e),
+    })?;
+    Ok(())
+}
+
+/// Checks every argument of a GEMM launch against the spec and the buffers, without touching a
+/// device. Each error names the tensor and field.
+pub fn check(
+    spec: &GemmSpec,
+    problem: &GemmProblem,
+    strides: &GemmStrides,
+    spans: &GemmSpans,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    check_problem(spec, problem, alpha, beta)?;
+    let p = problem;
+    let e = spec.epilogue;
+    if e.bias != spans.bias.is_some() {
+        return Err(RuntimeError::invalid(
+            "bias",
+            if e.bias {
+                "spec.epilogue.bias is set but no bias buffer was given"
+            } else {
+                "a bias buffer was given but spec.epilogue.bias is false"
+            },
+        ));
+    }
+    if e.residual != spans.residual.is_some() {
+        return Err(RuntimeError::invalid(
+            "residual",
+            if e.residual {
+                "spec.epilogue.residual is set but no residual buffer was given"
+            } else {
+                "a residual buffer was given but spec.epilogue.residual is false"
+            },
+        ));
+    }
+    let elem = spec.dtype.size_bytes();
+    let out = spec.out.size_bytes();
+    let (w_rows, w_cols) = match spec.layout_w {
+        Layout::RowMajor => (p.k, p.n),
+        Layout::ColMajor => (p.n, p.k),
+    };
+    // (name, rows, cols, stride, span, element bytes, alignment, chunked)
+    let mut tensors = vec![
+        ("x", p.m, p.k, strides.x, Some(spans.x), elem, 16, true),
+        ("w", w_rows, w_cols, strides.w, Some(spans.w), elem, 16, true),
+        ("c", p.m, p.n, strides.c, spans.c, out, out, false),
+        ("residual", p.m, p.n, strides.residual, spans.residual, out, out, false),
+        ("y", p.m, p.n, strides.y, Some(spans.y), out, out, false),
+    ];
+    tensors.push(("bias", 1, p.n, p.n, spans.bias, out, out, false));
+    let mut ranges = Vec::new();
+    for (name, rows, cols, stride, span, elem, align, chunked) in tensors {
+        let Some(span) = span else { continue };
+        if rows > 1 && stride < cols {
+            return Err(RuntimeError::invalid(
+                format!("{name}.stride"),
+                format!("{stride} is smaller than the row length {cols}: rows would overlap"),
+            ));
+        }
+        if chunked && rows > 1 && stride % CHUNK_ELEMS != 0 {
+            return Err(RuntimeError::invalid(
+                format!("{name}.stride"),
+                format!(
+                    "{stride} is not a multiple of {CHUNK_ELEMS}: every row must start 16-byte aligned for cp.async"
+                ),
+            ));
+        }
+        let needed = if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1)
+                .checked_mul(stride)
+                .and_then(|v| v.checked_add(cols))
+                .and_then(|v| v.checked_mul(elem))
+                .ok_or_else(|| RuntimeError::invalid(name, "the addressed range overflows"))?
+        };
+        check_span(name, span, needed, align)?;
+        ranges.push((name, span.addr, needed));
+    }
+    // Y must not overlap any input: other CTAs may still be reading it.
+    let (_, y_addr, y_len) = *ranges.iter().find(|r| r.0 == "y").expect("y is always present");
+    for &(name, addr, len) in &ranges {
+        if name == "y" || len == 0 || y_len == 0 {
+            continue;
+        }
+        if addr < y_addr + y_len as u64 && y_addr < addr + len as u64 {
+            return Err(RuntimeError::invalid("y", format!("its memory overlaps `{name}`'s")));
+        }
+    }
+    Ok(())
+}
+
+fn check_span(name: &str, span: BufferSpan, needed: usize, align: usize) -> Result<()> {
+    if needed == 0 {
+        return Ok(());
+    }
+    if span.bytes < needed {
+        return Err(RuntimeError::invalid(
+            name,
+            format!("the buffer has {} bytes, but the shape and strides address {needed}", span.bytes),
+        ));
+    }
+    if span.addr % align as u64 != 0 {
+        return Err(RuntimeError::invalid(name, format!("address {:#x} is not {align}-byte aligned", span.addr)));
+    }
+    if span.addr.checked_add(needed as u64).is_none() {
+        return Err(RuntimeError::invalid(name, "the address range wraps around"));
+    }
+    Ok(())
+}
+
+/// The launch shape: `(ceil(M / block_m), ceil(N / block_n), 1)`. `None` when Y is empty.
+pub fn launch_config(spec: &GemmSpec, problem: &GemmProblem, arch: Arch) -> Result<Option<LaunchConfig>> {
+    if problem.m == 0 || problem.n == 0 {
+        return Ok(None);
+    }
+    let tile = spec.tile_for(arch);
+    let gx = problem.m.div_ceil(tile.block_m as usize);
+    let gy = problem.n.div_ceil(tile.block_n as usize);
+    if gx > MAX_GRID_X {
+        return Err(RuntimeError::invalid("problem.m", format!("needs {gx} CTAs; the grid allows {MAX_GRID_X}")));
+    }
+    if gy > MAX_GRID_Y {
+        return Err(RuntimeError::invalid(
+            "problem.n",
+            format!("needs {gy} CTAs in grid y; the limit is {MAX_GRID_Y}"),
+        ));
+    }
+    Ok(Some(LaunchConfig {
+        grid: [gx as u32, gy as u32, 1],
+        block: [tile.threads(), 1, 1],
+        dynamic_shared_bytes: spec.shared_memory_bytes(tile),
+    }))
+}
+
+/// A checked, compiled and loaded GEMM launch.
+#[derive(Debug)]
+pub struct GemmLaunch {
+    kernel: Option<Kernel>,
+    config: Option<LaunchConfig>,
+    params: GemmParams,
+    buffers: Vec<(u64, usize)>,
+}
+
+impl GemmLaunch {
+    pub fn config(&self) -> Option<LaunchConfig> {
+        self.config
+    }
+
+    pub fn params(&self) -> &GemmParams {
+        &self.params
+    }
+
+    pub fn kernel(&self) -> Option<&Kernel> {
+        self.kernel.as_ref()
+    }
+
+    fn recheck(&self, backend: &dyn Backend, kernel: &Kernel) -> Result<()> {
+        for &(addr, bytes) in &self.buffers {
+            backend.check_buffer(&DeviceBuffer::new(kernel.owner(), addr, bytes))?;
+        }
+        Ok(())
+    }
+
+    /// Launches once and waits for completion.
+    pub fn run(&self, backend: &dyn Backend) -> Result<()> {
+        let (Some(kernel), Some(config)) = (&self.kernel, &self.config) else { return Ok(()) };
+        self.recheck(backend, kernel)?;
+        // SAFETY: `prepare_gemm` checked the parameters against these buffers, which `recheck`
+        // just confirmed are still live allocations of the same size.
+        unsafe { backend.launch(kernel, config, self.params.as_bytes())? };
+        backend.synchronize()
+    }
+
+    /// Device time of `reps` launches after `warmup`, in milliseconds.
+    pub fn time(&self, backend: &dyn Backend, warmup: usize, reps: usize) -> Result<Vec<f32>> {
+        let (Some(kernel), Some(config)) = (&self.kernel, &self.config) else { return Ok(Vec::new()) };
+        self.recheck(backend, kernel)?;
+        // SAFETY: as for `run`.
+        unsafe { backend.time_launches(kernel, config, self.params.as_bytes(), warmup, reps) }
+    }
+}
+
+/// Checks the arguments, renders for the backend's architecture, compiles and loads. Nothing is
+/// launched.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_gemm(
+    backend: &dyn Backend,
+    compiler: &Compiler,
+    spec: &GemmSpec,
+    problem: &GemmProblem,
+    strides: &GemmStrides,
+    buffers: &GemmBuffers<'_>,
+    alpha: f32,
+    beta: f32,
+) -> Result<GemmLaunch> {
+    for buffer in buffers.all() {
+        backend.check_buffer(buffer)?;
+    }
+    let spans = buffers.spans();
+    check(spec, problem, strides, &spans, alpha, beta)?;
+    let arch = backend.arch();
+    let source = spec.render(arch)?;
+    let params = GemmParams::new(problem, strides, &spans, alpha, beta)?;
+    let config = launch_config(spec, problem, arch)?;
+    let kernel = match config {
+        Some(_) => Some(backend.load(&compiler.compile(&source, backend.target())?)?),
+        None => None,
+    };
+    let buffers = buffers.all().map(|b| (b.addr(), b.bytes())).collect();
+    Ok(GemmLaunch { kernel, config, params, buffers })
+}
+
+/// Runs the GEMM on device buffers and waits for it.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_forward(
+    backend: &dyn Backend,
+    compiler: &Compiler,
+    spec: &GemmSpec,
+    problem: &GemmProblem,
+    strides: &GemmStrides,
+    buffers: &GemmBuffers<'_>,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    prepare_gemm(backend, compiler, spec, problem, strides, buffers, alpha, beta)?.run(backend)
+}
+
+/// Encodes f32 values in the output type (round to nearest even for 16-bit types).
+pub fn encode_out(values: &[f32], out: OutType) -> Vec<u8> {
+    match out.as_dtype() {
+        Some(dtype) => encode(values, dtype),
+        None => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
+pub fn decode_out(bytes: &[u8], out: OutType) -> Vec<f32> {
+    match out {
+        OutType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        OutType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        OutType::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+    }
+}
+
+/// NaN bytes for `elements` outputs of type `out`.
+pub fn poison_out(elements: usize, out: OutType) -> Vec<u8> {
+    match out {
+        OutType::F32 => POISON_F32.to_le_bytes().repeat(elements),
+        _ => POISON_16.to_le_bytes().repeat(elements),
+    }
+}
+
+/// Runs the GEMM on contiguous host tensors: X `[M, K]`, W `[K, N]` (row-major spec) or `[N, K]`
+/// (column-major spec), C and residual `[M, N]`, bias `[N]`. X and W are rounded to the spec dtype,
+/// C / bias / residual to the output type (round to nearest even); Y is filled with NaN before the
+/// launch so unwritten elements show. Returns Y `[M, N]` widened to f32. Device memory is freed on
+/// every path.
+#[allow(clippy::too_many_arguments)]
+pub fn run_gemm(
+    backend: &dyn Backend,
+    compiler: &Compiler,
+    spec: &GemmSpec,
+    problem: &GemmProblem,
+    x: &[f32],
+    w: &[f32],
+    c: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    alpha: f32,
+    beta: f32,
+) -> Result<Vec<f32>> {
+    check_problem(spec, problem, alpha, beta)?;
+    let p = problem;
+    let inputs = [
+        ("x", Some(x), p.x_elements()),
+        ("w", Some(w), p.w_elements()),
+        ("c", c, p.y_elements()),
+        ("bias", bias, p.n),
+        ("residual", residual, p.y_elements()),
+    ];
+    for (name, data, expected) in inputs {
+        if let Some(data) = data {
+            if data.len() != expected {
+                return Err(RuntimeError::invalid(
+                    name,
+                    format!("{} elements, but a contiguous tensor of this problem has {expected}", data.len()),
+                ));
+            }
+        }
+    }
+    let mut memory = Allocations { backend, buffers: Vec::new() };
+    // Zero-size allocations are avoided: an empty tensor still gets one chunk.
+    let upload = |memory: &mut Allocations<'_>, mut bytes: Vec<u8>| {
+        if bytes.is_empty() {
+            bytes = vec![0u8; 16];
+        }
+        memory.upload(&bytes)
+    };
+    let xi = upload(&mut memory, encode(x, spec.dtype))?;
+    let wi = upload(&mut memory, encode(w, spec.dtype))?;
+    let ci = c.map(|c| upload(&mut memory, encode_out(c, spec.out))).transpose()?;
+    let bi = bias.map(|b| upload(&mut memory, encode_out(b, spec.out))).transpose()?;
+    let ri = residual.map(|r| upload(&mut memory, encode_out(r, spec.out))).transpose()?;
+    let y_bytes = p.y_elements() * spec.out.size_bytes();
+    let yi = upload(&mut memory, poison_out(p.y_elements(), spec.out))?;
+
+    let b = &memory.buffers;
+    let buffers = GemmBuffers {
+        x: &b[xi],
+        w: &b[wi],
+        c: ci.map(|i| &b[i]),
+        bias: bi.map(|i| &b[i]),
+        residual: ri.map(|i| &b[i]),
+        y: &b[yi],
+    };
+    let strides = GemmStrides::contiguous(spec, problem);
+    gemm_forward(backend, compiler, spec, problem, &strides, &buffers, alpha, beta)?;
+    let mut out = vec![0u8; y_bytes];
+    if y_bytes > 0 {
+        backend.read(&b[yi], &mut out)?;
+    }
+    Ok(decode_out(&out, spec.out))
+}
+
+/// Device buffers of one host call, freed when it ends however it ends.
+struct Allocations<'a> {
+    backend: &'a dyn Backend,
+    buffers: Vec<DeviceBuffer>,
+}
+
+impl Allocations<'_> {
+    fn upload(&mut self, data: &[u8]) -> Result<usize> {
+        let buffer = self.backend.alloc(data.len())?;
+        self.buffers.push(buffer);
+        let index = self.buffers.len() - 1;
+        self.backend.write(&self.buffers[index], data)?;
+        Ok(index)
+    }
+}
+
+impl Drop for Allocations<'_> {
+    fn drop(&mut self) {
+        for buffer in self.buffers.drain(..) {
+            let _ = self.backend.free(buffer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_codegen::{DType, Epilogue};
+
+    fn spec() -> GemmSpec {
+        GemmSpec::new(DType::F16, OutType::F32)
+    }
+
+    fn spans(p: &GemmProblem, s: &GemmSpec) -> GemmSpans {
+        let span = |addr: u64, bytes: usize| BufferSpan { addr, bytes };
+        GemmSpans {
+            x: span(0x10000, p.x_elements() * 2),
+            w: span(0x200000, p.w_elements() * 2),
+            c: None,
+            bias: None,
+            residual: None,
+            y: span(0x400000, p.y_elements() * s.out.size_bytes()),
+        }
+    }
+
+    fn arg_of(result: Result<()>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn params_have_no_padding() {
+        assert_eq!(std::mem::size_of::<GemmParams>(), 112);
+    }
+
+    #[test]
+    fn contiguous_problems_pass() {
+        let s = spec();
+        let p = GemmProblem::new(37, 24, 40);
+        check(&s, &p, &GemmStrides::contiguous(&s, &p), &spans(&p, &s), 1.0, 0.0).unwrap();
+    }
+
+    #[test]
+    fn k_and_n_must_be_whole_chunks() {
+        let s = spec();
+        let p = GemmProblem::new(4, 24, 20);
+        let msg = arg_of(check(&s, &p, &GemmStrides::contiguous(&s, &p), &spans(&p, &s), 1.0, 0.0));
+        assert!(msg.contains("problem.k") && msg.contains("multiple of 8"), "{msg}");
+        let p = GemmProblem::new(4, 20, 16);
+        let msg = arg_of(check(&s, &p, &GemmStrides::contiguous(&s, &p), &spans(&p, &s), 1.0, 0.0));
+        assert!(msg.contains("problem.n"), "{msg}");
+        // Column-major W allows any N.
+        let col = GemmSpec { layout_w: Layout::ColMajor, ..s };
+        check(&col, &p, &GemmStrides::contiguous(&col, &p), &spans(&p, &col), 1.0, 0.0).unwrap();
+    }
+
+    #[test]
+    fn strides_buffers_and_epilogue_tensors_are_checked() {
+        let s = spec();
+        let p = GemmProblem::new(8, 16, 16);
+        let st = GemmStrides::contiguous(&s, &p);
+        let msg = arg_of(check(&s, &p, &GemmStrides { x: 12, ..st }, &spans(&p, &s), 1.0, 0.0));
+        assert!(msg.contains("x.stride"), "{msg}");
+        let msg = arg_of(check(&s, &p, &GemmStrides { x: 20, ..st }, &spans(&p, &s), 1.0, 0.0));
+        assert!(msg.contains("x.stride") && msg.contains("multiple of 8"), "{msg}");
+        let mut sp = spans(&p, &s);
+        sp.w.bytes -= 2;
+        assert!(arg_of(check(&s, &p, &st, &sp, 1.0, 0.0)).contains('w'));
+        let mut sp = spans(&p, &s);
+        sp.x.addr += 8;
+        assert!(arg_of(check(&s, &p, &st, &sp, 1.0, 0.0)).contains("aligned"));
+        let biased = GemmSpec { epilogue: Epilogue { bias: true, ..Epilogue::NONE }, ..s };
+        assert!(arg_of(check(&biased, &p, &st, &spans(&p, &s), 1.0, 0.0)).contains("bias"));
+        let mut sp = spans(&p, &s);
+        sp.residual = Some(BufferSpan { addr: 0x800000, bytes: 1 << 20 });
+        assert!(arg_of(check(&s, &p, &st, &sp, 1.0, 0.0)).contains("residual"));
+        let mut sp = spans(&p, &s);
+        sp.c = Some(sp.y);
+        assert!(arg_of(check(&s, &p, &st, &sp, 1.0, 0.0)).contains("overlaps"));
+        assert!(arg_of(check(&s, &p, &st, &spans(&p, &s), f32::NAN, 0.0)).contains("alpha"));
+    }
+
+    #[test]
+    fn grid_covers_every_output_tile() {
+        let s = spec();
+        let cfg = launch_config(&s, &GemmProblem::new(129, 257, 8), Arch::SM80).unwrap().unwrap();
+        assert_eq!(cfg.grid, [2, 3, 1]);
+        assert!(launch_config(&s, &GemmProblem::new(0, 8, 8), Arch::SM80).unwrap().is_none());
+    }
+
+    #[test]
+    fn poison_is_nan_in_every_output_type() {
+        for out in OutType::ALL {
+            assert!(decode_out(&poison_out(3, out), out).iter().all(|v| v.is_nan()), "{out}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! GEMM on the CPU simulator (`tessera-sim`, which interprets the PTX NVRTC generates) against the
+//! f64 reference: property tests over shapes (M, N, K up to 80, non-multiples of every tile),
+//! input dtypes, output types, W layouts, epilogues, C/beta, and default and non-default tiles;
+//! plus deterministic cases that wrap the cp.async ring and span several CTAs in both directions.
+//! Needs NVRTC (`bash .ci/provision`), no GPU.
+//!
+//! Every case goes through `run_gemm`, which poisons Y with NaN before the launch, so an element
+//! the kernel never writes fails `compare` (NaN never passes). The simulator runs with its checks
+//! on (out-of-bounds accesses, shared-memory races, reads of in-flight cp.async data).
+//!
+//! Compile cost: NVRTC takes about half a second per distinct kernel; one `Compiler` with a disk
+//! cache under `CARGO_TARGET_TMPDIR` is shared, and each run draws `TESSERA_SIM_GEMM_CASES`
+//! (default 24) cases, so at most that many distinct specs.
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tessera::codegen::{Activation, Epilogue, GemmSpec, GemmTile, Layout, OutType};
+use tessera::runtime::reference;
+use tessera::runtime::simulator::SimOptions;
+use tessera::runtime::{run_gemm, Compiler, GemmProblem, KernelCache, SimBackend};
+use tessera::{Arch, DType};
+
+const ARCH: Arch = Arch::SM80;
+
+/// Non-default tiles drawn by the property test; each must be in `GemmSpec::space`.
+const TILES: [GemmTile; 3] =
+    [GemmTile::new(32, 32, 32, 4, 1), GemmTile::new(64, 32, 64, 4, 2), GemmTile::new(32, 64, 32, 8, 3)];
+
+fn backend() -> &'static SimBackend {
+    static BACKEND: OnceLock<SimBackend> = OnceLock::new();
+    BACKEND.get_or_init(|| SimBackend::with_options(ARCH, SimOptions { checks: true, ..SimOptions::default() }))
+}
+
+fn compiler() -> &'static Compiler {
+    static COMPILER: OnceLock<Compiler> = OnceLock::new();
+    COMPILER.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tessera-sim-kernels");
+        Compiler::new().with_cache(KernelCache::open(dir).expect("kernel cache folder"))
+    })
+}
+
+fn cases() -> u32 {
+    std::env::var("TESSERA_SIM_GEMM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+}
+
+/// Largest relative L2 error accepted for output type `out` with inputs in `dtype`. Inputs are
+/// rounded identically for kernel and reference and 16-bit products are exact in f32, so what is
+/// left is the f32 accumulation order (~K x 2^-24), ex2.approx in the activations (2^-22) and the
+/// final rounding to `out` (half an ulp: 2^-9 bf16, 2^-12 f16, 2^-24 f32), mostly independent per
+/// element.
+fn tolerance(out: OutType) -> f64 {
+    match out {
+        OutType::BF16 => 1e-2,
+        OutType::F16 => 1.5e-3,
+        OutType::F32 => 2e-5,
+    }
+}
+
+/// One GEMM case; Debug holds everything needed to rerun it.
+#[derive(Clone, Debug)]
+struct Case {
+    spec: GemmSpec,
+    m: usize,
+    n: usize,
+    k: usize,
+    with_c: bool,
+    alpha: f32,
+    beta: f32,
+    seed: u64,
+}
+
+fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
+}
+
+fn check(case: &Case) -> Result<(), TestCaseError> {
+    let spec = case.spec;
+    let p = GemmProblem::new(case.m, case.n, case.k);
+    let label = format!("{} {p:?} C={} alpha={} beta={}", spec.kernel_name(ARCH), case.with_c, case.alpha, case.beta);
+    let mut rng = StdRng::seed_from_u64(case.seed);
+    let x = random(&mut rng, p.x_elements());
+    let w = random(&mut rng, p.w_elements());
+    let c = case.with_c.then(|| random(&mut rng, p.y_elements()));
+    let bias = spec.epilogue.bias.then(|| random(&mut rng, p.n));
+    let residual = spec.epilogue.residual.then(|| random(&mut rng, p.y_elements()));
+    let got = run_gemm(
+        backend(),
+        compiler(),
+        &spec,
+        &p,
+        &x,
+        &w,
+        c.as_deref(),
+        bias.as_deref(),
+        residual.as_deref(),
+        case.alpha,
+        case.beta,
+    )
+    .map_err(|e| TestCaseError::fail(format!("{label}: {e}")))?;
+
+    let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
+    let rout = |v: &Option<Vec<f32>>| {
+        v.as_ref().map(|v| match spec.out.as_dtype() {
+            Some(d) => reference::round_to_dtype(v, d),
+            None => v.clone(),
+        })
+    };
+    let (c, bias, residual) = (rout(&c), rout(&bias), rout(&residual));
+    let want = reference::gemm(
+        &rin(&x),
+        &rin(&w),
+        spec.layout_w,
+        (p.m, p.n, p.k),
+        c.as_deref(),
+        bias.as_deref(),
+        spec.epilogue.activation,
+        residual.as_deref(),
+        f64::from(case.alpha),
+        f64::from(case.beta),
+    );
+    let cmp = reference::compare(&got, &want);
+    prop_assert!(cmp.passes(tolerance(spec.out)), "{}: {:?}", label, cmp);
+    Ok(())
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (
+        (0usize..2, 0usize..3, any::<bool>(), any::<bool>(), 0usize..4, any::<bool>(), 0usize..=TILES.len()),
+        (1usize..=80, 1usize..=80, 1usize..=10, any::<bool>(), any::<u64>()),
+    )
+        .prop_map(|((dtype, out, w_col, bias, act, residual, tile), (m, n, k8, with_c, seed))| {
+            let layout_w = if w_col { Layout::ColMajor } else { Layout::RowMajor };
+            let mut spec = GemmSpec {
+                layout_w,
+                epilogue: Epilogue { bias, activation: Activation::ALL[act], residual },
+                ..GemmSpec::new(DType::ALL[dtype], OutType::ALL[out])
+            };
+            if tile > 0 {
+                spec = spec.with_tile(TILES[tile - 1]);
+            }
+            // Row-major W needs N in whole 16-byte chunks; column-major W allows any N.
+            let n = if w_col { n } else { n.div_ceil(8) * 8 };
+            let (alpha, beta) = if with_c { (0.75, -1.25) } else { (1.0, 0.0) };
+            Case { spec, m, n, k: 8 * k8, with_c, alpha, beta, seed }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 16, ..ProptestConfig::default() })]
+    #[test]
+    fn gemm_matches_reference(case in case_strategy()) {
+        check(&case)?;
+    }
+}
+
+#[test]
+fn test_tiles_are_in_the_space() {
+    let spec = GemmSpec::new(DType::F16, OutType::F16);
+    let space: Vec<_> = spec.space(ARCH).collect();
+    for t in TILES {
+        assert!(space.contains(&t), "{t}");
+    }
+}
+
+/// K = 160 is five 32-deep k-tiles: the 3-stage ring of the default tile wraps, and the 1-stage
+/// tile reloads its single slot. M and N past one tile launch several CTAs in both directions.
+#[test]
+fn ring_wraps_and_grid_spans_several_ctas() {
+    let full = Epilogue { bias: true, activation: Activation::Silu, residual: true };
+    let cases = [
+        (GemmSpec { epilogue: full, ..GemmSpec::new(DType::BF16, OutType::F32) }, 33, 24, 160),
+        (
+            GemmSpec { layout_w: Layout::ColMajor, ..GemmSpec::new(DType::F16, OutType::F16) }.with_tile(TILES[0]),
+            70,
+            67,
+            104,
+        ),
+    ];
+    for (i, (spec, m, n, k)) in cases.into_iter().enumerate() {
+        check(&Case { spec, m, n, k, with_c: true, alpha: 0.5, beta: 2.0, seed: 100 + i as u64 }).unwrap();
+    }
+}
+
+/// The kernel rejects what it cannot load in whole chunks, with the field named.
+#[test]
+fn unaligned_k_is_a_clear_error() {
+    let spec = GemmSpec::new(DType::F16, OutType::F32);
+    let p = GemmProblem::new(4, 8, 12);
+    let err = run_gemm(backend(), compiler(), &spec, &p, &[0.0; 48], &[0.0; 96], None, None, None, 1.0, 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("problem.k") && err.contains("multiple of 8"), "{err}");
+}
