@@ -21,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use tessera::codegen::ATTENTION_HEAD_DIMS;
 use tessera::runtime::attention::{decode, encode, launch_config, AttentionParams, POISON_16};
 use tessera::runtime::reference;
+use tessera::runtime::KernelParams;
 use tessera::runtime::simulator::SimOptions;
 use tessera::runtime::{
     attention_forward, run_attention, AttentionBuffers, AttentionProblem, AttentionStrides, Backend, Compiler,
@@ -360,7 +361,7 @@ fn the_simulator_reports_broken_synchronisation() {
     let cases: [(&str, &str, &str, &[&str]); 3] = [
         (
             "no barrier before reusing a K/V slot",
-            "            // Tile t has landed for every thread, and every warp is done with tile t-1's slot.\n            sync_threads();",
+            "    // Tile t has landed for every thread, and every warp is done with tile t-1's slot.\n    sync_threads();",
             "",
             &["race", "cp.async is still copying", "never written"],
         ),
@@ -372,8 +373,8 @@ fn the_simulator_reports_broken_synchronisation() {
         ),
         (
             "a barrier only some warps reach",
-            "            // Tile t has landed for every thread, and every warp is done with tile t-1's slot.\n            sync_threads();",
-            "            if (threadIdx.x < 64) sync_threads();",
+            "    // Tile t has landed for every thread, and every warp is done with tile t-1's slot.\n    sync_threads();",
+            "    if (threadIdx.x < 64) sync_threads();",
             &["barrier", "deadlock", "race"],
         ),
     ];

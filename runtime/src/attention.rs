@@ -11,9 +11,10 @@ use std::f64::consts::LOG2_E;
 use half::{bf16, f16};
 use tessera_codegen::{Arch, AttentionSpec, DType, LaunchGeometry};
 
-use crate::backend::{Backend, DeviceBuffer, Kernel, LaunchConfig};
+use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
+use crate::launch::{KernelParams, PreparedLaunch};
 
 /// The kernel moves rows in 16-byte `cp.async` chunks, so row starts must be 16-byte aligned.
 const ACCESS_ALIGN_BYTES: usize = 16;
@@ -253,9 +254,11 @@ impl AttentionParams {
             scale_log2: scale_log2(scale),
         })
     }
+}
 
+impl KernelParams for AttentionParams {
     /// The struct's bytes, as `cuLaunchKernel` copies them.
-    pub fn as_bytes(&self) -> &[u8] {
+    fn as_bytes(&self) -> &[u8] {
         // SAFETY: `repr(C)`, plain integer and float fields, and no padding (asserted at compile
         // time against the sum of the field sizes), so every byte is initialised.
         unsafe { std::slice::from_raw_parts((self as *const AttentionParams).cast::<u8>(), PARAMS_BYTES) }
@@ -459,54 +462,7 @@ pub fn launch_config(problem: &AttentionProblem, block_m: u32, geometry: LaunchG
 }
 
 /// A checked, compiled and loaded attention launch, ready to run or time repeatedly.
-#[derive(Debug)]
-pub struct AttentionLaunch {
-    kernel: Option<Kernel>,
-    config: Option<LaunchConfig>,
-    params: AttentionParams,
-    /// Re-validated before each launch: a buffer freed since preparation must not be written.
-    buffers: Vec<(u64, usize)>,
-}
-
-impl AttentionLaunch {
-    /// The launch shape; `None` for an empty problem, which launches nothing.
-    pub fn config(&self) -> Option<LaunchConfig> {
-        self.config
-    }
-
-    pub fn params(&self) -> &AttentionParams {
-        &self.params
-    }
-
-    pub fn kernel(&self) -> Option<&Kernel> {
-        self.kernel.as_ref()
-    }
-
-    fn recheck(&self, backend: &dyn Backend, kernel: &Kernel) -> Result<()> {
-        for &(addr, bytes) in &self.buffers {
-            backend.check_buffer(&DeviceBuffer::new(kernel.owner(), addr, bytes))?;
-        }
-        Ok(())
-    }
-
-    /// Launches once and waits for completion.
-    pub fn run(&self, backend: &dyn Backend) -> Result<()> {
-        let (Some(kernel), Some(config)) = (&self.kernel, &self.config) else { return Ok(()) };
-        self.recheck(backend, kernel)?;
-        // SAFETY: `prepare_attention` checked the parameters against these buffers, which
-        // `recheck` just confirmed are still live allocations of the same size.
-        unsafe { backend.launch(kernel, config, self.params.as_bytes())? };
-        backend.synchronize()
-    }
-
-    /// Device time of `reps` launches after `warmup`, in milliseconds. Empty for an empty problem.
-    pub fn time(&self, backend: &dyn Backend, warmup: usize, reps: usize) -> Result<Vec<f32>> {
-        let (Some(kernel), Some(config)) = (&self.kernel, &self.config) else { return Ok(Vec::new()) };
-        self.recheck(backend, kernel)?;
-        // SAFETY: as for `run`.
-        unsafe { backend.time_launches(kernel, config, self.params.as_bytes(), warmup, reps) }
-    }
-}
+pub type AttentionLaunch = PreparedLaunch<AttentionParams>;
 
 /// Checks the arguments, renders the spec for the backend's architecture, compiles (through the
 /// compiler's cache) and loads the kernel. Nothing is launched.
@@ -529,13 +485,7 @@ pub fn prepare_attention(
     let source = spec.render(arch)?;
     let params = AttentionParams::new(problem, strides, &spans, scale)?;
     let config = launch_config(problem, spec.rows_per_cta(arch), source.geometry);
-    let kernel = match config {
-        Some(_) => Some(backend.load(&compiler.compile(&source, backend.target())?)?),
-        // Nothing to launch, so nothing to compile.
-        None => None,
-    };
-    let buffers = buffers.all().map(|b| (b.addr(), b.bytes())).collect();
-    Ok(AttentionLaunch { kernel, config, params, buffers })
+    PreparedLaunch::new(backend, compiler, &source, config, params, buffers.all())
 }
 
 /// Runs attention forward on device buffers and waits for it. `scale` defaults to

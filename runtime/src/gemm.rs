@@ -14,9 +14,10 @@ use half::{bf16, f16};
 use tessera_codegen::{Arch, GemmSpec, Layout, OutType};
 
 use crate::attention::{encode, BufferSpan, POISON_16, POISON_F32};
-use crate::backend::{Backend, DeviceBuffer, Kernel, LaunchConfig};
+use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
+use crate::launch::{KernelParams, PreparedLaunch};
 
 /// Elements per 16-byte cp.async chunk of a 16-bit tensor.
 pub const CHUNK_ELEMS: usize = 8;
@@ -166,9 +167,11 @@ impl GemmParams {
             reserved: 0,
         })
     }
+}
 
+impl KernelParams for GemmParams {
     /// The struct's bytes, as `cuLaunchKernel` copies them.
-    pub fn as_bytes(&self) -> &[u8] {
+    fn as_bytes(&self) -> &[u8] {
         // SAFETY: `repr(C)`, plain integer and float fields, no padding (asserted at compile time).
         unsafe { std::slice::from_raw_parts((self as *const GemmParams).cast::<u8>(), PARAMS_BYTES) }
     }
@@ -345,52 +348,7 @@ pub fn launch_config(spec: &GemmSpec, problem: &GemmProblem, arch: Arch) -> Resu
 }
 
 /// A checked, compiled and loaded GEMM launch.
-#[derive(Debug)]
-pub struct GemmLaunch {
-    kernel: Option<Kernel>,
-    config: Option<LaunchConfig>,
-    params: GemmParams,
-    buffers: Vec<(u64, usize)>,
-}
-
-impl GemmLaunch {
-    pub fn config(&self) -> Option<LaunchConfig> {
-        self.config
-    }
-
-    pub fn params(&self) -> &GemmParams {
-        &self.params
-    }
-
-    pub fn kernel(&self) -> Option<&Kernel> {
-        self.kernel.as_ref()
-    }
-
-    fn recheck(&self, backend: &dyn Backend, kernel: &Kernel) -> Result<()> {
-        for &(addr, bytes) in &self.buffers {
-            backend.check_buffer(&DeviceBuffer::new(kernel.owner(), addr, bytes))?;
-        }
-        Ok(())
-    }
-
-    /// Launches once and waits for completion.
-    pub fn run(&self, backend: &dyn Backend) -> Result<()> {
-        let (Some(kernel), Some(config)) = (&self.kernel, &self.config) else { return Ok(()) };
-        self.recheck(backend, kernel)?;
-        // SAFETY: `prepare_gemm` checked the parameters against these buffers, which `recheck`
-        // just confirmed are still live allocations of the same size.
-        unsafe { backend.launch(kernel, config, self.params.as_bytes())? };
-        backend.synchronize()
-    }
-
-    /// Device time of `reps` launches after `warmup`, in milliseconds.
-    pub fn time(&self, backend: &dyn Backend, warmup: usize, reps: usize) -> Result<Vec<f32>> {
-        let (Some(kernel), Some(config)) = (&self.kernel, &self.config) else { return Ok(Vec::new()) };
-        self.recheck(backend, kernel)?;
-        // SAFETY: as for `run`.
-        unsafe { backend.time_launches(kernel, config, self.params.as_bytes(), warmup, reps) }
-    }
-}
+pub type GemmLaunch = PreparedLaunch<GemmParams>;
 
 /// Checks the arguments, renders for the backend's architecture, compiles and loads. Nothing is
 /// launched.
@@ -414,12 +372,7 @@ pub fn prepare_gemm(
     let source = spec.render(arch)?;
     let params = GemmParams::new(problem, strides, &spans, alpha, beta)?;
     let config = launch_config(spec, problem, arch)?;
-    let kernel = match config {
-        Some(_) => Some(backend.load(&compiler.compile(&source, backend.target())?)?),
-        None => None,
-    };
-    let buffers = buffers.all().map(|b| (b.addr(), b.bytes())).collect();
-    Ok(GemmLaunch { kernel, config, params, buffers })
+    PreparedLaunch::new(backend, compiler, &source, config, params, buffers.all())
 }
 
 /// Runs the GEMM on device buffers and waits for it.

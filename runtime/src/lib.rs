@@ -23,6 +23,7 @@ pub mod compiler;
 pub mod cuda;
 pub mod error;
 pub mod gemm;
+pub mod launch;
 pub mod locate;
 pub mod nvrtc;
 pub mod ptxas;
@@ -40,6 +41,7 @@ pub use gemm::{
     check as check_gemm, gemm_forward, prepare_gemm, run_gemm, GemmBuffers, GemmLaunch, GemmParams, GemmProblem,
     GemmSpans, GemmStrides,
 };
+pub use launch::{KernelParams, PreparedLaunch};
 pub use backend::{open_backend, Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};
 pub use cache::{CacheKey, CacheStats, KernelCache, Lookup};
 pub use check::{check_spec, check_spec_with, SpecCheck};

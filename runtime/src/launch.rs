@@ -1,0 +1,82 @@
+//! A checked, compiled and loaded kernel launch, ready to run or time repeatedly: the part every
+//! family's launcher shares once its own arguments have been checked.
+
+use tessera_codegen::KernelSource;
+
+use crate::backend::{Backend, DeviceBuffer, Kernel, LaunchConfig};
+use crate::compiler::Compiler;
+use crate::error::Result;
+
+/// A family's `#[repr(C)]` kernel-parameter struct, as the bytes the launch copies.
+pub trait KernelParams {
+    fn as_bytes(&self) -> &[u8];
+}
+
+/// A launch of one kernel with fixed parameters. `config` is `None` for an empty problem, which
+/// launches (and compiles) nothing.
+#[derive(Debug)]
+pub struct PreparedLaunch<P> {
+    kernel: Option<Kernel>,
+    config: Option<LaunchConfig>,
+    params: P,
+    /// Re-validated before each launch: a buffer freed since preparation must not be written.
+    buffers: Vec<(u64, usize)>,
+}
+
+impl<P: KernelParams> PreparedLaunch<P> {
+    /// Compiles `source` for the backend (through the compiler's cache) and loads it, unless there
+    /// is nothing to launch. The caller has checked `params` against `buffers`.
+    pub(crate) fn new<'a>(
+        backend: &dyn Backend,
+        compiler: &Compiler,
+        source: &KernelSource,
+        config: Option<LaunchConfig>,
+        params: P,
+        buffers: impl Iterator<Item = &'a DeviceBuffer>,
+    ) -> Result<Self> {
+        let kernel = match config {
+            Some(_) => Some(backend.load(&compiler.compile(source, backend.target())?)?),
+            None => None,
+        };
+        let buffers = buffers.map(|b| (b.addr(), b.bytes())).collect();
+        Ok(PreparedLaunch { kernel, config, params, buffers })
+    }
+
+    /// The launch shape; `None` for an empty problem, which launches nothing.
+    pub fn config(&self) -> Option<LaunchConfig> {
+        self.config
+    }
+
+    pub fn params(&self) -> &P {
+        &self.params
+    }
+
+    pub fn kernel(&self) -> Option<&Kernel> {
+        self.kernel.as_ref()
+    }
+
+    fn recheck(&self, backend: &dyn Backend, kernel: &Kernel) -> Result<()> {
+        for &(addr, bytes) in &self.buffers {
+            backend.check_buffer(&DeviceBuffer::new(kernel.owner(), addr, bytes))?;
+        }
+        Ok(())
+    }
+
+    /// Launches once and waits for completion.
+    pub fn run(&self, backend: &dyn Backend) -> Result<()> {
+        let (Some(kernel), Some(config)) = (&self.kernel, &self.config) else { return Ok(()) };
+        self.recheck(backend, kernel)?;
+        // SAFETY: the family's `prepare_*` checked the parameters against these buffers, which
+        // `recheck` just confirmed are still live allocations of the same size.
+        unsafe { backend.launch(kernel, config, self.params.as_bytes())? };
+        backend.synchronize()
+    }
+
+    /// Device time of `reps` launches after `warmup`, in milliseconds. Empty for an empty problem.
+    pub fn time(&self, backend: &dyn Backend, warmup: usize, reps: usize) -> Result<Vec<f32>> {
+        let (Some(kernel), Some(config)) = (&self.kernel, &self.config) else { return Ok(Vec::new()) };
+        self.recheck(backend, kernel)?;
+        // SAFETY: as for `run`.
+        unsafe { backend.time_launches(kernel, config, self.params.as_bytes(), warmup, reps) }
+    }
+}
