@@ -38,20 +38,6 @@ struct AttentionParams {
     float scale_log2;       // softmax scale * log2(e)
 };
 
-// A tile of ROWS x HEAD_DIM 16-bit values in shared memory, stored as 16-byte chunks. Chunk c of row r
-// sits at chunk position c ^ (r % W), W the largest power of two up to 8 that divides the row's
-// chunk count (8 for head_dim 64/128/192/256, 4 for 32 and 96): the row addresses of one ldmatrix
-// phase then fall into different 16-byte bank groups instead of one, and the XOR never leaves the
-// row (W must divide CHUNKS, or head_dim 96's chunk 11 ^ 7 would land in the next row).
-template <int HEAD_DIM> struct SwizzledTile {
-    static constexpr int CHUNKS = HEAD_DIM / 8;
-    static constexpr int SWIZZLE = (CHUNKS % 8 == 0 ? 8 : CHUNKS % 4 == 0 ? 4 : CHUNKS % 2 == 0 ? 2 : 1) - 1;
-    TESSERA_DEVICE static int offset(int row, int col) {
-        int chunk = (col / 8) ^ (row & SWIZZLE);
-        return row * HEAD_DIM + chunk * 8 + (col % 8);
-    }
-};
-
 // Cooperative cp.async of `rows` rows starting at `src` (row stride in elements) into a swizzled tile;
 // rows at or past `valid_rows` are zero-filled without touching global memory.
 template <typename T, int ROWS, int HEAD_DIM, int THREADS>
@@ -126,13 +112,7 @@ TESSERA_DEVICE void attention_fwd(const AttentionParams& p) {
     load_tile_async<T, BLOCK_M, HEAD_DIM, THREADS>(sQ, q + row0 * p.q_seq_stride, p.q_seq_stride,
                                                    p.seq_q - row0);
     cp_async_commit();
-    if (STAGES > 1) {
-#pragma unroll
-        for (int s = 0; s < STAGES - 1; ++s) {
-            if (s < n_tiles) load_kv(s, s);
-            cp_async_commit();  // empty groups keep the wait_group arithmetic uniform
-        }
-    }
+    ring_prologue<STAGES>(n_tiles, load_kv);
 
     // This warp's 16 query rows start at sQ row warp*16. ldmatrix_x4 address for an A fragment:
     // lane l points at row l%16, column block l/16 of the 16x16 sub-tile.
@@ -152,24 +132,7 @@ TESSERA_DEVICE void attention_fwd(const AttentionParams& p) {
     const int q_row[2] = {row0 + warp * 16 + group, row0 + warp * 16 + group + 8};
 
     for (int t = 0; t < n_tiles; ++t) {
-        int slot;
-        if (STAGES == 1) {
-            // The single slot is overwritten: every warp must be done reading tile t-1.
-            if (t > 0) sync_threads();
-            load_kv(t, 0);
-            cp_async_commit();
-            cp_async_wait<0>();
-            sync_threads();
-            slot = 0;
-        } else {
-            cp_async_wait<(STAGES > 1 ? STAGES - 2 : 0)>();
-            // Tile t has landed for every thread, and every warp is done with tile t-1's slot.
-            sync_threads();
-            int ahead = t + STAGES - 1;
-            if (ahead < n_tiles) load_kv(ahead, ahead % STAGES);
-            cp_async_commit();
-            slot = t % STAGES;
-        }
+        const int slot = ring_acquire<STAGES>(t, n_tiles, load_kv);
         if (Q_IN_REGS && t == 0) {
 #pragma unroll
             for (int ks = 0; ks < D_STEPS; ++ks)

@@ -41,23 +41,11 @@ struct GemmParams {
     int reserved;          // keeps the struct free of padding
 };
 
-// A ROWS x COLS tile of 16-bit values stored as 16-byte chunks; chunk c of row r sits at chunk
-// position c ^ (r % W), W the largest power of two up to 8 dividing COLS/8, so the 8 row addresses
-// of one ldmatrix phase hit different bank groups and the XOR never leaves the row.
-template <int COLS> struct GemmSmemTile {
-    static constexpr int CHUNKS = COLS / 8;
-    static constexpr int SWIZZLE = (CHUNKS % 8 == 0 ? 8 : CHUNKS % 4 == 0 ? 4 : CHUNKS % 2 == 0 ? 2 : 1) - 1;
-    TESSERA_DEVICE static int offset(int row, int col) {
-        int chunk = (col / 8) ^ (row & SWIZZLE);
-        return row * COLS + chunk * 8 + (col % 8);
-    }
-};
-
 // Cooperative cp.async of a ROWS x COLS tile starting at `src`; chunks at or past `valid_rows` /
 // `valid_cols` are zero-filled without touching global memory.
 template <typename T, int ROWS, int COLS, int THREADS>
 TESSERA_DEVICE void gemm_load_tile(T* tile, const T* src, i64 ld, int valid_rows, int valid_cols) {
-    typedef GemmSmemTile<COLS> Tile;
+    typedef SwizzledTile<COLS> Tile;
     constexpr int TOTAL = ROWS * Tile::CHUNKS;
 #pragma unroll
     for (int i = thread_index(); i < TOTAL; i += THREADS) {
@@ -104,9 +92,9 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
     static_assert(STAGES >= 1 && STAGES <= 3, "ring depth");
     constexpr int X_TILE = BLOCK_M * BLOCK_K;
     constexpr int W_TILE = BLOCK_N * BLOCK_K;
-    typedef GemmSmemTile<BLOCK_K> XTile;
+    typedef SwizzledTile<BLOCK_K> XTile;
     // Column-major W is [n][k] in shared memory; row-major W is [k][n].
-    typedef GemmSmemTile<(W_COL ? BLOCK_K : BLOCK_N)> WTile;
+    typedef SwizzledTile<(W_COL ? BLOCK_K : BLOCK_N)> WTile;
 
     const int tid = thread_index();
     const int warp = tid / 32;
@@ -138,13 +126,7 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
         }
     };
 
-    if (STAGES > 1) {
-#pragma unroll
-        for (int s = 0; s < STAGES - 1; ++s) {
-            if (s < n_tiles) load(s, s);
-            cp_async_commit();  // empty groups keep the wait_group arithmetic uniform
-        }
-    }
+    ring_prologue<STAGES>(n_tiles, load);
 
     float acc[MI][NI][4];
 #pragma unroll
@@ -157,23 +139,7 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
     }
 
     for (int t = 0; t < n_tiles; ++t) {
-        int slot;
-        if (STAGES == 1) {
-            if (t > 0) sync_threads();  // every warp is done reading tile t-1
-            load(t, 0);
-            cp_async_commit();
-            cp_async_wait<0>();
-            sync_threads();
-            slot = 0;
-        } else {
-            cp_async_wait<(STAGES > 1 ? STAGES - 2 : 0)>();
-            // Tile t has landed for every thread, and every warp is done with tile t-1's slot.
-            sync_threads();
-            int ahead = t + STAGES - 1;
-            if (ahead < n_tiles) load(ahead, ahead % STAGES);
-            cp_async_commit();
-            slot = t % STAGES;
-        }
+        const int slot = ring_acquire<STAGES>(t, n_tiles, load);
         const T* tX = sX + slot * X_TILE;
         const T* tW = sW + slot * W_TILE;
 #pragma unroll

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Arch, DType, KernelSource, LaunchGeometry, SpecError, Template, TileConfig, PRELUDE};
+use crate::{Arch, DType, KernelSource, LaunchGeometry, SpecError, Template, TileConfig};
 
 /// Head dimensions the template supports: multiples of 16 (the mma k-step) whose rows are whole
 /// 16-byte cp.async chunks and whose register budget fits one thread.
@@ -191,13 +191,7 @@ impl AttentionSpec {
              // dtype={} head_dim={} causal={} heads_q={} heads_kv={} tile={}\n",
             self.dtype, self.head_dim, self.causal, self.heads_q, self.heads_kv, tile
         );
-        let template = Template::AttentionForward;
-        let src = format!(
-            "{header}{PRELUDE}\n// ---- templates/{} ----\n{}\n// ---- instantiation ----\n{}",
-            template.file_name(),
-            template.text(),
-            self.entry_point(arch)
-        );
+        let src = Template::AttentionForward.assemble(&header, &self.entry_point(arch));
         let geometry = LaunchGeometry {
             threads_per_block: tile.threads(),
             dynamic_shared_bytes: self.shared_memory_bytes(tile),

@@ -19,7 +19,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Arch, DType, KernelSource, LaunchGeometry, SpecError, Template, PRELUDE, WARP_SIZE};
+use crate::{Arch, DType, KernelSource, LaunchGeometry, SpecError, Template, WARP_SIZE};
 
 const BLOCK_MS: [u32; 3] = [32, 64, 128];
 const BLOCK_NS: [u32; 3] = [32, 64, 128];
@@ -371,13 +371,7 @@ impl GemmSpec {
              // dtype={} out={} layout_x={} layout_w={} bias={} activation={} residual={} tile={}\n",
             self.dtype, self.out, self.layout_x, self.layout_w, e.bias, e.activation, e.residual, tile
         );
-        let template = Template::Gemm;
-        let src = format!(
-            "{header}{PRELUDE}\n// ---- templates/{} ----\n{}\n// ---- instantiation ----\n{}",
-            template.file_name(),
-            template.text(),
-            self.entry_point(arch)
-        );
+        let src = Template::Gemm.assemble(&header, &self.entry_point(arch));
         let geometry =
             LaunchGeometry { threads_per_block: tile.threads(), dynamic_shared_bytes: self.shared_memory_bytes(tile) };
         Ok(KernelSource::new(self.kernel_name(arch), src, geometry))

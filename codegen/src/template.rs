@@ -3,6 +3,10 @@
 /// Shared device helpers: storage types, conversions, `mma.sync` / `ldmatrix` / `cp.async` wrappers.
 pub const PRELUDE: &str = include_str!("../../templates/tessera.cuh");
 
+/// Tile machinery shared by the kernel templates (swizzled tiles, the cp.async ring), written only
+/// in terms of [`PRELUDE`]'s primitives.
+pub const TILES: &str = include_str!("../../templates/tiles.cuh");
+
 /// One kernel template file under `templates/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Template {
@@ -23,5 +27,17 @@ impl Template {
             Template::AttentionForward => include_str!("../../templates/attention_fwd.cuh"),
             Template::Gemm => include_str!("../../templates/gemm.cuh"),
         }
+    }
+}
+
+impl Template {
+    /// The whole translation unit NVRTC compiles: `header` comments, the prelude, the shared tile
+    /// machinery, this template, and the `extern "C"` instantiation `entry_point`.
+    pub fn assemble(self, header: &str, entry_point: &str) -> String {
+        format!(
+            "{header}{PRELUDE}\n// ---- templates/tiles.cuh ----\n{TILES}\n// ---- templates/{} ----\n{}\n// ---- instantiation ----\n{entry_point}",
+            self.file_name(),
+            self.text(),
+        )
     }
 }
