@@ -1,4 +1,5 @@
-// gemm.cuh: mixed-precision GEMM with a fused epilogue on mma.sync.m16n8k16.
+// gemm.cuh: mixed-precision GEMM with a fused epilogue on mma.sync.m16n8k16, and the main loop
+// the LoRA kernels (lora.cuh) reuse.
 //
 //   Y[M,N] = act(alpha * (X @ W)[M,N] + beta * C[M,N] + bias[N]) + residual[M,N]
 //
@@ -12,25 +13,27 @@
 //   7. Y[m,n] = round_to_nearest_even(v) in TO     (f16, bf16 or f32)
 // C, bias, residual and Y are all stored in the output type TO.
 //
-// X is row-major [M, K] (k contiguous). W is either row-major [K, N] (n contiguous; B fragments via
-// ldmatrix.trans) or column-major, i.e. stored as [N, K] with k contiguous (nn.Linear's weight;
-// B fragments via plain ldmatrix, like K in attention).
+// X is row-major [M, K] (k contiguous; A fragments by plain ldmatrix) or column-major, stored
+// [K, M] with m contiguous (ldmatrix.trans). W is row-major [K, N] (n contiguous; B fragments by
+// ldmatrix.trans) or column-major, stored [N, K] with k contiguous (nn.Linear's weight; plain
+// ldmatrix, like K in attention). Shared-memory tiles keep the global layout, so every load is a
+// run of whole 16-byte chunks.
 //
 // One CTA owns a BLOCK_M x BLOCK_N tile of Y; its warps form a 2 x (WARPS/2) grid, each owning a
 // (BLOCK_M/2) x (BLOCK_N/(WARPS/2)) sub-tile of f32 accumulators. X and W tiles of BLOCK_K stream
-// through a STAGES-deep shared-memory ring filled with cp.async. Rows or 16-byte chunks past M, N or
-// K are zero-filled by cp.async (src-size 0), so the mma loop never masks: zeros contribute nothing.
-// The runtime guarantees K (and N for row-major W) row strides of whole 16-byte chunks, so a chunk
-// is either entirely inside the tensor or entirely outside.
+// through a STAGES-deep shared-memory ring. Elements past M, N or K are zero-filled (load_tile), so
+// the mma loop never masks. ALIGNED kernels move 16-byte cp.async chunks and need K (N for
+// row-major W, M for column-major X) and the row strides to be multiples of 8 elements with
+// 16-byte aligned bases; the runtime checks that and otherwise picks the element-wise variant.
 #pragma once
 
 namespace tessera {
 
 // Kernel arguments, passed by value. Must match `GemmParams` in tessera-runtime field by field.
-// Leading dimensions (row strides) are in elements.
+// Leading dimensions (row strides of the stored layout) are in elements.
 struct GemmParams {
-    const void* x;         // [M, K] row-major, T
-    const void* w;         // [K, N] row-major or [N, K] (column-major W), T
+    const void* x;         // [M, K] or [K, M] (column-major X), T
+    const void* w;         // [K, N] or [N, K] (column-major W), T
     const void* c;         // [M, N] TO, or null
     const void* bias;      // [N] TO, or null (read only when HAS_BIAS)
     const void* residual;  // [M, N] TO, or null (read only when HAS_RESIDUAL)
@@ -40,22 +43,6 @@ struct GemmParams {
     float alpha, beta;
     int reserved;          // keeps the struct free of padding
 };
-
-// Cooperative cp.async of a ROWS x COLS tile starting at `src`; chunks at or past `valid_rows` /
-// `valid_cols` are zero-filled without touching global memory.
-template <typename T, int ROWS, int COLS, int THREADS>
-TESSERA_DEVICE void gemm_load_tile(T* tile, const T* src, i64 ld, int valid_rows, int valid_cols) {
-    typedef SwizzledTile<COLS> Tile;
-    constexpr int TOTAL = ROWS * Tile::CHUNKS;
-#pragma unroll
-    for (int i = thread_index(); i < TOTAL; i += THREADS) {
-        int row = i / Tile::CHUNKS;
-        int col = (i % Tile::CHUNKS) * 8;
-        bool valid = row < valid_rows && col + 8 <= valid_cols;
-        const T* from = valid ? src + row * ld + col : src;
-        cp_async_16(tile + Tile::offset(row, col), from, valid);
-    }
-}
 
 // Activations, in f32 with ex2.approx (relative error 2^-22):
 //   relu(x)      = max(x, 0)
@@ -75,58 +62,171 @@ template <int ACT> TESSERA_DEVICE float gemm_activation(float x) {
     return x;
 }
 
-template <typename T, typename TO, bool W_COL, int BLOCK_M, int BLOCK_N, int BLOCK_K, int WARPS,
-          int STAGES, bool HAS_BIAS, int ACT, bool HAS_RESIDUAL>
-TESSERA_DEVICE void gemm(const GemmParams& p) {
-    constexpr int WARPS_M = 2;
-    constexpr int WARPS_N = WARPS / WARPS_M;
-    constexpr int WARP_M = BLOCK_M / WARPS_M;
-    constexpr int WARP_N = BLOCK_N / WARPS_N;
-    constexpr int MI = WARP_M / 16;   // m16 tiles per warp
-    constexpr int NI = WARP_N / 8;    // n8 tiles per warp
-    constexpr int K_STEPS = BLOCK_K / 16;
-    constexpr int THREADS = WARPS * 32;
+// Steps 4-6 of the epilogue: bias, activation, residual.
+template <typename TO, bool HAS_BIAS, int ACT, bool HAS_RESIDUAL>
+TESSERA_DEVICE float gemm_finish(float v, const TO* bias, const TO* residual, int row, int col, i64 ldr) {
+    if (HAS_BIAS) v += load_global_f32(bias + col);
+    v = gemm_activation<ACT>(v);
+    if (HAS_RESIDUAL) v += load_global_f32(residual + row * ldr + col);
+    return v;
+}
+
+// The warp grid over a BLOCK_M x BLOCK_N CTA tile: 2 x (WARPS/2) warps, each with MI x NI
+// m16n8 accumulator tiles.
+template <int BLOCK_M, int BLOCK_N, int WARPS> struct WarpGrid {
+    static constexpr int WARPS_M = 2;
+    static constexpr int WARPS_N = WARPS / WARPS_M;
+    static constexpr int WARP_M = BLOCK_M / WARPS_M;
+    static constexpr int WARP_N = BLOCK_N / WARPS_N;
+    static constexpr int MI = WARP_M / 16;
+    static constexpr int NI = WARP_N / 8;
     static_assert(WARPS % WARPS_M == 0, "warps form a 2 x (WARPS/2) grid");
     static_assert(WARP_M % 16 == 0 && WARP_N % 16 == 0, "a warp tile is whole 16x16 fragments");
+};
+
+// Where one CTA's main loop reads: X and W at the CTA's tile origin, and an optional low-rank
+// operand A ([K, rank], row-major) whose product with X accumulates beside X @ W.
+template <typename T> struct MainloopOperands {
+    const T* x;      // element (m0, 0) of X
+    i64 ldx;
+    const T* w;      // element (0, n0) of W
+    i64 ldw;
+    const T* a;      // null: no low-rank product
+    int rank;        // A's row length and stride
+    int m_valid;     // rows of X left from m0
+    int n_valid;     // columns of W left from n0
+    int k;
+};
+
+// acc += X W over all of K (WITH_W) and, when R > 0 and op.a is set, tacc += X A.
+// tacc holds the CTA's BLOCK_M x R product split by rows: warp (i, j) of the grid owns the T_M16
+// m16 tiles starting at its warp row's m16 tile j * T_M16, i.e. rows that are already among its
+// own A fragments, so the low-rank product costs only A's B fragments and the mma.
+template <typename T, bool X_COL, bool W_COL, int BLOCK_M, int BLOCK_N, int BLOCK_K, int WARPS, int STAGES,
+          bool ALIGNED, bool WITH_W, int R>
+struct GemmMainloop {
+    typedef WarpGrid<BLOCK_M, BLOCK_N, WARPS> Grid;
+    static constexpr int MI = Grid::MI;
+    static constexpr int NI = Grid::NI;
+    static constexpr int THREADS = WARPS * 32;
+    static constexpr int K_STEPS = BLOCK_K / 16;
+    static constexpr int X_COLS = X_COL ? BLOCK_M : BLOCK_K;   // stored [K][M] or [M][K]
+    static constexpr int W_COLS = W_COL ? BLOCK_K : BLOCK_N;   // stored [N][K] or [K][N]
+    static constexpr int X_TILE = BLOCK_M * BLOCK_K;
+    static constexpr int W_TILE = WITH_W ? BLOCK_N * BLOCK_K : 0;
+    static constexpr int A_TILE = BLOCK_K * R;
+    static constexpr int STAGE = X_TILE + W_TILE + A_TILE;
+    // Elements of T the ring occupies.
+    static constexpr int RING_ELEMS = STAGES * STAGE;
+    static constexpr int T_M16 = R > 0 ? MI / Grid::WARPS_N : 1;
+    static constexpr int T_N8 = R > 0 ? R / 8 : 2;
     static_assert(BLOCK_K % 16 == 0, "mma k-steps are 16 wide");
     static_assert(STAGES >= 1 && STAGES <= 3, "ring depth");
-    constexpr int X_TILE = BLOCK_M * BLOCK_K;
-    constexpr int W_TILE = BLOCK_N * BLOCK_K;
-    typedef SwizzledTile<BLOCK_K> XTile;
-    // Column-major W is [n][k] in shared memory; row-major W is [k][n].
-    typedef SwizzledTile<(W_COL ? BLOCK_K : BLOCK_N)> WTile;
+    static_assert(R == 0 || (R % 16 == 0 && T_M16 >= 1 && MI % Grid::WARPS_N == 0),
+                  "each warp owns whole m16 tiles of the low-rank product");
 
-    const int tid = thread_index();
-    const int warp = tid / 32;
-    const int lane = tid % 32;
-    const int group = lane / 4;
-    const int in_group = lane % 4;
-    const int wm0 = (warp / WARPS_N) * WARP_M;
-    const int wn0 = (warp % WARPS_N) * WARP_N;
+    TESSERA_DEVICE static void run(const MainloopOperands<T>& op, T* ring, float (&acc)[MI][NI][4],
+                                   float (&tacc)[T_M16][T_N8][4]) {
+        const int lane = thread_index() % 32;
+        const int warp = thread_index() / 32;
+        const int wm0 = (warp / Grid::WARPS_N) * Grid::WARP_M;
+        const int wn0 = (warp % Grid::WARPS_N) * Grid::WARP_N;
+        const int t_owner = warp % Grid::WARPS_N;
+        const bool with_a = R > 0 && op.a != nullptr;
+        const int n_tiles = (op.k + BLOCK_K - 1) / BLOCK_K;
 
+        auto load = [&](int tile_index, int slot) {
+            const int k0 = tile_index * BLOCK_K;
+            T* s = ring + slot * STAGE;
+            if (X_COL) {
+                load_tile<T, BLOCK_K, BLOCK_M, THREADS, ALIGNED>(s, op.x + k0 * op.ldx, op.ldx, op.k - k0, op.m_valid);
+            } else {
+                load_tile<T, BLOCK_M, BLOCK_K, THREADS, ALIGNED>(s, op.x + k0, op.ldx, op.m_valid, op.k - k0);
+            }
+            if (WITH_W) {
+                if (W_COL) {
+                    load_tile<T, BLOCK_N, BLOCK_K, THREADS, ALIGNED>(s + X_TILE, op.w + k0, op.ldw, op.n_valid, op.k - k0);
+                } else {
+                    load_tile<T, BLOCK_K, BLOCK_N, THREADS, ALIGNED>(s + X_TILE, op.w + k0 * op.ldw, op.ldw, op.k - k0,
+                                                                      op.n_valid);
+                }
+            }
+            if (R > 0 && with_a) {
+                load_tile<T, BLOCK_K, (R > 0 ? R : 8), THREADS, ALIGNED>(s + X_TILE + W_TILE, op.a + k0 * op.rank,
+                                                                         op.rank, op.k - k0, op.rank);
+            }
+        };
+
+        ring_prologue<STAGES>(n_tiles, load);
+        for (int t = 0; t < n_tiles; ++t) {
+            const int slot = ring_acquire<STAGES>(t, n_tiles, load);
+            const T* tX = ring + slot * STAGE;
+            const T* tW = tX + X_TILE;
+            const T* tA = tW + W_TILE;
+#pragma unroll
+            for (int ks = 0; ks < K_STEPS; ++ks) {
+                u32 a[MI][4];
+#pragma unroll
+                for (int mi = 0; mi < MI; ++mi) load_a_fragment<!X_COL, X_COLS>(a[mi], tX, wm0 + mi * 16, ks * 16, lane);
+                if (WITH_W) {
+#pragma unroll
+                    for (int ni = 0; ni < NI; ni += 2) {
+                        u32 b[4];
+                        load_b_fragments<W_COL, W_COLS>(b, tW, wn0 + ni * 8, ks * 16, lane);
+#pragma unroll
+                        for (int mi = 0; mi < MI; ++mi) {
+                            mma_16816<T>(acc[mi][ni], a[mi], b[0], b[1]);
+                            mma_16816<T>(acc[mi][ni + 1], a[mi], b[2], b[3]);
+                        }
+                    }
+                }
+                if (R > 0 && with_a) {
+#pragma unroll
+                    for (int tn = 0; tn < T_N8; tn += 2) {
+                        u32 b[4];
+                        load_b_fragments<false, (R > 0 ? R : 8)>(b, tA, tn * 8, ks * 16, lane);
+                        // Compile-time fragment indices (a runtime index would put `a` in local
+                        // memory); the owner test is uniform across the warp.
+#pragma unroll
+                        for (int mi = 0; mi < MI; ++mi) {
+                            if (mi / T_M16 == t_owner) {
+                                mma_16816<T>(tacc[mi % T_M16][tn], a[mi], b[0], b[1]);
+                                mma_16816<T>(tacc[mi % T_M16][tn + 1], a[mi], b[2], b[3]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        cp_async_wait<0>();  // only empty groups can remain; leave nothing in flight
+    }
+};
+
+template <typename T, typename TO, bool X_COL, bool W_COL, int BLOCK_M, int BLOCK_N, int BLOCK_K, int WARPS,
+          int STAGES, bool ALIGNED, bool HAS_BIAS, int ACT, bool HAS_RESIDUAL>
+TESSERA_DEVICE void gemm(const GemmParams& p) {
+    typedef GemmMainloop<T, X_COL, W_COL, BLOCK_M, BLOCK_N, BLOCK_K, WARPS, STAGES, ALIGNED, true, 0> Mainloop;
+    typedef WarpGrid<BLOCK_M, BLOCK_N, WARPS> Grid;
+    constexpr int MI = Grid::MI;
+    constexpr int NI = Grid::NI;
+
+    const int warp = thread_index() / 32;
+    const int lane = thread_index() % 32;
+    const int wm0 = (warp / Grid::WARPS_N) * Grid::WARP_M;
+    const int wn0 = (warp % Grid::WARPS_N) * Grid::WARP_N;
     const int m0 = block_index_x() * BLOCK_M;
     const int n0 = block_index_y() * BLOCK_N;
 
-    const T* x = static_cast<const T*>(p.x) + m0 * p.ldx;
-    const T* w = static_cast<const T*>(p.w) + (W_COL ? n0 * p.ldw : (i64)n0);
-
-    T* sX = reinterpret_cast<T*>(dynamic_smem());
-    T* sW = sX + STAGES * X_TILE;
-
-    const int n_tiles = (p.k + BLOCK_K - 1) / BLOCK_K;
-
-    auto load = [&](int tile_index, int slot) {
-        int k0 = tile_index * BLOCK_K;
-        gemm_load_tile<T, BLOCK_M, BLOCK_K, THREADS>(sX + slot * X_TILE, x + k0, p.ldx, p.m - m0, p.k - k0);
-        if (W_COL) {
-            gemm_load_tile<T, BLOCK_N, BLOCK_K, THREADS>(sW + slot * W_TILE, w + k0, p.ldw, p.n - n0, p.k - k0);
-        } else {
-            gemm_load_tile<T, BLOCK_K, BLOCK_N, THREADS>(sW + slot * W_TILE, w + k0 * p.ldw, p.ldw, p.k - k0,
-                                                         p.n - n0);
-        }
-    };
-
-    ring_prologue<STAGES>(n_tiles, load);
+    MainloopOperands<T> op;
+    op.x = static_cast<const T*>(p.x) + (X_COL ? (i64)m0 : m0 * p.ldx);
+    op.ldx = p.ldx;
+    op.w = static_cast<const T*>(p.w) + (W_COL ? n0 * p.ldw : (i64)n0);
+    op.ldw = p.ldw;
+    op.a = nullptr;
+    op.rank = 0;
+    op.m_valid = p.m - m0;
+    op.n_valid = p.n - n0;
+    op.k = p.k;
 
     float acc[MI][NI][4];
 #pragma unroll
@@ -137,45 +237,10 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
             for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
         }
     }
+    float unused[Mainloop::T_M16][Mainloop::T_N8][4];
+    Mainloop::run(op, reinterpret_cast<T*>(dynamic_smem()), acc, unused);
 
-    for (int t = 0; t < n_tiles; ++t) {
-        const int slot = ring_acquire<STAGES>(t, n_tiles, load);
-        const T* tX = sX + slot * X_TILE;
-        const T* tW = sW + slot * W_TILE;
-#pragma unroll
-        for (int ks = 0; ks < K_STEPS; ++ks) {
-            // A fragments: lane l addresses row l%16, column block l/16 of each 16x16 sub-tile.
-            u32 a[MI][4];
-#pragma unroll
-            for (int mi = 0; mi < MI; ++mi)
-                ldmatrix_x4(a[mi], tX + XTile::offset(wm0 + mi * 16 + (lane % 16), ks * 16 + (lane / 16) * 8));
-            // One ldmatrix_x4 yields the B fragments of two n8 tiles: (ni, k 0-7), (ni, k 8-15),
-            // (ni+1, k 0-7), (ni+1, k 8-15).
-#pragma unroll
-            for (int ni = 0; ni < NI; ni += 2) {
-                u32 b[4];
-                if (W_COL) {
-                    // [n][k] is B^T row-major == B "col": no transpose.
-                    int n = wn0 + (ni + lane / 16) * 8 + (lane % 8);
-                    int k = ks * 16 + ((lane / 8) % 2) * 8;
-                    ldmatrix_x4(b, tW + WTile::offset(n, k));
-                } else {
-                    // [k][n] needs the transposed load.
-                    int k = ks * 16 + (lane % 16);
-                    int n = wn0 + (ni + lane / 16) * 8;
-                    ldmatrix_x4_trans(b, tW + WTile::offset(k, n));
-                }
-#pragma unroll
-                for (int mi = 0; mi < MI; ++mi) {
-                    mma_16816<T>(acc[mi][ni], a[mi], b[0], b[1]);
-                    mma_16816<T>(acc[mi][ni + 1], a[mi], b[2], b[3]);
-                }
-            }
-        }
-    }
-    cp_async_wait<0>();  // only empty groups can remain; leave nothing in flight
-
-    // ---- epilogue: C fragment element e of tile (mi, ni) is row g + 8(e/2), column 2t + e%2 ----
+    // C fragment element e of tile (mi, ni) is row g + 8(e/2), column 2t + e%2.
     const TO* c = static_cast<const TO*>(p.c);
     const TO* bias = static_cast<const TO*>(p.bias);
     const TO* residual = static_cast<const TO*>(p.residual);
@@ -186,14 +251,12 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
         for (int ni = 0; ni < NI; ++ni) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                int row = m0 + wm0 + mi * 16 + group + 8 * (e / 2);
-                int col = n0 + wn0 + ni * 8 + in_group * 2 + (e % 2);
+                int row = m0 + wm0 + mi * 16 + lane / 4 + 8 * (e / 2);
+                int col = n0 + wn0 + ni * 8 + (lane % 4) * 2 + (e % 2);
                 if (row < p.m && col < p.n) {
                     float v = p.alpha * acc[mi][ni][e];
                     if (c != nullptr) v += p.beta * load_global_f32(c + row * p.ldc + col);
-                    if (HAS_BIAS) v += load_global_f32(bias + col);
-                    v = gemm_activation<ACT>(v);
-                    if (HAS_RESIDUAL) v += load_global_f32(residual + row * p.ldr + col);
+                    v = gemm_finish<TO, HAS_BIAS, ACT, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
                     store_global_elem(y + row * p.ldy + col, v);
                 }
             }

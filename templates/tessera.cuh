@@ -102,6 +102,12 @@ template <int N> TESSERA_DEVICE void cp_async_wait() {
 // ---- shared <-> register moves ---------------------------------------------------------------
 TESSERA_DEVICE chunk16 load_shared_16(const void* p) { return *reinterpret_cast<const chunk16*>(p); }
 TESSERA_DEVICE void store_shared_u32(void* p, u32 v) { *reinterpret_cast<u32*>(p) = v; }
+TESSERA_DEVICE u32 load_shared_u32(const void* p) { return *reinterpret_cast<const u32*>(p); }
+TESSERA_DEVICE void store_shared_16(void* p, chunk16 v) { *reinterpret_cast<chunk16*>(p) = v; }
+// One 16-bit element's bits from global memory, zero-extended: the element-wise path for tensors
+// whose rows are not whole 16-byte chunks.
+TESSERA_DEVICE u32 load_global_bits16(const void* p) { return *reinterpret_cast<const unsigned short*>(p); }
+TESSERA_DEVICE int load_global_i32(const int* p) { return *p; }
 TESSERA_DEVICE void store_global_16(void* p, chunk16 v) { *reinterpret_cast<chunk16*>(p) = v; }
 TESSERA_DEVICE void store_global_f32(float* p, float v) { *p = v; }
 

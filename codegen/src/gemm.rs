@@ -11,9 +11,14 @@
 //!    spec field); 4. `v += bias[n]` when [`Epilogue::bias`]; 5. `v = act(v)`;
 //! 6. `v += residual[m,n]` when [`Epilogue::residual`]; 7. round `v` to [`OutType`].
 //!
-//! C, bias, residual and Y are stored in the output type. X is row-major `[M, K]` (a column-major X
-//! is rejected by `validate`); W is row-major `[K, N]` or column-major, i.e. stored `[N, K]` with K
-//! contiguous (the layout of an `nn.Linear` weight).
+//! C, bias, residual and Y are stored in the output type. X is row-major `[M, K]` or column-major,
+//! i.e. stored `[K, M]` with M contiguous (a transposed activation); W is row-major `[K, N]` or
+//! column-major, i.e. stored `[N, K]` with K contiguous (the layout of an `nn.Linear` weight).
+//!
+//! [`GemmSpec::aligned`] kernels move operands in 16-byte `cp.async` chunks, which needs whole
+//! chunks per row (K, N for row-major W, M for column-major X and every row stride multiples of 8,
+//! 16-byte aligned bases); the others load element by element and take any shape. The runtime
+//! picks the aligned kernel whenever the problem allows it.
 
 use std::fmt;
 
@@ -211,10 +216,11 @@ pub struct GemmSpec {
     pub dtype: DType,
     /// Y (and C, bias, residual) element type.
     pub out: OutType,
-    /// Only [`Layout::RowMajor`] is supported.
     pub layout_x: Layout,
     pub layout_w: Layout,
     pub epilogue: Epilogue,
+    /// Whole 16-byte chunks per operand row (see the module docs); `false` accepts any shape.
+    pub aligned: bool,
     /// `None` picks [`GemmSpec::default_tile`].
     pub tile: Option<GemmTile>,
 }
@@ -228,6 +234,7 @@ impl GemmSpec {
             layout_x: Layout::RowMajor,
             layout_w: Layout::RowMajor,
             epilogue: Epilogue::NONE,
+            aligned: true,
             tile: None,
         }
     }
@@ -249,37 +256,8 @@ impl GemmSpec {
 
     pub fn validate(&self, arch: Arch) -> Result<(), SpecError> {
         Arch::new(arch.sm)?;
-        if self.layout_x != Layout::RowMajor {
-            return Err(SpecError::unsupported("layout_x", self.layout_x, "row_major"));
-        }
         let tile = self.tile_for(arch);
-        if !WARPS.contains(&tile.warps) {
-            return Err(SpecError::unsupported("tile.warps", tile.warps, list(&WARPS)));
-        }
-        if !BLOCK_MS.contains(&tile.block_m) {
-            return Err(SpecError::unsupported("tile.block_m", tile.block_m, list(&BLOCK_MS)));
-        }
-        if !BLOCK_NS.contains(&tile.block_n) {
-            return Err(SpecError::unsupported("tile.block_n", tile.block_n, list(&BLOCK_NS)));
-        }
-        let warps_n = tile.warps / WARPS_M;
-        if tile.block_n % (16 * warps_n) != 0 {
-            return Err(SpecError::unsupported(
-                "tile.block_n",
-                tile.block_n,
-                format!(
-                    "multiples of {} with {} warps (each of the {warps_n} warp columns owns whole 16-column fragments)",
-                    16 * warps_n,
-                    tile.warps
-                ),
-            ));
-        }
-        if !BLOCK_KS.contains(&tile.block_k) {
-            return Err(SpecError::unsupported("tile.block_k", tile.block_k, list(&BLOCK_KS)));
-        }
-        if !STAGES.contains(&tile.stages) {
-            return Err(SpecError::unsupported("tile.stages", tile.stages, list(&STAGES)));
-        }
+        validate_tile(tile)?;
         let accumulators = self.accumulators_per_thread(tile);
         if accumulators > MAX_ACCUMULATORS_PER_THREAD {
             return Err(SpecError::unsupported(
@@ -326,7 +304,7 @@ impl GemmSpec {
     pub fn kernel_name(&self, arch: Arch) -> String {
         let e = self.epilogue;
         format!(
-            "tessera_gemm_{}_{}_{}{}_{}{}{}_{}",
+            "tessera_gemm_{}_{}_{}{}_{}{}{}{}_{}",
             self.dtype,
             self.out,
             self.layout_x.letter(),
@@ -334,6 +312,7 @@ impl GemmSpec {
             if e.bias { "bias_" } else { "" },
             e.activation,
             if e.residual { "_res" } else { "" },
+            if self.aligned { "" } else { "_unaligned" },
             self.tile_for(arch)
         )
     }
@@ -344,12 +323,14 @@ impl GemmSpec {
         format!(
             "extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
              {name}(const tessera::GemmParams params) {{\n    \
-             tessera::gemm<{ty}, {to}, {wcol}, {bm}, {bn}, {bk}, {w}, {s}, {bias}, {act}, {res}>(params);\n}}\n",
+             tessera::gemm<{ty}, {to}, {xcol}, {wcol}, {bm}, {bn}, {bk}, {w}, {s}, {aligned}, {bias}, {act}, {res}>(params);\n}}\n",
             threads = tile.threads(),
             name = self.kernel_name(arch),
             ty = self.dtype.cuda_type(),
             to = self.out.cuda_type(),
+            xcol = self.layout_x == Layout::ColMajor,
             wcol = self.layout_w == Layout::ColMajor,
+            aligned = self.aligned,
             bm = tile.block_m,
             bn = tile.block_n,
             bk = tile.block_k,
@@ -368,8 +349,8 @@ impl GemmSpec {
         let e = self.epilogue;
         let header = format!(
             "// Generated by tessera-codegen: gemm\n\
-             // dtype={} out={} layout_x={} layout_w={} bias={} activation={} residual={} tile={}\n",
-            self.dtype, self.out, self.layout_x, self.layout_w, e.bias, e.activation, e.residual, tile
+             // dtype={} out={} layout_x={} layout_w={} bias={} activation={} residual={} aligned={} tile={}\n",
+            self.dtype, self.out, self.layout_x, self.layout_w, e.bias, e.activation, e.residual, self.aligned, tile
         );
         let src = Template::Gemm.assemble(&header, &self.entry_point(arch));
         let geometry =
@@ -378,7 +359,39 @@ impl GemmSpec {
     }
 }
 
-fn list(values: &[u32]) -> String {
+/// The tile fields every GEMM-shaped kernel shares (also used by `LoraSpec`).
+pub(crate) fn validate_tile(tile: GemmTile) -> Result<(), SpecError> {
+    if !WARPS.contains(&tile.warps) {
+        return Err(SpecError::unsupported("tile.warps", tile.warps, list(&WARPS)));
+    }
+    if !BLOCK_MS.contains(&tile.block_m) {
+        return Err(SpecError::unsupported("tile.block_m", tile.block_m, list(&BLOCK_MS)));
+    }
+    if !BLOCK_NS.contains(&tile.block_n) {
+        return Err(SpecError::unsupported("tile.block_n", tile.block_n, list(&BLOCK_NS)));
+    }
+    let warps_n = tile.warps / WARPS_M;
+    if tile.block_n % (16 * warps_n) != 0 {
+        return Err(SpecError::unsupported(
+            "tile.block_n",
+            tile.block_n,
+            format!(
+                "multiples of {} with {} warps (each of the {warps_n} warp columns owns whole 16-column fragments)",
+                16 * warps_n,
+                tile.warps
+            ),
+        ));
+    }
+    if !BLOCK_KS.contains(&tile.block_k) {
+        return Err(SpecError::unsupported("tile.block_k", tile.block_k, list(&BLOCK_KS)));
+    }
+    if !STAGES.contains(&tile.stages) {
+        return Err(SpecError::unsupported("tile.stages", tile.stages, list(&STAGES)));
+    }
+    Ok(())
+}
+
+pub(crate) fn list(values: &[u32]) -> String {
     values.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
 }
 
@@ -409,10 +422,12 @@ mod tests {
     }
 
     #[test]
-    fn col_major_x_is_rejected_with_the_field() {
-        let err = GemmSpec { layout_x: Layout::ColMajor, ..spec() }.validate(Arch::SM80).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("layout_x") && msg.contains("col_major") && msg.contains("row_major"), "{msg}");
+    fn layouts_and_alignment_select_the_instantiation() {
+        let s = GemmSpec { layout_x: Layout::ColMajor, aligned: false, ..spec() };
+        let src = s.render(Arch::SM80).unwrap();
+        assert!(src.cuda_src.contains("gemm<tessera::bf16, float, true, true, 128, 128, 32, 8, 3, false,"), "{}", src.name);
+        assert!(src.name.starts_with("tessera_gemm_bf16_f32_cc_") && src.name.contains("_unaligned_"), "{}", src.name);
+        assert_ne!(src.hash, spec().render(Arch::SM80).unwrap().hash);
     }
 
     #[test]
@@ -451,7 +466,7 @@ mod tests {
         assert_ne!(a.hash, b.hash);
         assert_ne!(a.name, b.name);
         assert!(a.cuda_src.contains(&format!("{}(const tessera::GemmParams params)", a.name)));
-        assert!(a.cuda_src.contains("gemm<tessera::bf16, float, true, 128, 128, 32, 8, 3, true, 2, true>"));
+        assert!(a.cuda_src.contains("gemm<tessera::bf16, float, false, true, 128, 128, 32, 8, 3, true, true, 2, true>"));
         assert_eq!(a.geometry.threads_per_block, 256);
         assert_eq!(a.geometry.dynamic_shared_bytes, 3 * (128 + 128) * 32 * 2);
         assert_eq!(a.name, "tessera_gemm_bf16_f32_rc_bias_gelu_tanh_res_m128n128k32w8s3");
@@ -459,7 +474,6 @@ mod tests {
 
     #[test]
     fn render_rejects_invalid_specs() {
-        assert!(GemmSpec { layout_x: Layout::ColMajor, ..spec() }.render(Arch::SM80).is_err());
         assert!(spec().with_tile(GemmTile::new(64, 64, 32, 4, 5)).render(Arch::SM80).is_err());
     }
 

@@ -5,10 +5,12 @@
 //! (see `tessera_codegen::GemmSpec`). X and W are in the spec's 16-bit dtype; C, bias, residual and
 //! Y in its output type. Row strides ("leading dimensions") are in elements.
 //!
-//! Alignment contract: the kernel moves X and W rows in 16-byte `cp.async` chunks and zero-fills
-//! whole chunks past the edges, so K (and, for row-major W, N) must be multiples of 8 elements,
-//! as must the X and W row strides, and X and W must start 16-byte aligned. [`check`] rejects
-//! anything else with an error naming the field; M is arbitrary.
+//! Alignment contract: an aligned spec (`GemmSpec::aligned`, the default) moves X and W rows in
+//! 16-byte `cp.async` chunks, so every stored row must be whole chunks: K for row-major X and
+//! column-major W, M for column-major X, N for row-major W, and the X and W row strides must be
+//! multiples of 8 elements, with X and W 16-byte aligned. [`check`] rejects anything else with an
+//! error naming the field; [`fits_aligned`] tells whether a problem qualifies, and [`run_gemm`]
+//! picks the element-wise kernel (`aligned: false`, any shape) when it does not.
 
 use half::{bf16, f16};
 use tessera_codegen::{Arch, GemmSpec, Layout, OutType};
@@ -17,7 +19,7 @@ use crate::attention::{encode, BufferSpan, POISON_16, POISON_F32};
 use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
-use crate::launch::{KernelParams, PreparedLaunch};
+use crate::launch::{HostUploads, KernelParams, PreparedLaunch};
 
 /// Elements per 16-byte cp.async chunk of a 16-bit tensor.
 pub const CHUNK_ELEMS: usize = 8;
@@ -63,12 +65,44 @@ pub struct GemmStrides {
 
 impl GemmStrides {
     pub fn contiguous(spec: &GemmSpec, p: &GemmProblem) -> Self {
-        let w = match spec.layout_w {
-            Layout::RowMajor => p.n,
-            Layout::ColMajor => p.k,
-        };
-        GemmStrides { x: p.k, w, c: p.n, residual: p.n, y: p.n }
+        let (_, x) = stored_shape(spec.layout_x, p.m, p.k);
+        let (_, w) = stored_shape(spec.layout_w, p.k, p.n);
+        GemmStrides { x, w, c: p.n, residual: p.n, y: p.n }
     }
+}
+
+/// `(rows, row length)` of a logical `[rows, cols]` operand as stored in `layout`.
+pub fn stored_shape(layout: Layout, rows: usize, cols: usize) -> (usize, usize) {
+    match layout {
+        Layout::RowMajor => (rows, cols),
+        Layout::ColMajor => (cols, rows),
+    }
+}
+
+/// Why an aligned (16-byte chunk) kernel cannot run this problem, if it cannot: the first stored
+/// row length of X or W that is not a whole number of chunks. Strides and addresses are checked
+/// by [`check`].
+pub fn unaligned_reason(spec: &GemmSpec, problem: &GemmProblem) -> Option<String> {
+    let p = problem;
+    let x_row = stored_shape(spec.layout_x, p.m, p.k).1;
+    let w_row = stored_shape(spec.layout_w, p.k, p.n).1;
+    let x_dim = if spec.layout_x == Layout::RowMajor { "problem.k" } else { "problem.m" };
+    let w_dim = if spec.layout_w == Layout::RowMajor { "problem.n" } else { "problem.k" };
+    [(x_dim, x_row, "x", spec.layout_x), (w_dim, w_row, "w", spec.layout_w)].into_iter().find_map(
+        |(dim, len, name, layout)| {
+            (len % CHUNK_ELEMS != 0).then(|| {
+                format!("{dim} = {len} is not a multiple of {CHUNK_ELEMS}: an aligned kernel loads {layout} `{name}` rows in 16-byte cp.async chunks (use a spec with aligned: false)")
+            })
+        },
+    )
+}
+
+/// Whether the aligned kernel can run a contiguous problem whose buffers are 16-byte aligned.
+pub fn fits_aligned(spec: &GemmSpec, problem: &GemmProblem) -> bool {
+    unaligned_reason(&GemmSpec { aligned: true, ..*spec }, problem).is_none()
+}
+
+impl GemmStrides {
 }
 
 /// Device address ranges of a GEMM's tensors, as [`check`] sees them.
@@ -185,20 +219,11 @@ pub fn check_problem(spec: &GemmSpec, problem: &GemmProblem, alpha: f32, beta: f
             return Err(RuntimeError::invalid(name, format!("{v} exceeds the kernel's limit of {MAX_DIM}")));
         }
     }
-    if problem.k % CHUNK_ELEMS != 0 {
-        return Err(RuntimeError::invalid(
-            "problem.k",
-            format!(
-                "{} is not a multiple of {CHUNK_ELEMS}: the kernel loads X and W rows in 16-byte cp.async chunks",
-                problem.k
-            ),
-        ));
-    }
-    if spec.layout_w == Layout::RowMajor && problem.n % CHUNK_ELEMS != 0 {
-        return Err(RuntimeError::invalid(
-            "problem.n",
-            format!("{} is not a multiple of {CHUNK_ELEMS}: row-major W rows are loaded in 16-byte cp.async chunks (a column-major W allows any N)", problem.n),
-        ));
+    if spec.aligned {
+        if let Some(reason) = unaligned_reason(spec, problem) {
+            let field = reason.split(' ').next().unwrap_or("problem").to_string();
+            return Err(RuntimeError::invalid(field, reason));
+        }
     }
     if !alpha.is_finite() {
         return Err(RuntimeError::invalid("alpha", format!("{alpha} is not finite")));
@@ -249,14 +274,13 @@ pub fn check(
     }
     let elem = spec.dtype.size_bytes();
     let out = spec.out.size_bytes();
-    let (w_rows, w_cols) = match spec.layout_w {
-        Layout::RowMajor => (p.k, p.n),
-        Layout::ColMajor => (p.n, p.k),
-    };
+    let (x_rows, x_cols) = stored_shape(spec.layout_x, p.m, p.k);
+    let (w_rows, w_cols) = stored_shape(spec.layout_w, p.k, p.n);
+    let (align, chunked) = if spec.aligned { (16, true) } else { (elem, false) };
     // (name, rows, cols, stride, span, element bytes, alignment, chunked)
     let mut tensors = vec![
-        ("x", p.m, p.k, strides.x, Some(spans.x), elem, 16, true),
-        ("w", w_rows, w_cols, strides.w, Some(spans.w), elem, 16, true),
+        ("x", x_rows, x_cols, strides.x, Some(spans.x), elem, align, chunked),
+        ("w", w_rows, w_cols, strides.w, Some(spans.w), elem, align, chunked),
         ("c", p.m, p.n, strides.c, spans.c, out, out, false),
         ("residual", p.m, p.n, strides.residual, spans.residual, out, out, false),
         ("y", p.m, p.n, strides.y, Some(spans.y), out, out, false),
@@ -275,7 +299,7 @@ pub fn check(
             return Err(RuntimeError::invalid(
                 format!("{name}.stride"),
                 format!(
-                    "{stride} is not a multiple of {CHUNK_ELEMS}: every row must start 16-byte aligned for cp.async"
+                    "{stride} is not a multiple of {CHUNK_ELEMS}: an aligned kernel needs every row 16-byte aligned for cp.async (use a spec with aligned: false)"
                 ),
             ));
         }
@@ -414,8 +438,10 @@ pub fn poison_out(elements: usize, out: OutType) -> Vec<u8> {
     }
 }
 
-/// Runs the GEMM on contiguous host tensors: X `[M, K]`, W `[K, N]` (row-major spec) or `[N, K]`
-/// (column-major spec), C and residual `[M, N]`, bias `[N]`. X and W are rounded to the spec dtype,
+/// Runs the GEMM on contiguous host tensors: X `[M, K]` (row-major spec) or `[K, M]` (column-major),
+/// W `[K, N]` (row-major spec) or `[N, K]` (column-major), C and residual `[M, N]`, bias `[N]`.
+/// When the shape has rows that are not whole 16-byte chunks the element-wise kernel
+/// (`aligned: false`) runs instead of an aligned spec. X and W are rounded to the spec dtype,
 /// C / bias / residual to the output type (round to nearest even); Y is filled with NaN before the
 /// launch so unwritten elements show. Returns Y `[M, N]` widened to f32. Device memory is freed on
 /// every path.
@@ -433,6 +459,7 @@ pub fn run_gemm(
     alpha: f32,
     beta: f32,
 ) -> Result<Vec<f32>> {
+    let spec = &GemmSpec { aligned: spec.aligned && fits_aligned(spec, problem), ..*spec };
     check_problem(spec, problem, alpha, beta)?;
     let p = problem;
     let inputs = [
@@ -452,9 +479,9 @@ pub fn run_gemm(
             }
         }
     }
-    let mut memory = Allocations { backend, buffers: Vec::new() };
+    let mut memory = HostUploads::new(backend);
     // Zero-size allocations are avoided: an empty tensor still gets one chunk.
-    let upload = |memory: &mut Allocations<'_>, mut bytes: Vec<u8>| {
+    let upload = |memory: &mut HostUploads<'_>, mut bytes: Vec<u8>| {
         if bytes.is_empty() {
             bytes = vec![0u8; 16];
         }
@@ -484,30 +511,6 @@ pub fn run_gemm(
         backend.read(&b[yi], &mut out)?;
     }
     Ok(decode_out(&out, spec.out))
-}
-
-/// Device buffers of one host call, freed when it ends however it ends.
-struct Allocations<'a> {
-    backend: &'a dyn Backend,
-    buffers: Vec<DeviceBuffer>,
-}
-
-impl Allocations<'_> {
-    fn upload(&mut self, data: &[u8]) -> Result<usize> {
-        let buffer = self.backend.alloc(data.len())?;
-        self.buffers.push(buffer);
-        let index = self.buffers.len() - 1;
-        self.backend.write(&self.buffers[index], data)?;
-        Ok(index)
-    }
-}
-
-impl Drop for Allocations<'_> {
-    fn drop(&mut self) {
-        for buffer in self.buffers.drain(..) {
-            let _ = self.backend.free(buffer);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -80,3 +80,32 @@ impl<P: KernelParams> PreparedLaunch<P> {
         unsafe { backend.time_launches(kernel, config, self.params.as_bytes(), warmup, reps) }
     }
 }
+
+/// Device buffers of one host call, freed when it ends however it ends.
+pub(crate) struct HostUploads<'a> {
+    backend: &'a dyn Backend,
+    pub(crate) buffers: Vec<DeviceBuffer>,
+}
+
+impl<'a> HostUploads<'a> {
+    pub(crate) fn new(backend: &'a dyn Backend) -> Self {
+        HostUploads { backend, buffers: Vec::new() }
+    }
+
+    /// Uploads `data` into a new buffer and returns its index in `buffers`.
+    pub(crate) fn upload(&mut self, data: &[u8]) -> Result<usize> {
+        let buffer = self.backend.alloc(data.len())?;
+        self.buffers.push(buffer);
+        let index = self.buffers.len() - 1;
+        self.backend.write(&self.buffers[index], data)?;
+        Ok(index)
+    }
+}
+
+impl Drop for HostUploads<'_> {
+    fn drop(&mut self) {
+        for buffer in self.buffers.drain(..) {
+            let _ = self.backend.free(buffer);
+        }
+    }
+}

@@ -237,6 +237,14 @@ TESSERA_DEVICE chunk16 load_shared_16(const void* p) {
     return v;
 }
 TESSERA_DEVICE void store_shared_u32(void* p, u32 v) { tessera_host::shared_store(p, &v, 4); }
+TESSERA_DEVICE u32 load_shared_u32(const void* p) {
+    u32 v;
+    tessera_host::shared_load(&v, p, 4);
+    return v;
+}
+TESSERA_DEVICE void store_shared_16(void* p, chunk16 v) { tessera_host::shared_store(p, &v, 16); }
+TESSERA_DEVICE u32 load_global_bits16(const void* p) { return *static_cast<const unsigned short*>(p); }
+TESSERA_DEVICE int load_global_i32(const int* p) { return *p; }
 TESSERA_DEVICE void store_global_16(void* p, chunk16 v) { tessera_host::global_store(p, &v, 16); }
 TESSERA_DEVICE void store_global_f32(float* p, float v) { tessera_host::global_store(p, &v, 4); }
 

@@ -3,12 +3,14 @@
 
 use tessera_codegen::{Activation, Layout};
 
-/// `x` is `[m, k]` row-major; `w` is `[k, n]` (`Layout::RowMajor`) or `[n, k]` (`Layout::ColMajor`);
+/// `x` is `[m, k]` (`Layout::RowMajor`) or `[k, m]` (`Layout::ColMajor`); `w` is `[k, n]`
+/// (`Layout::RowMajor`) or `[n, k]` (`Layout::ColMajor`);
 /// `c` and `residual` are `[m, n]`, `bias` is `[n]`. Inputs should already be rounded to the types
 /// the kernel stores them in. Returns `[m, n]`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     x: &[f32],
+    layout_x: Layout,
     w: &[f32],
     layout_w: Layout,
     (m, n, k): (usize, usize, usize),
@@ -28,7 +30,11 @@ pub fn gemm(
                     Layout::RowMajor => w[l * n + j],
                     Layout::ColMajor => w[j * k + l],
                 };
-                acc += f64::from(x[i * k + l]) * f64::from(wv);
+                let xv = match layout_x {
+                    Layout::RowMajor => x[i * k + l],
+                    Layout::ColMajor => x[l * m + i],
+                };
+                acc += f64::from(xv) * f64::from(wv);
             }
             let mut v = alpha * acc;
             if let Some(c) = c {
@@ -69,6 +75,7 @@ mod tests {
         // X = [[1, 2]], W = [[3], [4]] -> 11; alpha 2, beta 0.5 * C(2) = 23; bias -30 -> -7; relu -> 0; + 5.
         let y = gemm(
             &[1.0, 2.0],
+            Layout::RowMajor,
             &[3.0, 4.0],
             Layout::RowMajor,
             (1, 1, 2),
@@ -84,9 +91,13 @@ mod tests {
         let w_row = [1.0, 2.0, 3.0, 4.0]; // [k][n]
         let w_col = [1.0, 3.0, 2.0, 4.0]; // [n][k]
         let x = [1.0, -1.0, 0.5, 2.0];
-        let a = gemm(&x, &w_row, Layout::RowMajor, (2, 2, 2), None, None, Activation::None, None, 1.0, 0.0);
-        let b = gemm(&x, &w_col, Layout::ColMajor, (2, 2, 2), None, None, Activation::None, None, 1.0, 0.0);
+        let a = gemm(&x, Layout::RowMajor, &w_row, Layout::RowMajor, (2, 2, 2), None, None, Activation::None, None, 1.0, 0.0);
+        let b = gemm(&x, Layout::RowMajor, &w_col, Layout::ColMajor, (2, 2, 2), None, None, Activation::None, None, 1.0, 0.0);
         assert_eq!(a, b);
+        // Column-major X of the same product: x^T stored.
+        let x_col = [1.0, 0.5, -1.0, 2.0];
+        let c = gemm(&x_col, Layout::ColMajor, &w_row, Layout::RowMajor, (2, 2, 2), None, None, Activation::None, None, 1.0, 0.0);
+        assert_eq!(a, c);
     }
 
     #[test]
