@@ -91,8 +91,9 @@ template <typename T> struct MainloopOperands {
     i64 ldx;
     const T* w;      // element (0, n0) of W
     i64 ldw;
-    const T* a;      // null: no low-rank product
-    int rank;        // A's row length and stride
+    const T* a;      // null: no low-rank product; else element (0, c0) of A
+    int rank;        // A's row stride
+    int a_cols;      // columns of A left from c0 (R of them are read)
     int m_valid;     // rows of X left from m0
     int n_valid;     // columns of W left from n0
     int k;
@@ -153,7 +154,7 @@ struct GemmMainloop {
             }
             if (R > 0 && with_a) {
                 load_tile<T, BLOCK_K, (R > 0 ? R : 8), THREADS, ALIGNED>(s + X_TILE + W_TILE, op.a + k0 * op.rank,
-                                                                         op.rank, op.k - k0, op.rank);
+                                                                         op.rank, op.k - k0, op.a_cols);
             }
         };
 
@@ -167,7 +168,13 @@ struct GemmMainloop {
             for (int ks = 0; ks < K_STEPS; ++ks) {
                 u32 a[MI][4];
 #pragma unroll
-                for (int mi = 0; mi < MI; ++mi) load_a_fragment<!X_COL, X_COLS>(a[mi], tX, wm0 + mi * 16, ks * 16, lane);
+                for (int mi = 0; mi < MI; ++mi) {
+                    // Without W only the warp's own rows of the low-rank product are needed
+                    // (ldmatrix is volatile: an unused load would still be issued).
+                    if (WITH_W || mi / T_M16 == t_owner) {
+                        load_a_fragment<!X_COL, X_COLS>(a[mi], tX, wm0 + mi * 16, ks * 16, lane);
+                    }
+                }
                 if (WITH_W) {
 #pragma unroll
                     for (int ni = 0; ni < NI; ni += 2) {
@@ -224,6 +231,7 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
     op.ldw = p.ldw;
     op.a = nullptr;
     op.rank = 0;
+    op.a_cols = 0;
     op.m_valid = p.m - m0;
     op.n_valid = p.n - n0;
     op.k = p.k;

@@ -108,7 +108,7 @@ impl Layout {
         }
     }
 
-    fn letter(self) -> char {
+    pub(crate) fn letter(self) -> char {
         match self {
             Layout::RowMajor => 'r',
             Layout::ColMajor => 'c',
@@ -147,7 +147,7 @@ impl Activation {
     }
 
     /// The template's `ACT` parameter.
-    fn code(self) -> u32 {
+    pub(crate) fn code(self) -> u32 {
         match self {
             Activation::None => 0,
             Activation::Relu => 1,
@@ -287,14 +287,16 @@ impl GemmSpec {
 
     /// Every valid tile configuration for `arch`.
     pub fn space(&self, arch: Arch) -> impl Iterator<Item = GemmTile> + '_ {
+        self.space_unchecked().filter(move |t| self.with_tile(*t).validate(arch).is_ok())
+    }
+
+    /// Every combination of the tile fields' allowed values, valid or not.
+    pub(crate) fn space_unchecked(&self) -> impl Iterator<Item = GemmTile> {
         WARPS.into_iter().flat_map(move |warps| {
             BLOCK_MS.into_iter().flat_map(move |block_m| {
                 BLOCK_NS.into_iter().flat_map(move |block_n| {
                     BLOCK_KS.into_iter().flat_map(move |block_k| {
-                        STAGES.into_iter().filter_map(move |stages| {
-                            let tile = GemmTile::new(block_m, block_n, block_k, warps, stages);
-                            self.with_tile(tile).validate(arch).ok().map(|_| tile)
-                        })
+                        STAGES.into_iter().map(move |stages| GemmTile::new(block_m, block_n, block_k, warps, stages))
                     })
                 })
             })

@@ -12,6 +12,8 @@ pub const TILES: &str = include_str!("../../templates/tiles.cuh");
 pub enum Template {
     AttentionForward,
     Gemm,
+    /// Fused LoRA / bottleneck adapters; builds on [`Template::Gemm`].
+    Lora,
 }
 
 impl Template {
@@ -19,6 +21,7 @@ impl Template {
         match self {
             Template::AttentionForward => "attention_fwd.cuh",
             Template::Gemm => "gemm.cuh",
+            Template::Lora => "lora.cuh",
         }
     }
 
@@ -26,18 +29,30 @@ impl Template {
         match self {
             Template::AttentionForward => include_str!("../../templates/attention_fwd.cuh"),
             Template::Gemm => include_str!("../../templates/gemm.cuh"),
+            Template::Lora => include_str!("../../templates/lora.cuh"),
+        }
+    }
+
+    /// Templates this one is written on top of, in inclusion order.
+    pub fn requires(self) -> &'static [Template] {
+        match self {
+            Template::Lora => &[Template::Gemm],
+            _ => &[],
         }
     }
 }
 
 impl Template {
     /// The whole translation unit NVRTC compiles: `header` comments, the prelude, the shared tile
-    /// machinery, this template, and the `extern "C"` instantiation `entry_point`.
+    /// machinery, the templates this one requires, this template, and the `extern "C"`
+    /// instantiation `entry_point`.
     pub fn assemble(self, header: &str, entry_point: &str) -> String {
-        format!(
-            "{header}{PRELUDE}\n// ---- templates/tiles.cuh ----\n{TILES}\n// ---- templates/{} ----\n{}\n// ---- instantiation ----\n{entry_point}",
-            self.file_name(),
-            self.text(),
-        )
+        let mut src = format!("{header}{PRELUDE}\n// ---- templates/tiles.cuh ----\n{TILES}\n");
+        for t in self.requires().iter().chain([&self]) {
+            src.push_str(&format!("// ---- templates/{} ----\n{}\n", t.file_name(), t.text()));
+        }
+        src.push_str("// ---- instantiation ----\n");
+        src.push_str(entry_point);
+        src
     }
 }

@@ -170,6 +170,12 @@ pub trait Backend: Send + Sync {
     /// The architecture kernels are generated for.
     fn arch(&self) -> Arch;
 
+    /// Streaming multiprocessors, for launchers that size their grid to the device. The default
+    /// is a small count, so schedules meant for a full GPU still split work on a simulator.
+    fn multiprocessors(&self) -> u32 {
+        4
+    }
+
     /// What [`Backend::load`] wants: CUBIN for CUDA, PTX for the simulator.
     fn output_kind(&self) -> OutputKind;
 

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use tessera_codegen::{Arch, AttentionSpec, TileConfig};
+use tessera_codegen::{Arch, KernelSpec};
 
 use crate::compiler::{Compiler, Target};
 use crate::error::Result;
@@ -15,11 +15,12 @@ use crate::ptxas::{ptxas_path, run_ptxas_with, PtxasReport};
 /// The outcome of [`check_spec`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpecCheck {
-    pub spec: AttentionSpec,
+    pub spec: KernelSpec,
     pub arch: Arch,
     /// The entry point's name.
     pub kernel: String,
-    pub tile: TileConfig,
+    /// The tile's label (`KernelSpec::tile_label`).
+    pub tile: String,
     pub threads_per_block: u32,
     /// Dynamic shared memory the launch requests (ptxas reports only the static part).
     pub dynamic_shared_bytes: u32,
@@ -75,14 +76,15 @@ impl SpecCheck {
 }
 
 /// [`check_spec_with`] and a fresh compiler without a disk cache, so the compile time is NVRTC's.
-pub fn check_spec(spec: &AttentionSpec, arch: Arch) -> Result<SpecCheck> {
+pub fn check_spec(spec: impl Into<KernelSpec>, arch: Arch) -> Result<SpecCheck> {
     check_spec_with(&Compiler::new(), spec, arch)
 }
 
 /// Renders `spec` for `arch`, compiles it to PTX and, if ptxas is found, assembles it for
 /// resource usage. Errors are spec, NVRTC and ptxas failures; a missing ptxas is not an error
 /// (see [`SpecCheck::ptxas_unavailable`]).
-pub fn check_spec_with(compiler: &Compiler, spec: &AttentionSpec, arch: Arch) -> Result<SpecCheck> {
+pub fn check_spec_with(compiler: &Compiler, spec: impl Into<KernelSpec>, arch: Arch) -> Result<SpecCheck> {
+    let spec: KernelSpec = spec.into();
     let source = spec.render(arch)?;
     let started = Instant::now();
     let module = compiler.compile(&source, Target::ptx(arch))?;
@@ -98,10 +100,10 @@ pub fn check_spec_with(compiler: &Compiler, spec: &AttentionSpec, arch: Arch) ->
         Err(e) => (None, None, Some(e.to_string())),
     };
     Ok(SpecCheck {
-        spec: *spec,
+        spec,
         arch,
         kernel: source.name,
-        tile: spec.tile_for(arch),
+        tile: spec.tile_label(arch),
         threads_per_block: source.geometry.threads_per_block,
         dynamic_shared_bytes: source.geometry.dynamic_shared_bytes,
         compile_ms,

@@ -70,6 +70,7 @@ pub struct CudaBackend {
     driver_version: i32,
     /// Opt-in shared memory per block (static + dynamic).
     max_shared_per_block: u32,
+    multiprocessors: u32,
     has_param_info: bool,
     state: Mutex<State>,
 }
@@ -129,6 +130,7 @@ impl CudaBackend {
         let major = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
         let minor = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
         let optin = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        let multiprocessors = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let arch = Arch::from_compute_capability(major.max(0) as u32, minor.max(0) as u32).map_err(|e| {
             RuntimeError::UnsupportedDevice {
                 device: name.clone(),
@@ -146,6 +148,7 @@ impl CudaBackend {
             compute_capability: (major, minor),
             driver_version,
             max_shared_per_block: optin.max(0) as u32,
+            multiprocessors: multiprocessors.max(1) as u32,
             has_param_info,
             state: Mutex::new(State::default()),
         };
@@ -200,6 +203,10 @@ impl Backend for CudaBackend {
 
     fn arch(&self) -> Arch {
         self.arch
+    }
+
+    fn multiprocessors(&self) -> u32 {
+        self.multiprocessors
     }
 
     fn output_kind(&self) -> OutputKind {

@@ -328,7 +328,7 @@ pub fn check(
     Ok(())
 }
 
-fn check_span(name: &str, span: BufferSpan, needed: usize, align: usize) -> Result<()> {
+pub(crate) fn check_span(name: &str, span: BufferSpan, needed: usize, align: usize) -> Result<()> {
     if needed == 0 {
         return Ok(());
     }

@@ -25,6 +25,7 @@ pub mod error;
 pub mod gemm;
 pub mod launch;
 pub mod locate;
+pub mod lora;
 pub mod nvrtc;
 pub mod ptxas;
 pub mod reference;
@@ -42,6 +43,7 @@ pub use gemm::{
     GemmSpans, GemmStrides,
 };
 pub use launch::{KernelParams, PreparedLaunch};
+pub use lora::{prepare_lora, run_lora, LoraBuffers, LoraInputs, LoraLaunch, LoraParams, LoraProblem, LoraStrides};
 pub use backend::{open_backend, Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};
 pub use cache::{CacheKey, CacheStats, KernelCache, Lookup};
 pub use check::{check_spec, check_spec_with, SpecCheck};

@@ -40,7 +40,7 @@ fn every_spec_compiles_without_spills_and_fits_shared_memory() {
     let specs = all_specs();
     let results: Vec<(AttentionSpec, Arch, Result<SpecCheck, String>)> = specs
         .par_iter()
-        .map(|&(spec, arch)| (spec, arch, check_spec_with(&compiler, &spec, arch).map_err(|e| e.to_string())))
+        .map(|&(spec, arch)| (spec, arch, check_spec_with(&compiler, spec, arch).map_err(|e| e.to_string())))
         .collect();
     let wall = started.elapsed();
 

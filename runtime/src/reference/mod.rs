@@ -7,9 +7,11 @@
 
 mod attention;
 mod gemm;
+mod lora;
 
 pub use attention::{attention, ReferenceOutput};
 pub use gemm::{activate, gemm};
+pub use lora::{bottleneck, lora, LoraOperands};
 
 use half::{bf16, f16};
 use tessera_codegen::DType;

@@ -40,7 +40,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
             }
         }
     }
-    let results: Vec<_> = jobs.par_iter().map(|(spec, arch)| (spec, arch, check_spec(spec, *arch))).collect();
+    let results: Vec<_> = jobs.par_iter().map(|(spec, arch)| (spec, arch, check_spec(*spec, *arch))).collect();
 
     println!(
         "{:<58} {:>6} {:>5} {:>10} {:>7} {:>8}  status",

@@ -71,7 +71,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             println!("{:<58} {:>6} {:>5} {:>7} {:>8}", "kernel", "arch", "regs", "spills", "nvrtc ms");
             for case in cases() {
                 for arch in [Arch::SM80, Arch::SM90] {
-                    let c = check_spec(&case.spec, arch)?;
+                    let c = check_spec(case.spec, arch)?;
                     let (regs, spills) = c
                         .report
                         .as_ref()

@@ -1,0 +1,76 @@
+//! Any family's spec behind one type, for code that treats kernels alike: `tessera check`, the
+//! resource checks, tuning tables.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Arch, AttentionSpec, GemmSpec, KernelSource, LoraSpec, SpecError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "family")]
+pub enum KernelSpec {
+    Attention(AttentionSpec),
+    Gemm(GemmSpec),
+    Lora(LoraSpec),
+}
+
+impl KernelSpec {
+    pub fn family(&self) -> &'static str {
+        match self {
+            KernelSpec::Attention(_) => "attention",
+            KernelSpec::Gemm(_) => "gemm",
+            KernelSpec::Lora(s) if s.is_bottleneck() => "bottleneck",
+            KernelSpec::Lora(_) => "lora",
+        }
+    }
+
+    pub fn validate(&self, arch: Arch) -> Result<(), SpecError> {
+        match self {
+            KernelSpec::Attention(s) => s.validate(arch),
+            KernelSpec::Gemm(s) => s.validate(arch),
+            KernelSpec::Lora(s) => s.validate(arch),
+        }
+    }
+
+    pub fn render(&self, arch: Arch) -> Result<KernelSource, SpecError> {
+        match self {
+            KernelSpec::Attention(s) => s.render(arch),
+            KernelSpec::Gemm(s) => s.render(arch),
+            KernelSpec::Lora(s) => s.render(arch),
+        }
+    }
+
+    pub fn kernel_name(&self, arch: Arch) -> String {
+        match self {
+            KernelSpec::Attention(s) => s.kernel_name(arch),
+            KernelSpec::Gemm(s) => s.kernel_name(arch),
+            KernelSpec::Lora(s) => s.kernel_name(arch),
+        }
+    }
+
+    /// The tile the kernel uses on `arch`, as its short label (`m128n64w8s2`, `m128n128k32w8s3`).
+    pub fn tile_label(&self, arch: Arch) -> String {
+        match self {
+            KernelSpec::Attention(s) => s.tile_for(arch).to_string(),
+            KernelSpec::Gemm(s) => s.tile_for(arch).to_string(),
+            KernelSpec::Lora(s) => s.tile_for(arch).to_string(),
+        }
+    }
+}
+
+impl From<AttentionSpec> for KernelSpec {
+    fn from(s: AttentionSpec) -> Self {
+        KernelSpec::Attention(s)
+    }
+}
+
+impl From<GemmSpec> for KernelSpec {
+    fn from(s: GemmSpec) -> Self {
+        KernelSpec::Gemm(s)
+    }
+}
+
+impl From<LoraSpec> for KernelSpec {
+    fn from(s: LoraSpec) -> Self {
+        KernelSpec::Lora(s)
+    }
+}
