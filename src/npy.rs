@@ -1,4 +1,5 @@
-//! The CLI's `.npy` contract: inputs are little-endian f32 or f16 arrays in C order; outputs are
+//! The CLI's `.npy` contract: inputs are little-endian f32 or f16 arrays in C order (adapter ids:
+//! int32 or int64); outputs are
 //! little-endian f32, written to a temporary file beside the destination and renamed into place, so
 //! a failed run never leaves a partial or stale output behind.
 
@@ -49,6 +50,34 @@ pub fn read_npy(path: &Path) -> Result<NpyArray, TesseraError> {
         }
     };
     Ok(NpyArray { shape, data })
+}
+
+/// A dense C-order integer array (adapter ids), widened to i64.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NpyIndices {
+    pub shape: Vec<usize>,
+    pub data: Vec<i64>,
+}
+
+/// Reads a little-endian int32 (`<i4`) or int64 (`<i8`) array.
+pub fn read_npy_indices(path: &Path) -> Result<NpyIndices, TesseraError> {
+    let err = |message: String| TesseraError::Npy { path: path.to_path_buf(), message };
+    let file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    let npy = NpyFile::new(BufReader::new(file)).map_err(|e| err(format!("not a valid .npy file: {e}")))?;
+    if npy.header().order() == npyz::Order::Fortran {
+        return Err(err("Fortran-order arrays are not supported; save with numpy.ascontiguousarray".into()));
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let type_str = match npy.dtype() {
+        DType::Plain(ts) => ts.to_string(),
+        other => return Err(err(format!("unsupported dtype {other:?}: expected <i4 (int32) or <i8 (int64)"))),
+    };
+    let data = match type_str.as_str() {
+        "<i4" => npy.into_vec::<i32>().map_err(|e| err(format!("reading int32 data: {e}")))?.into_iter().map(i64::from).collect(),
+        "<i8" => npy.into_vec::<i64>().map_err(|e| err(format!("reading int64 data: {e}")))?,
+        other => return Err(err(format!("unsupported dtype {other}: expected <i4 (int32) or <i8 (int64), little-endian"))),
+    };
+    Ok(NpyIndices { shape, data })
 }
 
 /// Writes `data` as a little-endian f32 array atomically (temp file + rename).

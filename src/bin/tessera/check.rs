@@ -2,7 +2,9 @@
 
 use clap::Args;
 use rayon::prelude::*;
-use tessera::codegen::ATTENTION_HEAD_DIMS;
+use tessera::codegen::{
+    Activation, AdapterMode, Epilogue, GemmSpec, KernelSpec, Layout, LoraSpec, OutType, ATTENTION_HEAD_DIMS, LORA_RANKS,
+};
 use tessera::runtime::check::check_spec;
 use tessera::{Arch, AttentionSpec, DType, TesseraError};
 
@@ -20,6 +22,9 @@ pub struct CheckArgs {
     /// Only these head dims (comma-separated; default all).
     #[arg(long, value_delimiter = ',')]
     pub head_dim: Vec<u32>,
+    /// Only these families (comma-separated: attention, gemm, lora; default all).
+    #[arg(long, value_delimiter = ',', value_parser = ["attention", "gemm", "lora"])]
+    pub family: Vec<String>,
 }
 
 /// Head layouts that exercise every GROUP code path: MHA, GQA, MQA.
@@ -40,10 +45,23 @@ pub fn run(args: CheckArgs) -> Result<()> {
             }
         }
     }
+    let jobs: Vec<(KernelSpec, Arch)> = jobs.into_iter().map(|(s, a)| (KernelSpec::from(s), a)).collect();
+    let wants = |f: &str| args.family.is_empty() || args.family.iter().any(|x| x == f);
+    let mut jobs: Vec<(KernelSpec, Arch)> = if wants("attention") { jobs } else { Vec::new() };
+    for &arch in &args.arch {
+        for &dtype in &dtypes {
+            if wants("gemm") {
+                jobs.extend(gemm_specs(dtype).into_iter().map(|s| (s.into(), arch)));
+            }
+            if wants("lora") {
+                jobs.extend(lora_specs(dtype).into_iter().map(|s| (s.into(), arch)));
+            }
+        }
+    }
     let results: Vec<_> = jobs.par_iter().map(|(spec, arch)| (spec, arch, check_spec(*spec, *arch))).collect();
 
     println!(
-        "{:<58} {:>6} {:>5} {:>10} {:>7} {:>8}  status",
+        "{:<72} {:>6} {:>5} {:>10} {:>7} {:>8}  status",
         "kernel", "arch", "regs", "smem", "spills", "nvrtc ms"
     );
     let mut failures = 0;
@@ -68,11 +86,11 @@ pub fn run(args: CheckArgs) -> Result<()> {
                     (_, true) => "ok",
                     (_, false) => "FAIL",
                 };
-                println!("{name:<58} {:>6} {regs:>5} {smem:>10} {spills:>7} {:>8.0}  {status}", arch.to_string(), c.compile_ms);
+                println!("{name:<72} {:>6} {regs:>5} {smem:>10} {spills:>7} {:>8.0}  {status}", arch.to_string(), c.compile_ms);
             }
             Err(e) => {
                 failures += 1;
-                println!("{name:<58} {:>6} {:>5} {:>10} {:>7} {:>8}  FAIL: {e}", arch.to_string(), "-", "-", "-", "-");
+                println!("{name:<72} {:>6} {:>5} {:>10} {:>7} {:>8}  FAIL: {e}", arch.to_string(), "-", "-", "-", "-");
             }
         }
     }
@@ -81,4 +99,45 @@ pub fn run(args: CheckArgs) -> Result<()> {
         return Err(TesseraError::Check(format!("{failures} of {} variants failed", results.len())));
     }
     Ok(())
+}
+
+/// Every GEMM code path of one input dtype: output types x layouts x the aligned and element-wise
+/// loaders, with the full epilogue (the most live registers; activations rotate).
+fn gemm_specs(dtype: DType) -> Vec<GemmSpec> {
+    let mut specs = Vec::new();
+    let mut i = 0;
+    for out in OutType::ALL {
+        for layout_x in Layout::ALL {
+            for layout_w in Layout::ALL {
+                for aligned in [true, false] {
+                    let activation = Activation::ALL[i % 4];
+                    i += 1;
+                    specs.push(GemmSpec {
+                        layout_x,
+                        layout_w,
+                        aligned,
+                        epilogue: Epilogue { bias: true, activation, residual: true },
+                        ..GemmSpec::new(dtype, out)
+                    });
+                }
+            }
+        }
+    }
+    specs
+}
+
+/// Every LoRA code path of one input dtype: each rank single and per-row (per-row with the full
+/// epilogue), the element-wise loader, both X layouts, and the bottleneck with each activation.
+fn lora_specs(dtype: DType) -> Vec<LoraSpec> {
+    let full = Epilogue { bias: true, activation: Activation::GeluTanh, residual: true };
+    let mut specs = Vec::new();
+    for (i, rank) in LORA_RANKS.into_iter().enumerate() {
+        let out = OutType::ALL[i % 3];
+        let base = LoraSpec { layout_w: Layout::ALL[i % 2], ..LoraSpec::new(dtype, out, rank) };
+        specs.push(base);
+        specs.push(LoraSpec { adapters: AdapterMode::PerRow, epilogue: full, layout_x: Layout::ColMajor, ..base });
+        specs.push(LoraSpec { adapters: AdapterMode::PerRow, aligned: false, ..base });
+        specs.push(LoraSpec::bottleneck(dtype, out, rank, Activation::ALL[i % 4]));
+    }
+    specs
 }

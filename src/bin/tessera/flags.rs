@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 use tessera::codegen::ATTENTION_HEAD_DIMS;
+use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmSpec, GemmTile, Layout, LoraSpec, OutType, LORA_RANKS};
 use tessera::{Arch, AttentionSpec, DType, TesseraError, TileConfig};
 
 use crate::Result;
@@ -36,6 +37,153 @@ impl TileFlags {
             warps,
             stages: self.stages.unwrap_or(d.stages),
         })
+    }
+}
+
+/// GEMM / LoRA tile overrides; any subset, the rest from the spec's default tile.
+#[derive(Args, Clone, Debug, Default)]
+pub struct GemmTileFlags {
+    /// Output rows per CTA: 32, 64, 128.
+    #[arg(long)]
+    pub block_m: Option<u32>,
+    /// Output columns per CTA: 32, 64, 128.
+    #[arg(long)]
+    pub block_n: Option<u32>,
+    /// K slice per pipeline stage: 32, 64.
+    #[arg(long)]
+    pub block_k: Option<u32>,
+    /// Warps per CTA: 4, 8.
+    #[arg(long)]
+    pub warps: Option<u32>,
+    /// Slices in flight: 1, 2, 3.
+    #[arg(long)]
+    pub stages: Option<u32>,
+}
+
+impl GemmTileFlags {
+    /// `None` when no flag is given; otherwise `default` with the given fields replaced.
+    pub fn tile(&self, default: GemmTile) -> Option<GemmTile> {
+        let any = [self.block_m, self.block_n, self.block_k, self.warps, self.stages].iter().any(Option::is_some);
+        any.then(|| GemmTile {
+            block_m: self.block_m.unwrap_or(default.block_m),
+            block_n: self.block_n.unwrap_or(default.block_n),
+            block_k: self.block_k.unwrap_or(default.block_k),
+            warps: self.warps.unwrap_or(default.warps),
+            stages: self.stages.unwrap_or(default.stages),
+        })
+    }
+}
+
+fn parse_named<T: Copy>(s: &str, what: &str, values: &[(&str, T)]) -> std::result::Result<T, String> {
+    values.iter().find(|(n, _)| *n == s).map(|(_, v)| *v).ok_or_else(|| {
+        let allowed: Vec<&str> = values.iter().map(|(n, _)| *n).collect();
+        format!("unsupported {what} `{s}`: allowed values are {}", allowed.join(", "))
+    })
+}
+
+pub fn parse_layout(s: &str) -> std::result::Result<Layout, String> {
+    parse_named(s, "layout", &[("row", Layout::RowMajor), ("col", Layout::ColMajor)])
+}
+
+pub fn parse_out_type(s: &str) -> std::result::Result<OutType, String> {
+    parse_named(s, "output type", &[("f16", OutType::F16), ("bf16", OutType::BF16), ("f32", OutType::F32)])
+}
+
+pub fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
+    parse_named(
+        s,
+        "activation",
+        &[
+            ("none", Activation::None),
+            ("relu", Activation::Relu),
+            ("gelu_tanh", Activation::GeluTanh),
+            ("silu", Activation::Silu),
+        ],
+    )
+}
+
+/// The output type of the same name as `dtype`, the default for `--out-type`.
+pub fn same_out_type(dtype: DType) -> OutType {
+    match dtype {
+        DType::F16 => OutType::F16,
+        DType::BF16 => OutType::BF16,
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct GemmSpecFlags {
+    /// Input element type: f16 or bf16.
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: DType,
+    /// Output element type: f16, bf16 or f32 (default: the input type).
+    #[arg(long, value_parser = parse_out_type)]
+    pub out_type: Option<OutType>,
+    /// X stored row-major [M, K] (row) or column-major [K, M] (col).
+    #[arg(long, default_value = "row", value_parser = parse_layout)]
+    pub x_layout: Layout,
+    /// W stored row-major [K, N] (row) or column-major [N, K] (col, nn.Linear's weight).
+    #[arg(long, default_value = "row", value_parser = parse_layout)]
+    pub w_layout: Layout,
+    #[arg(long)]
+    pub bias: bool,
+    /// none, relu, gelu_tanh, silu.
+    #[arg(long, default_value = "none", value_parser = parse_activation)]
+    pub activation: Activation,
+    #[arg(long)]
+    pub residual: bool,
+    /// The element-wise kernel for shapes whose rows are not whole 16-byte chunks.
+    #[arg(long)]
+    pub unaligned: bool,
+    /// Target architecture.
+    #[arg(long, default_value = "sm_80", value_parser = parse_arch)]
+    pub arch: Arch,
+    #[command(flatten)]
+    pub tile: GemmTileFlags,
+}
+
+impl GemmSpecFlags {
+    pub fn spec(&self) -> GemmSpec {
+        let mut spec = GemmSpec {
+            layout_x: self.x_layout,
+            layout_w: self.w_layout,
+            epilogue: Epilogue { bias: self.bias, activation: self.activation, residual: self.residual },
+            aligned: !self.unaligned,
+            ..GemmSpec::new(self.dtype, self.out_type.unwrap_or(same_out_type(self.dtype)))
+        };
+        spec.tile = self.tile.tile(GemmSpec::default_tile(self.arch));
+        spec
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct LoraSpecFlags {
+    #[command(flatten)]
+    pub gemm: GemmSpecFlags,
+    /// Adapter rank.
+    #[arg(long)]
+    pub rank: u32,
+    /// Stacked adapters with an id per row of X.
+    #[arg(long)]
+    pub per_row: bool,
+    /// The bottleneck adapter Y = X + f(X A) B with this f instead of LoRA.
+    #[arg(long, value_parser = parse_activation)]
+    pub bottleneck: Option<Activation>,
+}
+
+impl LoraSpecFlags {
+    pub fn spec(&self) -> LoraSpec {
+        let g = self.gemm.spec();
+        let mut spec = match self.bottleneck {
+            Some(f) => LoraSpec::bottleneck(g.dtype, g.out, self.rank, f),
+            None => LoraSpec { layout_w: g.layout_w, epilogue: g.epilogue, ..LoraSpec::new(g.dtype, g.out, self.rank) },
+        };
+        spec.layout_x = g.layout_x;
+        spec.aligned = g.aligned;
+        if self.per_row {
+            spec.adapters = AdapterMode::PerRow;
+        }
+        spec.tile = self.gemm.tile.tile(spec.default_tile(self.gemm.arch));
+        spec
     }
 }
 
@@ -83,17 +231,22 @@ impl AttentionSpecFlags {
 pub enum EmitFamily {
     /// Tiled online-softmax attention forward.
     Attention(AttentionSpecFlags),
+    /// Mixed-precision GEMM with a fused epilogue.
+    Gemm(GemmSpecFlags),
+    /// Fused LoRA (or, with --bottleneck, the bottleneck adapter).
+    Lora(LoraSpecFlags),
 }
 
 pub fn emit(family: EmitFamily) -> Result<()> {
-    match family {
-        EmitFamily::Attention(flags) => {
-            let source = flags.spec().render(flags.arch).map_err(TesseraError::from)?;
-            print!("{}", source.cuda_src);
-            eprintln!("entry point: {}  hash: {}", source.name, source.hash);
-            Ok(())
-        }
+    let source = match family {
+        EmitFamily::Attention(flags) => flags.spec().render(flags.arch),
+        EmitFamily::Gemm(flags) => flags.spec().render(flags.arch),
+        EmitFamily::Lora(flags) => flags.spec().render(flags.gemm.arch),
     }
+    .map_err(TesseraError::from)?;
+    print!("{}", source.cuda_src);
+    eprintln!("entry point: {}  hash: {}", source.name, source.hash);
+    Ok(())
 }
 
 pub fn family_list() -> String {
@@ -108,8 +261,19 @@ pub fn family_list() -> String {
          \x20 --block-m/--block-n/--warps/--stages  tile config: block_m = 16 x warps (64, 128),\n\
          \x20               block_n 32, 64, 128, 256, warps 4, 8, stages 1, 2, 3 (pruned by shared memory and registers)\n\
          \x20 --arch        {}\n\
-         \x20 outputs       O in the input layout, optional LSE [batch, heads_q, seq_q] (natural log, f32)\n",
+         \x20 outputs       O in the input layout, optional LSE [batch, heads_q, seq_q] (natural log, f32)\n\
+         gemm       Y = act(alpha X W + beta C + bias) + residual on mma.sync.m16n8k16, f32 accumulation\n\
+         \x20 --dtype f16, bf16   --out-type f16, bf16, f32   --x-layout/--w-layout row, col\n\
+         \x20 --bias --activation none, relu, gelu_tanh, silu --residual\n\
+         \x20 --block-m 32, 64, 128  --block-n 32, 64, 128  --block-k 32, 64  --warps 4, 8  --stages 1, 2, 3\n\
+         \x20 any M, N, K (rows that are not whole 16-byte chunks run the element-wise kernel)\n\
+         lora       Y = act(X W + s (X A_i) B_i + bias) + residual in one launch, the rank-r intermediate on chip\n\
+         \x20 --rank      {}\n\
+         \x20 --per-row   stacked adapters A [n, K, r], B [n, r, N], an int32/int64 id per row of X (-1: none)\n\
+         \x20 --bottleneck ACT   Y = X + s ACT(X A) B instead (N = K)\n\
+         \x20 gemm's --dtype/--out-type/layout/epilogue/tile flags; block_m >= 16 x warps\n",
         dims.join(", "),
-        archs.join(", ")
+        archs.join(", "),
+        LORA_RANKS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
     )
 }

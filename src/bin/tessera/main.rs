@@ -7,6 +7,7 @@ mod check;
 mod demo;
 mod flags;
 mod run;
+mod run_gemm;
 
 use std::process::ExitCode;
 

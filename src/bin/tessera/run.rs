@@ -1,4 +1,4 @@
-//! `tessera run attention`: .npy in, f32 .npy out.
+//! `tessera run attention|gemm|lora`: .npy in, f32 .npy out (GEMM and LoRA in `run_gemm.rs`).
 
 use std::path::PathBuf;
 
@@ -9,12 +9,17 @@ use tessera::runtime::{open_backend, BackendKind, Compiler};
 use tessera::{Arch, AttentionSpec, DType, TesseraError};
 
 use crate::flags::{parse_dtype, TileFlags};
+use crate::run_gemm::{run_gemm_cmd, run_lora_cmd, RunGemmArgs, RunLoraArgs};
 use crate::Result;
 
 #[derive(Subcommand)]
 pub enum RunFamily {
     /// Q [batch, seq_q, heads_q, head_dim], K/V [batch, seq_k, heads_kv, head_dim] -> O like Q.
     Attention(RunAttentionArgs),
+    /// Y = act(alpha X W + beta C + bias) + residual; X [M, K], W [K, N] -> Y [M, N].
+    Gemm(RunGemmArgs),
+    /// Y = act(X W + s (X A_i) B_i + bias) + residual in one launch (or --bottleneck: Y = X + s f(X A) B).
+    Lora(RunLoraArgs),
 }
 
 #[derive(Args)]
@@ -49,6 +54,8 @@ pub struct RunAttentionArgs {
 pub fn run(family: RunFamily) -> Result<()> {
     match family {
         RunFamily::Attention(args) => run_attention_cmd(args),
+        RunFamily::Gemm(args) => run_gemm_cmd(args),
+        RunFamily::Lora(args) => run_lora_cmd(args),
     }
 }
 
