@@ -8,18 +8,20 @@
 // ids[m] = -1 (or anything outside [0, n_adapters)) means no adapter for that row. Without PER_ROW
 // every row uses A [K, r], B [r, N].
 //
-// The rank-r intermediate never leaves the chip. Per CTA (a BLOCK_M row tile and a group of
-// `n_group` consecutive BLOCK_N column tiles):
-//   1. first column tile, FUSE: the main loop streams X, W and A_a0 together, so while acc += X W
-//      runs the warps also accumulate T = X A_a0 from the X fragments already in registers (a0:
-//      the smallest adapter in the row tile). T' = round(s T) (bottleneck: round(s f(T))) goes to
-//      shared memory, rows of other adapters as zeros. Without FUSE (chosen by codegen when the
-//      main and low-rank accumulators together would not fit in registers), a0 gets a pass of its
-//      own before the main loop, like the adapters of step 2, so the two never live at once.
-//   2. PER_ROW only: each further adapter a in the row tile gets its own pass over K streaming X
-//      and A_a (no W); its rows of T' are overwritten. A pass covers at most 64 columns of T
-//      (32 accumulators per thread at 128 rows on 8 warps); rank 128 takes two. Rows sorted by adapter (SGMV) see one or two
-//      adapters per tile; decode batches (BGMV) pay one pass per distinct adapter in the tile.
+// The rank-r intermediate never leaves the chip: T' = round(s T) (bottleneck: round(s f(T))),
+// T = X A_i row by row, lives in shared memory as [BLOCK_M][R]. Per CTA (a BLOCK_M row tile and a
+// group of `n_group` consecutive BLOCK_N column tiles), on the first column tile:
+//   1. a0, the smallest adapter in the row tile, is multiplied on tensor cores. With FUSE the main
+//      loop streams X, W and A_a0 together, so while acc += X W runs the warps also accumulate
+//      X A_a0 from the X fragments already in registers; without FUSE (codegen's choice when the
+//      main and low-rank accumulators would not fit in registers together) a0 gets passes of its
+//      own over K (X and A_a0 only, at most 64 columns of T per pass) before the main loop.
+//   2. PER_ROW: rows of further adapters, before the main loop (so no accumulators are live),
+//      either with one such tensor-core pass per adapter (prefill batches sorted into segments:
+//      (SGMV) one or two adapters per row tile, many rows each), or, when few rows are spread over
+//      several adapters (decode batches, BGMV), all at once on CUDA cores: a warp per row, lanes
+//      splitting K, A_i read straight from global memory (L2), a warp reduction per column. The
+//      cost model picking between them is in `gathered_is_cheaper`.
 //   3. every column tile: acc += T'_a B_a[:, tile] for each adapter a, with the A fragments of
 //      rows that belong to another adapter zeroed in registers; then the epilogue.
 // Later column tiles of the group reuse T' from shared memory: the low-rank product costs
@@ -135,9 +137,9 @@ TESSERA_DEVICE void lora(const LoraParams& p) {
             }
         }
     };
-    // Columns c0.. of T' rows of adapter `a` = round(s g(tacc)); with `first`, every other row
-    // becomes zero.
-    auto store_t = [&](int a, bool first, int c0) {
+    auto t_value = [&](float t) { return p.scale * gemm_activation<T_ACT>(t); };
+    // Columns c0.. of the T' rows of adapter `a` from the tensor-core accumulators.
+    auto store_t = [&](int a, int c0) {
 #pragma unroll
         for (int i = 0; i < T_M16; ++i) {
 #pragma unroll
@@ -146,19 +148,19 @@ TESSERA_DEVICE void lora(const LoraParams& p) {
                 for (int h = 0; h < 2; ++h) {
                     int row = t_row0 + i * 16 + group + 8 * h;
                     int col = c0 + j * 8 + in_group * 2;
-                    bool mine = row_id(row) == a;
-                    if (mine || first) {
-                        float v0 = 0.f, v1 = 0.f;
-                        if (mine) {
-                            v0 = p.scale * gemm_activation<T_ACT>(tacc[i][j][2 * h]);
-                            v1 = p.scale * gemm_activation<T_ACT>(tacc[i][j][2 * h + 1]);
-                        }
-                        store_shared_u32(sT + TPrimeTile::offset(row, col), pack2<T>(v0, v1));
+                    if (row_id(row) == a) {
+                        u32 v = pack2<T>(t_value(tacc[i][j][2 * h]), t_value(tacc[i][j][2 * h + 1]));
+                        store_shared_u32(sT + TPrimeTile::offset(row, col), v);
                     }
                 }
             }
         }
     };
+    // Rows without an adapter contribute nothing to the expansion: zero them once.
+    for (int i = thread_index(); i < BLOCK_M * (R / 2); i += THREADS) {
+        int row = i / (R / 2);
+        if (row_id(row) < 0) store_shared_u32(sT + TPrimeTile::offset(row, 2 * (i % (R / 2))), 0u);
+    }
     // acc += T'_a B (B already in sB); rows of other adapters masked when PER_ROW.
     auto expand = [&](float (&acc)[MI][NI][4], int a) {
         // reg0 / reg2 of an A fragment hold row g of its m16 tile, reg1 / reg3 row g + 8.
@@ -196,10 +198,8 @@ TESSERA_DEVICE void lora(const LoraParams& p) {
         load_tile<T, R, BLOCK_N, THREADS, ALIGNED>(sB, b_all + a * b_stride + n0, p.n, p.rank, p.n - n0);
         cp_async_commit();
     };
-
-    // Passes over K for adapter `a` alone (X and A_a, T_COLS columns at a time), writing its
-    // rows of T'.
-    auto shrink_pass = [&](int a, bool first_adapter) {
+    // Tensor-core passes over K for adapter `a` alone (X and A_a, T_COLS columns at a time).
+    auto shrink_pass = [&](int a) {
         for (int c0 = 0; c0 < R; c0 += T_COLS) {
             sync_threads();  // the ring is free again
             zero_tacc();
@@ -207,8 +207,80 @@ TESSERA_DEVICE void lora(const LoraParams& p) {
             op.a_cols = p.rank - c0;
             float unused[MI][NI][4];
             ShrinkOnly::run(op, ring, unused, tacc);
-            store_t(a, first_adapter, c0);
+            store_t(a, c0);
         }
+    };
+    // CUDA-core T' for every row whose adapter is neither -1 nor a0: warp w takes the w-th,
+    // (w + WARPS)-th, ... such row; lane l sums k = l, l + 32, ... for 32 columns at a time, then
+    // the warp reduces each column with shuffles and lane j writes column j.
+    auto gathered_shrink = [&]() {
+        constexpr int GC = 32;
+        int nth = 0;
+        for (int r = 0; r < BLOCK_M; ++r) {
+            const int id = row_id(r);
+            if (id < 0 || id == a0) continue;
+            if (nth++ % WARPS != warp) continue;
+            const T* xr = x + (X_COL ? (i64)(m0 + r) : (m0 + r) * p.ldx);
+            const i64 x_step = X_COL ? p.ldx : 1;
+            const T* ar = a_all + id * a_stride;
+            for (int c0 = 0; c0 < R; c0 += GC) {
+                float s[GC];
+#pragma unroll
+                for (int j = 0; j < GC; ++j) s[j] = 0.f;
+                for (int k = lane; k < p.k; k += 32) {
+                    const float xv = load_global_f32(xr + k * x_step);
+                    const T* arow = ar + (i64)k * p.rank + c0;
+#pragma unroll
+                    for (int j = 0; j < GC; j += 8) {
+                        if (c0 + j < p.rank) {
+                            u32 w[4];
+                            if (ALIGNED) {
+                                chunk16 v = load_global_16(arow + j);
+                                w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
+                            } else {
+#pragma unroll
+                                for (int e = 0; e < 4; ++e) {
+                                    w[e] = load_global_bits16(arow + j + 2 * e) | (load_global_bits16(arow + j + 2 * e + 1) << 16);
+                                }
+                            }
+#pragma unroll
+                            for (int e = 0; e < 4; ++e) {
+                                s[j + 2 * e] += xv * bits16_to_f32<T>(w[e]);
+                                s[j + 2 * e + 1] += xv * bits16_to_f32<T>(w[e] >> 16);
+                            }
+                        }
+                    }
+                }
+                float mine = 0.f;
+#pragma unroll
+                for (int j = 0; j < GC; ++j) {
+                    float v = s[j];
+#pragma unroll
+                    for (int o = 16; o > 0; o /= 2) v += shfl_xor(v, o);
+                    if (lane == j) mine = v;
+                }
+                // Columns past the rank (rank 8 padded to 16) are zero: A has none there. Two
+                // lanes share a 32-bit word of T', so even lanes take their odd neighbour's value
+                // (the shuffle outside any branch: every lane must take part).
+                const float v = c0 + lane < p.rank ? t_value(mine) : 0.f;
+                const float neighbour = shfl_xor(v, 1);
+                if (lane % 2 == 0 && c0 + lane < R) {
+                    store_shared_u32(sT + TPrimeTile::offset(r, c0 + lane), pack2<T>(v, neighbour));
+                }
+            }
+        }
+    };
+    // Whether the CUDA-core path beats one tensor-core pass per further adapter. A pass costs
+    // about K / BLOCK_K pipeline steps of ~PASS_STEP_CYCLES latency each; the gathered path about
+    // rank x K / 32 fused multiply-adds per lane, for ceil(rows / WARPS) rows per warp.
+    auto gathered_is_cheaper = [&]() {
+        constexpr int PASS_STEP_CYCLES = 400;
+        int rows = 0, adapters = 0;
+        for (int a = next_adapter(a0); a >= 0; a = next_adapter(a)) ++adapters;
+        for (int r = 0; r < BLOCK_M; ++r) rows += row_id(r) >= 0 && row_id(r) != a0;
+        i64 gathered = (i64)((rows + WARPS - 1) / WARPS) * R * (p.k / 32 + 1);
+        i64 passes = (i64)adapters * ((R + T_COLS - 1) / T_COLS) * (p.k / BLOCK_K + 1) * PASS_STEP_CYCLES;
+        return gathered < passes;
     };
 
     for (int nt = nt_begin; nt < nt_end; ++nt) {
@@ -216,9 +288,16 @@ TESSERA_DEVICE void lora(const LoraParams& p) {
         const bool first = nt == nt_begin;
         // Every warp is done with the previous tile's ring, sB and T' reads.
         sync_threads();
-        if (!FUSE && first && a0 >= 0) {
-            for (int a = a0; a >= 0; a = PER_ROW ? next_adapter(a) : -1) shrink_pass(a, a == a0);
-            sync_threads();
+        if (first && a0 >= 0) {
+            if (!FUSE) shrink_pass(a0);
+            if (PER_ROW && next_adapter(a0) >= 0) {
+                if (gathered_is_cheaper()) {
+                    gathered_shrink();
+                } else {
+                    for (int a = next_adapter(a0); a >= 0; a = next_adapter(a)) shrink_pass(a);
+                }
+            }
+            sync_threads();  // the ring is free for the main loop
         }
         // B_a0 lands while the main loop runs: its group is older than every ring group, so the
         // ring's first wait covers it.
@@ -236,7 +315,7 @@ TESSERA_DEVICE void lora(const LoraParams& p) {
         op.w = static_cast<const T*>(p.w) + (W_COL ? n0 * p.ldw : (i64)n0);
         op.n_valid = p.n - n0;
         const bool fused_shrink = FUSE && first && a0 >= 0;
-        if (WITH_W || fused_shrink) {
+        if (WITH_W) {
             zero_tacc();
             op.a = fused_shrink ? a_all + a0 * a_stride : nullptr;
             op.a_cols = p.rank;
@@ -246,14 +325,9 @@ TESSERA_DEVICE void lora(const LoraParams& p) {
                 float none[Fused::T_M16][Fused::T_N8][4];
                 Fused::run(op, ring, acc, none);
             }
+            if (fused_shrink) store_t(a0, 0);
         } else {
             cp_async_wait<0>();
-        }
-        if (fused_shrink) {
-            store_t(a0, true, 0);
-            if (PER_ROW) {
-                for (int a = next_adapter(a0); a >= 0; a = next_adapter(a)) shrink_pass(a, false);
-            }
         }
         // T' complete and B_a0 visible to every warp.
         sync_threads();

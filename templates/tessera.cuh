@@ -108,6 +108,15 @@ TESSERA_DEVICE void store_shared_16(void* p, chunk16 v) { *reinterpret_cast<chun
 // whose rows are not whole 16-byte chunks.
 TESSERA_DEVICE u32 load_global_bits16(const void* p) { return *reinterpret_cast<const unsigned short*>(p); }
 TESSERA_DEVICE int load_global_i32(const int* p) { return *p; }
+TESSERA_DEVICE chunk16 load_global_16(const void* p) { return *reinterpret_cast<const chunk16*>(p); }
+// Widens one 16-bit value of type T held in the low half of `bits`.
+template <typename T> TESSERA_DEVICE float bits16_to_f32(u32 bits);
+template <> TESSERA_DEVICE float bits16_to_f32<f16>(u32 bits) {
+    float r;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(r) : "h"((unsigned short)bits));
+    return r;
+}
+template <> TESSERA_DEVICE float bits16_to_f32<bf16>(u32 bits) { return __int_as_float((bits & 0xffffu) << 16); }
 TESSERA_DEVICE void store_global_16(void* p, chunk16 v) { *reinterpret_cast<chunk16*>(p) = v; }
 TESSERA_DEVICE void store_global_f32(float* p, float v) { *p = v; }
 

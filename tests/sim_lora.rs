@@ -245,8 +245,9 @@ fn test_tiles_are_in_the_space() {
 }
 
 /// Deterministic cases the property test may not draw: a decode batch with every row on a
-/// different adapter and rows without one (BGMV shape), sorted prefill segments spanning several
-/// row tiles (SGMV shape) with column-tile groups, rank 128's two low-rank passes, and size 1.
+/// different adapter and rows without one (BGMV shape: the CUDA-core gathered path), sorted
+/// prefill segments spanning several row tiles (SGMV shape) with column-tile groups, a second
+/// adapter large enough for tensor-core passes, rank 128's two low-rank passes, and size 1.
 #[test]
 fn decode_prefill_and_edge_shapes() {
     let per_row = |rank| LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(DType::BF16, OutType::F32, rank) };
@@ -255,6 +256,9 @@ fn decode_prefill_and_edge_shapes() {
         Case { spec: per_row(16).with_tile(TILES[0]), m: 9, n: 40, k: 48, adapters: 3, mix: Mix::RandomWithNone, scale: 1.0, n_group: None, seed: 2 },
         Case { spec: per_row(32).with_tile(TILES[1]), m: 150, n: 96, k: 72, adapters: 3, mix: Mix::Segments, scale: 2.0, n_group: Some(2), seed: 3 },
         Case { spec: per_row(128).with_tile(TILES[2]), m: 70, n: 64, k: 40, adapters: 2, mix: Mix::Segments, scale: 0.25, n_group: Some(1), seed: 4 },
+        // Two 64-row segments in one 128-row tile: the second adapter's rows are too many for the
+        // CUDA-core path, so it gets tensor-core passes of its own.
+        Case { spec: per_row(64).with_tile(TILES[2]), m: 128, n: 72, k: 64, adapters: 2, mix: Mix::Segments, scale: 0.5, n_group: None, seed: 7 },
         Case { spec: LoraSpec::new(DType::F16, OutType::F16, 8).with_tile(TILES[0]), m: 1, n: 1, k: 1, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: 5 },
         Case { spec: LoraSpec::bottleneck(DType::BF16, OutType::BF16, 64, Activation::GeluTanh).with_tile(TILES[0]), m: 33, n: 136, k: 136, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: 6 },
     ];

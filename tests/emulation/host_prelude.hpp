@@ -245,6 +245,14 @@ TESSERA_DEVICE u32 load_shared_u32(const void* p) {
 TESSERA_DEVICE void store_shared_16(void* p, chunk16 v) { tessera_host::shared_store(p, &v, 16); }
 TESSERA_DEVICE u32 load_global_bits16(const void* p) { return *static_cast<const unsigned short*>(p); }
 TESSERA_DEVICE int load_global_i32(const int* p) { return *p; }
+TESSERA_DEVICE chunk16 load_global_16(const void* p) {
+    chunk16 v;
+    std::memcpy(&v, p, 16);
+    return v;
+}
+template <typename T> TESSERA_DEVICE float bits16_to_f32(u32 bits);
+template <> TESSERA_DEVICE float bits16_to_f32<f16>(u32 bits) { return tessera_host::f16_to_f32((unsigned short)bits); }
+template <> TESSERA_DEVICE float bits16_to_f32<bf16>(u32 bits) { return tessera_host::bf16_to_f32((unsigned short)bits); }
 TESSERA_DEVICE void store_global_16(void* p, chunk16 v) { tessera_host::global_store(p, &v, 16); }
 TESSERA_DEVICE void store_global_f32(float* p, float v) { tessera_host::global_store(p, &v, 4); }
 

@@ -1,21 +1,31 @@
-//! `tessera bench attention`: device time of the kernel with CUDA events (median of repetitions).
+//! `tessera bench attention|gemm|lora`: device time of one kernel with CUDA events (median of
+//! repetitions) on random inputs.
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tessera::codegen::{AdapterMode, GemmSpec, Layout, LoraSpec, OutType};
 use tessera::runtime::attention::encode;
+use tessera::runtime::gemm::fits_aligned as gemm_fits_aligned;
+use tessera::runtime::lora::fits_aligned as lora_fits_aligned;
 use tessera::runtime::{
-    open_backend, prepare_attention, AttentionBuffers, AttentionProblem, AttentionStrides, BackendKind, Compiler,
+    open_backend, prepare_attention, prepare_gemm, prepare_lora, AttentionBuffers, AttentionProblem, AttentionStrides,
+    Backend, BackendKind, Compiler, DeviceBuffer, GemmBuffers, GemmProblem, GemmStrides, LoraBuffers, LoraProblem,
+    LoraStrides,
 };
-use tessera::TesseraError;
+use tessera::{Arch, DType, TesseraError};
 
-use crate::flags::{parse_dtype, TileFlags};
+use crate::flags::{parse_dtype, parse_layout, parse_out_type, same_out_type, GemmTileFlags, TileFlags};
 use crate::Result;
 
 #[derive(Subcommand)]
 pub enum BenchFamily {
     /// Attention forward on random inputs of the given shape.
     Attention(BenchAttentionArgs),
+    /// GEMM `Y[M,N] = X[M,K] @ W[K,N]` on random inputs (no epilogue); FLOPs = 2 M N K.
+    Gemm(BenchGemmArgs),
+    /// Fused LoRA `Y = X W + s (X A_i) B_i` on random inputs; FLOPs = 2 M N K + 2 M K r + 2 M r N.
+    Lora(BenchLoraArgs),
 }
 
 #[derive(Args)]
@@ -49,16 +59,259 @@ pub struct BenchAttentionArgs {
     pub tile: TileFlags,
 }
 
+#[derive(Args)]
+pub struct BenchGemmArgs {
+    /// X and W element type: f16 or bf16 (f32 accumulation).
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: DType,
+    /// Rows of X and Y.
+    #[arg(long)]
+    pub m: usize,
+    /// Columns of W and Y.
+    #[arg(long)]
+    pub n: usize,
+    /// Columns of X, rows of W (the reduction).
+    #[arg(long)]
+    pub k: usize,
+    /// Y element type: f16, bf16 or f32 (default: the input dtype).
+    #[arg(long, value_parser = parse_out_type)]
+    pub out_type: Option<OutType>,
+    /// W layout: row (stored [K, N]) or col (stored [N, K], an nn.Linear weight).
+    #[arg(long, default_value = "row", value_parser = parse_layout)]
+    pub w_layout: Layout,
+    #[command(flatten)]
+    pub tile: GemmTileFlags,
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 30)]
+    pub reps: usize,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How per-row adapter ids are assigned to the rows of X.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AdapterMix {
+    /// Every row uses adapter 0.
+    Same,
+    /// Row i uses adapter i mod adapters: neighbouring rows differ (decode batches, BGMV).
+    Distinct,
+    /// Contiguous, nearly equal segments of rows per adapter (prefill batches, SGMV).
+    Segments,
+}
+
+impl AdapterMix {
+    fn name(self) -> &'static str {
+        match self {
+            AdapterMix::Same => "same",
+            AdapterMix::Distinct => "distinct",
+            AdapterMix::Segments => "segments",
+        }
+    }
+
+    /// The adapter id of each of `m` rows.
+    fn ids(self, m: usize, adapters: usize) -> Vec<i32> {
+        (0..m)
+            .map(|row| {
+                let id = match self {
+                    AdapterMix::Same => 0,
+                    AdapterMix::Distinct => row % adapters,
+                    AdapterMix::Segments => row * adapters / m,
+                };
+                // adapters <= i32::MAX is checked before this is called.
+                id as i32
+            })
+            .collect()
+    }
+}
+
+#[derive(Args)]
+pub struct BenchLoraArgs {
+    /// X, W, A and B element type: f16 or bf16 (f32 accumulation).
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: DType,
+    /// Rows of X and Y.
+    #[arg(long)]
+    pub m: usize,
+    /// Columns of W and Y.
+    #[arg(long)]
+    pub n: usize,
+    /// Columns of X, rows of W (the reduction).
+    #[arg(long)]
+    pub k: usize,
+    /// Adapter rank: 8, 16, 32, 64 or 128.
+    #[arg(long)]
+    pub rank: u32,
+    /// Stacked adapters: 1 runs the single-adapter spec (A [K, r], B [r, N]); more run the
+    /// per-row spec (A [n, K, r], B [n, r, N], an int32 adapter id per row).
+    #[arg(long, default_value_t = 1)]
+    pub adapters: usize,
+    /// How rows are assigned to adapters (per-row spec only; ignored with --adapters 1).
+    #[arg(long, value_enum, default_value_t = AdapterMix::Segments)]
+    pub mix: AdapterMix,
+    /// Column tiles per CTA (default: the launcher's choice for this device).
+    #[arg(long)]
+    pub n_group: Option<usize>,
+    /// The adapter scale s.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f32,
+    /// Y element type: f16, bf16 or f32 (default: the input dtype).
+    #[arg(long, value_parser = parse_out_type)]
+    pub out_type: Option<OutType>,
+    /// W layout: row (stored [K, N]) or col (stored [N, K], an nn.Linear weight).
+    #[arg(long, default_value = "row", value_parser = parse_layout)]
+    pub w_layout: Layout,
+    #[command(flatten)]
+    pub tile: GemmTileFlags,
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 30)]
+    pub reps: usize,
+    /// Print one JSON object instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(family: BenchFamily) -> Result<()> {
     match family {
         BenchFamily::Attention(args) => bench_attention(args),
+        BenchFamily::Gemm(args) => bench_gemm(args),
+        BenchFamily::Lora(args) => bench_lora(args),
+    }
+}
+
+/// Device buffers of one benchmark: freed by [`DeviceMemory::free_all`] after timing (which
+/// reports errors), or on drop when an error ends the benchmark early.
+struct DeviceMemory<'a> {
+    backend: &'a dyn Backend,
+    buffers: Vec<DeviceBuffer>,
+}
+
+impl<'a> DeviceMemory<'a> {
+    fn new(backend: &'a dyn Backend) -> Self {
+        DeviceMemory { backend, buffers: Vec::new() }
+    }
+
+    /// Uploads `bytes` into a new buffer and returns its index.
+    fn upload(&mut self, bytes: &[u8]) -> Result<usize> {
+        let index = self.alloc(bytes.len())?;
+        self.backend.write(&self.buffers[index], bytes)?;
+        Ok(index)
+    }
+
+    /// Allocates an uninitialised buffer and returns its index.
+    fn alloc(&mut self, bytes: usize) -> Result<usize> {
+        self.buffers.push(self.backend.alloc(bytes)?);
+        Ok(self.buffers.len() - 1)
+    }
+
+    fn free_all(mut self) -> Result<()> {
+        for buffer in std::mem::take(&mut self.buffers) {
+            self.backend.free(buffer)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DeviceMemory<'_> {
+    fn drop(&mut self) {
+        for buffer in self.buffers.drain(..) {
+            let _ = self.backend.free(buffer);
+        }
+    }
+}
+
+/// Random data, not zeros: zeros can run faster than real inputs and hide unwritten outputs.
+struct RandomData(StdRng);
+
+impl RandomData {
+    fn new() -> Self {
+        RandomData(StdRng::seed_from_u64(0x7e55e7a))
+    }
+
+    fn values(&mut self, n: usize, range: f32) -> Vec<f32> {
+        (0..n).map(|_| self.0.random_range(-range..range)).collect()
+    }
+}
+
+fn check_run_args(reps: usize, dims: &[(&str, usize)]) -> Result<()> {
+    if reps == 0 {
+        return Err(TesseraError::input("--reps", "must be at least 1"));
+    }
+    for &(name, v) in dims {
+        if v == 0 {
+            return Err(TesseraError::input(name, "must be at least 1 (an empty problem launches nothing)"));
+        }
+    }
+    Ok(())
+}
+
+/// Median, min and max of the timed launches, in milliseconds.
+struct Timing {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Timing {
+    fn of(mut times: Vec<f32>) -> Self {
+        times.sort_by(f32::total_cmp);
+        let at = |i: Option<usize>| i.and_then(|i| times.get(i)).map_or(f64::NAN, |&t| f64::from(t));
+        Timing {
+            median: at(Some(times.len() / 2)),
+            min: at(Some(0)),
+            max: at(times.len().checked_sub(1)),
+        }
+    }
+
+    fn tflops(&self, flops: f64) -> f64 {
+        flops / (self.median * 1e-3) / 1e12
+    }
+}
+
+/// Prints the common report: one JSON object (with `extra` fields merged in) or one line of text.
+fn report(
+    json: bool,
+    kernel: &str,
+    device: &str,
+    timing: &Timing,
+    flops: f64,
+    reps: usize,
+    extra: serde_json::Map<String, serde_json::Value>,
+) {
+    let tflops = timing.tflops(flops);
+    if json {
+        let mut value = serde_json::json!({
+            "kernel": kernel,
+            "device": device,
+            "median_ms": timing.median,
+            "min_ms": timing.min,
+            "max_ms": timing.max,
+            "tflops": tflops,
+            "reps": reps,
+        });
+        if let Some(object) = value.as_object_mut() {
+            object.extend(extra);
+        }
+        println!("{value}");
+    } else {
+        let extra: String = extra
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) => format!(", {k} {s}"),
+                None => format!(", {k} {v}"),
+            })
+            .collect();
+        println!(
+            "{kernel} on {device}: median {:.3} ms over {reps} reps, {tflops:.1} TFLOP/s{extra}",
+            timing.median
+        );
     }
 }
 
 fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
-    if args.reps == 0 {
-        return Err(TesseraError::input("--reps", "must be at least 1"));
-    }
+    check_run_args(args.reps, &[])?;
     let backend = open_backend(BackendKind::Cuda)?;
     let arch = backend.arch();
     let heads_kv = args.heads_kv.unwrap_or(args.heads_q);
@@ -67,20 +320,14 @@ fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
     spec.validate(arch)?;
     let problem = AttentionProblem::for_spec(&spec, args.batch, args.seq_q, args.seq_k.unwrap_or(args.seq_q));
 
-    // Random data, not zeros: zeros can run faster than real inputs and hide unwritten outputs.
-    let mut rng = StdRng::seed_from_u64(0x7e55e7a);
-    let mut random = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect() };
-    let upload = |data: Vec<f32>| -> Result<tessera::runtime::DeviceBuffer> {
-        let bytes = encode(&data, spec.dtype);
-        let buf = backend.alloc(bytes.len())?;
-        backend.write(&buf, &bytes)?;
-        Ok(buf)
-    };
-    let q = upload(random(problem.q_elements()))?;
-    let k = upload(random(problem.kv_elements()))?;
-    let v = upload(random(problem.kv_elements()))?;
-    let o = upload(random(problem.q_elements()))?;
-    let buffers = AttentionBuffers { q: &q, k: &k, v: &v, o: &o, lse: None };
+    let mut rng = RandomData::new();
+    let mut memory = DeviceMemory::new(backend.as_ref());
+    let q = memory.upload(&encode(&rng.values(problem.q_elements(), 2.0), spec.dtype))?;
+    let k = memory.upload(&encode(&rng.values(problem.kv_elements(), 2.0), spec.dtype))?;
+    let v = memory.upload(&encode(&rng.values(problem.kv_elements(), 2.0), spec.dtype))?;
+    let o = memory.upload(&encode(&rng.values(problem.q_elements(), 2.0), spec.dtype))?;
+    let b = &memory.buffers;
+    let buffers = AttentionBuffers { q: &b[q], k: &b[k], v: &b[v], o: &b[o], lse: None };
     let compiler = Compiler::with_default_cache()?;
     let launch = prepare_attention(
         backend.as_ref(),
@@ -91,12 +338,8 @@ fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
         &buffers,
         None,
     )?;
-    let mut times = launch.time(backend.as_ref(), args.warmup, args.reps)?;
-    for b in [q, k, v, o] {
-        backend.free(b)?;
-    }
-    times.sort_by(f32::total_cmp);
-    let median = times.get(times.len() / 2).copied().unwrap_or(f32::NAN) as f64;
+    let timing = Timing::of(launch.time(backend.as_ref(), args.warmup, args.reps)?);
+    memory.free_all()?;
     let causal_factor = if args.causal { 0.5 } else { 1.0 };
     let flops = 4.0
         * problem.batch as f64
@@ -105,21 +348,120 @@ fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
         * problem.seq_k as f64
         * problem.head_dim as f64
         * causal_factor;
-    let tflops = flops / (median * 1e-3) / 1e12;
     let name = spec.kernel_name(arch);
-    if args.json {
-        let value = serde_json::json!({
-            "kernel": name,
-            "device": backend.device_name(),
-            "median_ms": median,
-            "min_ms": times.first(),
-            "max_ms": times.last(),
-            "tflops": tflops,
-            "reps": args.reps,
-        });
-        println!("{value}");
-    } else {
-        println!("{name} on {}: median {median:.3} ms over {} reps, {tflops:.1} TFLOP/s", backend.device_name(), args.reps);
+    report(args.json, &name, &backend.device_name(), &timing, flops, args.reps, serde_json::Map::new());
+    Ok(())
+}
+
+fn bench_gemm(args: BenchGemmArgs) -> Result<()> {
+    check_run_args(args.reps, &[("--m", args.m), ("--n", args.n), ("--k", args.k)])?;
+    let out = args.out_type.unwrap_or_else(|| same_out_type(args.dtype));
+    let problem = GemmProblem::new(args.m, args.n, args.k);
+    let mut spec = GemmSpec { layout_w: args.w_layout, ..GemmSpec::new(args.dtype, out) };
+    // As `tessera run gemm`: the element-wise kernel when rows are not whole 16-byte chunks.
+    spec.aligned = gemm_fits_aligned(&spec, &problem);
+    // Spec fields are checked before looking for a device; the device's limits once it is known.
+    spec.tile = args.tile.tile(GemmSpec::default_tile(Arch::SM90));
+    spec.validate(Arch::SM90)?;
+    let backend = open_backend(BackendKind::Cuda)?;
+    let arch = backend.arch();
+    spec.tile = args.tile.tile(GemmSpec::default_tile(arch));
+    spec.validate(arch)?;
+
+    let mut rng = RandomData::new();
+    let mut memory = DeviceMemory::new(backend.as_ref());
+    let x = memory.upload(&encode(&rng.values(problem.x_elements(), 1.0), spec.dtype))?;
+    let w = memory.upload(&encode(&rng.values(problem.w_elements(), 1.0), spec.dtype))?;
+    let y = memory.alloc(problem.y_elements() * spec.out.size_bytes())?;
+    let b = &memory.buffers;
+    let buffers = GemmBuffers { x: &b[x], w: &b[w], c: None, bias: None, residual: None, y: &b[y] };
+    let compiler = Compiler::with_default_cache()?;
+    let strides = GemmStrides::contiguous(&spec, &problem);
+    let launch = prepare_gemm(backend.as_ref(), &compiler, &spec, &problem, &strides, &buffers, 1.0, 0.0)?;
+    let timing = Timing::of(launch.time(backend.as_ref(), args.warmup, args.reps)?);
+    memory.free_all()?;
+    let flops = 2.0 * args.m as f64 * args.n as f64 * args.k as f64;
+    let name = spec.kernel_name(arch);
+    report(args.json, &name, &backend.device_name(), &timing, flops, args.reps, serde_json::Map::new());
+    Ok(())
+}
+
+fn bench_lora(args: BenchLoraArgs) -> Result<()> {
+    check_run_args(
+        args.reps,
+        &[("--m", args.m), ("--n", args.n), ("--k", args.k), ("--adapters", args.adapters)],
+    )?;
+    if args.adapters > i32::MAX as usize {
+        return Err(TesseraError::input("--adapters", format!("{} does not fit in an int32 id", args.adapters)));
     }
+    if args.n_group == Some(0) {
+        return Err(TesseraError::input("--n-group", "must be at least 1"));
+    }
+    if !args.scale.is_finite() {
+        return Err(TesseraError::input("--scale", format!("{} is not finite", args.scale)));
+    }
+    let out = args.out_type.unwrap_or_else(|| same_out_type(args.dtype));
+    let per_row = args.adapters > 1;
+    let problem = LoraProblem::new(args.m, args.n, args.k, args.adapters);
+    let mut spec = LoraSpec {
+        layout_w: args.w_layout,
+        adapters: if per_row { AdapterMode::PerRow } else { AdapterMode::Single },
+        ..LoraSpec::new(args.dtype, out, args.rank)
+    };
+    spec.aligned = lora_fits_aligned(&spec, &problem);
+    spec.tile = args.tile.tile(spec.default_tile(Arch::SM90));
+    spec.validate(Arch::SM90)?;
+    let backend = open_backend(BackendKind::Cuda)?;
+    let arch = backend.arch();
+    spec.tile = args.tile.tile(spec.default_tile(arch));
+    spec.validate(arch)?;
+    let r = spec.rank as usize;
+
+    let mut rng = RandomData::new();
+    let mut memory = DeviceMemory::new(backend.as_ref());
+    let x = memory.upload(&encode(&rng.values(problem.m * problem.k, 1.0), spec.dtype))?;
+    let w = memory.upload(&encode(&rng.values(problem.k * problem.n, 1.0), spec.dtype))?;
+    let a = memory.upload(&encode(&rng.values(problem.a_elements(r), 1.0), spec.dtype))?;
+    let b = memory.upload(&encode(&rng.values(problem.b_elements(r), 1.0), spec.dtype))?;
+    let ids = if per_row {
+        let bytes: Vec<u8> = args.mix.ids(args.m, args.adapters).iter().flat_map(|id| id.to_le_bytes()).collect();
+        Some(memory.upload(&bytes)?)
+    } else {
+        None
+    };
+    let y = memory.alloc(problem.m * problem.n * spec.out.size_bytes())?;
+    let mem = &memory.buffers;
+    let buffers = LoraBuffers {
+        x: &mem[x],
+        w: Some(&mem[w]),
+        a: &mem[a],
+        b: &mem[b],
+        ids: ids.map(|i| &mem[i]),
+        bias: None,
+        residual: None,
+        y: &mem[y],
+    };
+    let compiler = Compiler::with_default_cache()?;
+    let strides = LoraStrides::contiguous(&spec, &problem);
+    let launch =
+        prepare_lora(backend.as_ref(), &compiler, &spec, &problem, &strides, &buffers, args.scale, args.n_group)?;
+    let n_group = launch.params().n_group;
+    let grid = launch.config().map(|c| c.grid);
+    let timing = Timing::of(launch.time(backend.as_ref(), args.warmup, args.reps)?);
+    memory.free_all()?;
+    let (m, n, k, rank) = (args.m as f64, args.n as f64, args.k as f64, f64::from(spec.rank));
+    // Useful work: the base product and both low-rank products (not the padding of rank 8).
+    let flops = 2.0 * m * n * k + 2.0 * m * k * rank + 2.0 * m * rank * n;
+    let name = spec.kernel_name(arch);
+    let mut extra = serde_json::Map::new();
+    extra.insert("n_group".into(), n_group.into());
+    if let Some(grid) = grid {
+        extra.insert("grid".into(), serde_json::json!(grid));
+    }
+    extra.insert("adapters".into(), args.adapters.into());
+    if per_row {
+        extra.insert("mix".into(), args.mix.name().into());
+    }
+    report(args.json, &name, &backend.device_name(), &timing, flops, args.reps, extra);
     Ok(())
 }

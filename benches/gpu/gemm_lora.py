@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""GPU check and benchmark for Tessera's GEMM and fused LoRA kernels, side by side with PyTorch.
+
+Builds nothing: it drives a `tessera` binary built elsewhere (`cargo build --release`). One run:
+  1. correctness on the GPU, through the CLI with `--backend cuda`, on random .npy inputs, against
+     a float64 reference computed by torch on the GPU from the same inputs pre-rounded to bf16 (the
+     kernels round their inputs to the dtype); every case is bf16 in, f32 out:
+     - GEMM `tessera run gemm` for (M, N, K) = (1, 1, 1), (37, 53, 19), (256, 384, 512),
+       (130, 72, 200), W row-major [K, N] and column-major [N, K] (`--w-layout col`);
+     - LoRA `tessera run lora --scale 0.5`, ranks 8/16/64/128, M = 1/7/300 with N = K = 256, plus
+       the shape M = 33, N = 40, K = 72 at ranks 8 and 128; single adapter (A [K, r], B [r, N])
+       and per-row (3 stacked adapters A [3, K, r], B [3, r, N], int32 ids [M] with -1 rows). The
+       reference rounds the rank-r intermediate like the kernel: T' = bf16(s (X @ A_i)), then
+       Y = X @ W + T' @ B_i, and rows with id -1 get no adapter term;
+     relative L2 error <= 2e-2 passes; NaN or Inf never passes; each case's rel_l2 and max_abs
+     are printed with PASS/FAIL.
+  2. timing, bf16 in and bf16 out, CUDA events, median of --reps after --warmup launches for both
+     sides (Tessera through `tessera bench gemm|lora --json`, torch in this process):
+     - base GEMM vs torch.matmul (cuBLAS) at 4096^3 and 8192^3; FLOPs = 2 M N K;
+       target: Tessera / cuBLAS throughput >= 0.8;
+     - fused LoRA (single adapter) vs torch unfused `x @ W + s * (x @ A) @ B` and vs Tessera's own
+       base GEMM of the same M, N, K alone, for M = 1, 16, 256, 4096, N = K = 4096, r = 16, 64;
+       target: fused time / base GEMM time <= 1.10 at M = 4096;
+     - multi-adapter rows with the per-row kernel: M = 4096 with 8 adapters in contiguous segments
+       (prefill, SGMV-like) and M = 16 with 16 adapters, a different one on every row (decode,
+       BGMV-like), r = 16. The torch reference is loop-free and dense: one GEMM of X against all
+       adapters' A concatenated ([K, n r]), a one-hot mask built from the ids (inside the timed
+       region) that keeps each row's own adapter's r columns, then one addmm against all B stacked
+       ([n r, N]) onto X @ W. It does n times the low-rank FLOPs of a gathered kernel; its TFLOP/s
+       column counts only the useful FLOPs, as Tessera's does.
+     LoRA FLOPs (useful work) = 2 M N K + 2 M K r + 2 M r N.
+Writes results.json and results.md to --out and prints the tables last. Exits non-zero when a
+correctness case fails (the performance targets are reported, not enforced).
+
+Usage: python3 benches/gpu/gemm_lora.py --tessera target/release/tessera --out results/
+       (--skip-bench: correctness only; --skip-checks: timing only)
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+TOL = 2e-2  # relative L2, bf16 inputs, f32 output
+SCALE = 0.5  # LoRA scale in the correctness cases
+CMD_TIMEOUT_S = 600
+
+
+def rounded(t):
+    """The kernel's input rounding: to bf16 (round to nearest even), back to f32."""
+    return t.to(torch.bfloat16).float()
+
+
+def save(path, t, dtype=np.float32):
+    np.save(path, t.detach().cpu().numpy().astype(dtype))
+
+
+def run_cli(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {CMD_TIMEOUT_S} s: {' '.join(cmd)}"
+    if r.returncode != 0:
+        return None, (r.stderr.strip() or r.stdout.strip())[-500:]
+    return r, None
+
+
+def compare(name, path, ref):
+    """rel_l2 / max_abs of the .npy at `path` against the f64 reference; NaN/Inf never pass."""
+    out = torch.from_numpy(np.load(path)).cuda().double()
+    if tuple(out.shape) != tuple(ref.shape):
+        return {"case": name, "ok": False, "error": f"output shape {tuple(out.shape)}, expected {tuple(ref.shape)}"}
+    non_finite = int((~torch.isfinite(out)).sum())
+    diff = out - ref
+    ref_norm = float(ref.norm())
+    if non_finite:
+        rel, max_abs = float("nan"), float("nan")
+    else:
+        rel = float(diff.norm()) / max(ref_norm, 1e-30)
+        max_abs = float(diff.abs().max()) if out.numel() else 0.0
+    ok = non_finite == 0 and rel <= TOL
+    return {"case": name, "ok": ok, "rel_l2": rel, "max_abs": max_abs, "non_finite": non_finite}
+
+
+def fresh(paths):
+    for p in paths:
+        if os.path.exists(p):
+            os.remove(p)
+
+
+def check_gemm(tessera, tmp, gen, m, n, k, w_layout):
+    name = f"gemm bf16->f32 M{m} N{n} K{k} W {w_layout}"
+    x = rounded(torch.randn(m, k, device="cuda", generator=gen))
+    w = rounded(torch.randn(k, n, device="cuda", generator=gen))
+    paths = {t: os.path.join(tmp, f"{t}.npy") for t in ("x", "w", "y")}
+    fresh(paths.values())
+    save(paths["x"], x)
+    save(paths["w"], w if w_layout == "row" else w.t().contiguous())  # col: stored [N, K]
+    cmd = [tessera, "run", "gemm", "--dtype", "bf16", "--out-type", "f32", "--x", paths["x"], "--w", paths["w"],
+           "--out", paths["y"], "--w-layout", w_layout, "--backend", "cuda"]
+    _, err = run_cli(cmd)
+    if err:
+        return {"case": name, "ok": False, "error": err}
+    return compare(name, paths["y"], x.double() @ w.double())
+
+
+def lora_reference(x, w, a, b, ids, scale):
+    """f64 Y = X W + T' B_i with T' = bf16(s X A_i), the kernel's rounding of the intermediate;
+    single adapter when ids is None (a [K, r], b [r, N]), else a [n, K, r], b [n, r, N] and rows
+    with id -1 get no adapter term."""
+    xd = x.double()
+    y = xd @ w.double()
+    if ids is None:
+        t = (scale * (xd @ a.double())).to(torch.bfloat16).double()
+        return y + t @ b.double()
+    sel = ids.clamp(min=0).long()
+    t = torch.einsum("mk,mkr->mr", xd, a.double()[sel])
+    t = (scale * t).to(torch.bfloat16).double()
+    t[ids < 0] = 0.0
+    return y + torch.einsum("mr,mrn->mn", t, b.double()[sel])
+
+
+def check_lora(tessera, tmp, gen, m, n, k, rank, adapters):
+    mode = "single" if adapters is None else f"per-row x{adapters}"
+    name = f"lora bf16->f32 M{m} N{n} K{k} r{rank} {mode}"
+    x = rounded(torch.randn(m, k, device="cuda", generator=gen))
+    w = rounded(torch.randn(k, n, device="cuda", generator=gen))
+    # A scaled by 1/sqrt(r) keeps the adapter term about as large as X W, so errors in either show.
+    lead = () if adapters is None else (adapters,)
+    a = rounded(torch.randn(*lead, k, rank, device="cuda", generator=gen) / math.sqrt(rank))
+    b = rounded(torch.randn(*lead, rank, n, device="cuda", generator=gen))
+    ids = None
+    if adapters is not None:
+        ids = torch.randint(0, adapters, (m,), device="cuda", generator=gen, dtype=torch.int32)
+        if m == 1:
+            ids[0] = adapters - 1  # the last adapter: the largest offset into A and B
+        else:
+            ids[::5] = -1  # rows without an adapter, including the first
+    paths = {t: os.path.join(tmp, f"{t}.npy") for t in ("x", "w", "a", "b", "ids", "y")}
+    fresh(paths.values())
+    for t, v in (("x", x), ("w", w), ("a", a), ("b", b)):
+        save(paths[t], v)
+    cmd = [tessera, "run", "lora", "--dtype", "bf16", "--out-type", "f32", "--x", paths["x"], "--w", paths["w"],
+           "--a", paths["a"], "--b", paths["b"], "--scale", str(SCALE), "--out", paths["y"], "--backend", "cuda"]
+    if ids is not None:
+        save(paths["ids"], ids, np.int32)
+        cmd += ["--adapter-ids", paths["ids"]]
+    _, err = run_cli(cmd)
+    if err:
+        return {"case": name, "ok": False, "error": err}
+    return compare(name, paths["y"], lora_reference(x, w, a, b, ids, SCALE))
+
+
+def time_cuda(fn, warmup, reps):
+    """Median device time of `fn` in ms, CUDA events around each call."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times)
+
+
+def tessera_bench(tessera, family, flags, warmup, reps):
+    """`tessera bench FAMILY ... --json`: the parsed JSON object, or {"error": ...}."""
+    cmd = [tessera, "bench", family, "--dtype", "bf16"] + [str(f) for f in flags] + [
+        "--warmup", str(warmup), "--reps", str(reps), "--json"]
+    r, err = run_cli(cmd)
+    if err:
+        return {"error": err}
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError) as e:
+        return {"error": f"unreadable output ({e}): {r.stdout[-300:]}"}
+
+
+def free_cuda():
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+
+
+def bench_gemm(tessera, size, warmup, reps):
+    m = n = k = size
+    flops = 2 * m * n * k
+    row = {"m": m, "n": n, "k": k}
+    t = tessera_bench(tessera, "gemm", ["--m", m, "--n", n, "--k", k], warmup, reps)
+    if "error" in t:
+        row["tessera_error"] = t["error"]
+    else:
+        row.update(tessera_ms=t["median_ms"], tessera_tflops=flops / t["median_ms"] / 1e9, kernel=t["kernel"])
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+    ms = time_cuda(lambda: torch.matmul(x, w), warmup, reps)
+    row.update(cublas_ms=ms, cublas_tflops=flops / ms / 1e9)
+    if "tessera_ms" in row:
+        row["vs_cublas"] = row["tessera_tflops"] / row["cublas_tflops"]
+        row["target_met"] = row["vs_cublas"] >= 0.8
+    return row
+
+
+def adapter_ids(m, adapters, mix):
+    """The ids `tessera bench lora --mix` assigns (src/bin/tessera/bench.rs)."""
+    rows = torch.arange(m, device="cuda")
+    if mix == "same":
+        ids = torch.zeros_like(rows)
+    elif mix == "distinct":
+        ids = rows % adapters
+    else:  # segments
+        ids = rows * adapters // m
+    return ids.to(torch.int32)
+
+
+def bench_lora(tessera, m, rank, adapters, mix, base_cache, warmup, reps, n=4096, k=4096, scale=SCALE):
+    flops = 2 * m * n * k + 2 * m * k * rank + 2 * m * rank * n
+    row = {"m": m, "n": n, "k": k, "rank": rank, "adapters": adapters, "mix": mix if adapters > 1 else "-"}
+    t = tessera_bench(tessera, "lora", ["--m", m, "--n", n, "--k", k, "--rank", rank, "--adapters", adapters,
+                                        "--mix", mix, "--scale", scale], warmup, reps)
+    if "error" in t:
+        row["fused_error"] = t["error"]
+    else:
+        row.update(fused_ms=t["median_ms"], fused_tflops=flops / t["median_ms"] / 1e9, kernel=t["kernel"],
+                   n_group=t.get("n_group"))
+    if (m, n, k) not in base_cache:
+        base_cache[(m, n, k)] = tessera_bench(tessera, "gemm", ["--m", m, "--n", n, "--k", k], warmup, reps)
+    base = base_cache[(m, n, k)]
+    if "error" in base:
+        row["base_error"] = base["error"]
+    else:
+        row["base_gemm_ms"] = base["median_ms"]
+        if "fused_ms" in row:
+            row["fused_vs_base"] = row["fused_ms"] / row["base_gemm_ms"]
+            if m == 4096:
+                row["target_met"] = row["fused_vs_base"] <= 1.10
+
+    bf = torch.bfloat16
+    x = torch.randn(m, k, device="cuda", dtype=bf)
+    w = torch.randn(k, n, device="cuda", dtype=bf)
+    if adapters == 1:
+        a = torch.randn(k, rank, device="cuda", dtype=bf)
+        b = torch.randn(rank, n, device="cuda", dtype=bf)
+        row["torch_impl"] = "x @ W + s * (x @ A) @ B"
+
+        def fn():
+            return x @ w + scale * (x @ a) @ b
+    else:
+        # Weights as a serving system would keep them for this reference: all A side by side,
+        # all B stacked; the ids (per batch) become a one-hot mask inside the timed region.
+        a_cat = torch.randn(k, adapters * rank, device="cuda", dtype=bf)  # A [n, K, r] as [K, n r]
+        b_cat = torch.randn(adapters * rank, n, device="cuda", dtype=bf)  # B [n, r, N] as [n r, N]
+        ids = adapter_ids(m, adapters, mix)
+        which = torch.arange(adapters, device="cuda", dtype=torch.int32)
+        row["torch_impl"] = "dense one-hot: (x @ A_cat masked to each row's adapter) @ B_cat + x @ W"
+
+        def fn():
+            mask = (ids[:, None] == which[None, :]).to(bf) * scale  # [M, n]; id -1 matches nothing
+            t = (x @ a_cat).view(m, adapters, rank) * mask[:, :, None]
+            return torch.addmm(x @ w, t.view(m, adapters * rank), b_cat)
+    ms = time_cuda(fn, warmup, reps)
+    row.update(torch_ms=ms, torch_tflops=flops / ms / 1e9)
+    if "fused_ms" in row:
+        row["speedup_vs_torch"] = ms / row["fused_ms"]
+    return row
+
+
+def fmt(v, spec):
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+def tables(gemm_rows, lora_rows):
+    lines = ["### GEMM (bf16 in, bf16 out) vs torch.matmul (cuBLAS)", "",
+             "| M = N = K | Tessera ms | Tessera TFLOP/s | cuBLAS ms | cuBLAS TFLOP/s | Tessera / cuBLAS (target >= 0.8) |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for r in gemm_rows:
+        ratio = fmt(r.get("vs_cublas"), ".2f")
+        if "target_met" in r:
+            ratio += " ok" if r["target_met"] else " MISSED"
+        lines.append(f"| {r['m']} | {fmt(r.get('tessera_ms'), '.3f')} | {fmt(r.get('tessera_tflops'), '.0f')} | "
+                     f"{fmt(r.get('cublas_ms'), '.3f')} | {fmt(r.get('cublas_tflops'), '.0f')} | {ratio} |")
+    lines += ["", "### Fused LoRA (bf16, N = K = 4096) vs Tessera's base GEMM and torch", "",
+              "| M | r | adapters | mix | fused ms | fused TFLOP/s | base GEMM ms | fused / base (target <= 1.10 at M = 4096) "
+              "| torch ms | torch TFLOP/s | torch / fused | n_group |",
+              "|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in lora_rows:
+        ratio = fmt(r.get("fused_vs_base"), ".3f")
+        if "target_met" in r:
+            ratio += " ok" if r["target_met"] else " MISSED"
+        lines.append(f"| {r['m']} | {r['rank']} | {r['adapters']} | {r['mix']} | {fmt(r.get('fused_ms'), '.4f')} | "
+                     f"{fmt(r.get('fused_tflops'), '.1f')} | {fmt(r.get('base_gemm_ms'), '.4f')} | {ratio} | "
+                     f"{fmt(r.get('torch_ms'), '.4f')} | {fmt(r.get('torch_tflops'), '.1f')} | "
+                     f"{fmt(r.get('speedup_vs_torch'), '.2f')} | {r.get('n_group', '-')} |")
+    errors = [(r, key) for r in gemm_rows + lora_rows for key in ("tessera_error", "fused_error", "base_error") if key in r]
+    if errors:
+        label = lambda r: f"LoRA M {r['m']} r {r['rank']} adapters {r['adapters']}" if "rank" in r else f"GEMM {r['m']}^3"
+        lines += ["", "Errors:"] + [f"- {label(r)}, {key}: {r[key]}" for r, key in errors]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tessera", default="target/release/tessera")
+    ap.add_argument("--out", default=".")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--skip-checks", action="store_true", help="timing only")
+    ap.add_argument("--skip-bench", action="store_true", help="correctness only")
+    ap.add_argument("--seed", type=int, default=None, help="input seed (default: random, printed)")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    started = time.time()
+    props = torch.cuda.get_device_properties(0)
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    version = subprocess.run([args.tessera, "--version"], capture_output=True, text=True).stdout.strip()
+    env = {"device": props.name, "torch": torch.__version__, "cuda": torch.version.cuda, "tessera": version,
+           "seed": seed, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    print(f"device: {props.name}, torch {torch.__version__}, CUDA {torch.version.cuda}, {version}, seed {seed}",
+          flush=True)
+
+    checks = []
+    if not args.skip_checks:
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        cases = [("gemm", (m, n, k, lay)) for (m, n, k) in ((1, 1, 1), (37, 53, 19), (256, 384, 512), (130, 72, 200))
+                 for lay in ("row", "col")]
+        cases += [("lora", (m, 256, 256, r, ad)) for r in (8, 16, 64, 128) for m in (1, 7, 300) for ad in (None, 3)]
+        cases += [("lora", (33, 40, 72, r, ad)) for r in (8, 128) for ad in (None, 3)]
+        with tempfile.TemporaryDirectory() as tmp:
+            for family, case in cases:
+                res = (check_gemm if family == "gemm" else check_lora)(args.tessera, tmp, gen, *case)
+                checks.append(res)
+                detail = (f"rel_l2 {res['rel_l2']:.2e} max_abs {res['max_abs']:.2e}" if "rel_l2" in res
+                          else res.get("error", ""))
+                print(("PASS " if res["ok"] else "FAIL ") + f"{res['case']}: {detail}", flush=True)
+
+    gemm_rows, lora_rows = [], []
+    if not args.skip_bench:
+        for size in (4096, 8192):
+            gemm_rows.append(bench_gemm(args.tessera, size, args.warmup, args.reps))
+            free_cuda()  # the tensors of the case are gone; return their memory before the next
+            print(json.dumps(gemm_rows[-1]), flush=True)
+        base_cache = {}
+        lora_cases = [(m, r, 1, "same") for m in (1, 16, 256, 4096) for r in (16, 64)]
+        lora_cases += [(4096, 16, 8, "segments"), (16, 16, 16, "distinct")]
+        for m, r, adapters, mix in lora_cases:
+            lora_rows.append(bench_lora(args.tessera, m, r, adapters, mix, base_cache, args.warmup, args.reps))
+            free_cuda()
+            print(json.dumps(lora_rows[-1]), flush=True)
+
+    passed = sum(c["ok"] for c in checks)
+    summary = f"correctness: {passed}/{len(checks)} cases passed (rel L2 <= {TOL}); {time.time() - started:.0f} s"
+    table = tables(gemm_rows, lora_rows) if not args.skip_bench else "(timing skipped)"
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"env": env, "checks": checks, "gemm": gemm_rows, "lora": lora_rows}, f, indent=1)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(f"{env}\n\n{summary}\n\n{table}\n")
+    print("\n" + table + "\n" + summary)
+    sys.exit(0 if passed == len(checks) else 1)
+
+
+if __name__ == "__main__":
+    main()
