@@ -4,13 +4,19 @@
 //! `cargo bench --bench cpu_costs` (needs NVRTC: `bash .ci/provision`). Criterion prints medians.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use tessera::codegen::{AdapterMode, GemmSpec, KernelSpec, LoraSpec, OutType};
 use tessera::runtime::{CacheKey, Compiler, KernelCache, Target};
 use tessera::{Arch, AttentionSpec, DType};
 
-fn specs() -> [(&'static str, AttentionSpec); 2] {
+fn specs() -> [(&'static str, KernelSpec); 4] {
     [
-        ("bf16_d128_causal_gqa", AttentionSpec::new(DType::BF16, 128, true, 16, 4)),
-        ("f16_d64_full_mha", AttentionSpec::new(DType::F16, 64, false, 8, 8)),
+        ("bf16_d128_causal_gqa", AttentionSpec::new(DType::BF16, 128, true, 16, 4).into()),
+        ("f16_d64_full_mha", AttentionSpec::new(DType::F16, 64, false, 8, 8).into()),
+        ("gemm_bf16", GemmSpec::new(DType::BF16, OutType::BF16).into()),
+        (
+            "lora_bf16_r16_per_row",
+            LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(DType::BF16, OutType::BF16, 16) }.into(),
+        ),
     ]
 }
 

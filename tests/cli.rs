@@ -83,7 +83,7 @@ fn emit_rejects_unsupported_values_naming_the_field() {
 
 #[test]
 fn check_compiles_a_slice_of_the_grid() {
-    let o = tessera(&["check", "--arch", "sm_80", "--dtype", "bf16", "--head-dim", "64"]);
+    let o = tessera(&["check", "--family", "attention", "--arch", "sm_80", "--dtype", "bf16", "--head-dim", "64"]);
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
     let s = stdout(&o);
     assert!(s.contains("6 variants, 0 failed"), "{s}");

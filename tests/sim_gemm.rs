@@ -27,8 +27,13 @@ use tessera::{Arch, DType};
 const ARCH: Arch = Arch::SM80;
 
 /// Non-default tiles drawn by the property test; each must be in `GemmSpec::space`.
-const TILES: [GemmTile; 3] =
-    [GemmTile::new(32, 32, 32, 4, 1), GemmTile::new(64, 32, 64, 4, 2), GemmTile::new(32, 64, 32, 8, 3)];
+const TILES: [GemmTile; 4] = [
+    GemmTile::new(32, 32, 32, 4, 1),
+    GemmTile::new(64, 32, 64, 4, 2),
+    GemmTile::new(32, 64, 32, 8, 3),
+    // 64 x 64 warp tiles: 128 accumulators per thread.
+    GemmTile::new(128, 256, 32, 8, 2),
+];
 
 fn backend() -> &'static SimBackend {
     static BACKEND: OnceLock<SimBackend> = OnceLock::new();

@@ -27,15 +27,16 @@ use serde::{Deserialize, Serialize};
 use crate::{Arch, DType, KernelSource, LaunchGeometry, SpecError, Template, WARP_SIZE};
 
 const BLOCK_MS: [u32; 3] = [32, 64, 128];
-const BLOCK_NS: [u32; 3] = [32, 64, 128];
+const BLOCK_NS: [u32; 4] = [32, 64, 128, 256];
 const BLOCK_KS: [u32; 2] = [32, 64];
 const WARPS: [u32; 2] = [4, 8];
 const STAGES: [u32; 3] = [1, 2, 3];
 /// Warps form a 2 x (warps / 2) grid over the CTA tile.
 const WARPS_M: u32 = 2;
-/// Most f32 accumulators one thread may hold; beyond it ptxas spills (a 128x128 tile on 4 warps
-/// needs 128 plus 16-32 fragment registers).
-const MAX_ACCUMULATORS_PER_THREAD: u32 = 64;
+/// Most f32 accumulators one thread may hold: a 64 x 64 warp tile (128 x 256 on 8 warps, the
+/// warp tile CUTLASS uses on sm_80 for large GEMMs: 8 ldmatrix per 32 mma instead of 6 per 16)
+/// assembles without spills; more does not fit beside the fragments.
+const MAX_ACCUMULATORS_PER_THREAD: u32 = 128;
 
 /// Output (and C / bias / residual) element type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -436,12 +437,12 @@ mod tests {
     fn tile_fields_are_checked() {
         let cases = [
             (GemmTile::new(48, 64, 32, 4, 2), "tile.block_m", "32, 64, 128"),
-            (GemmTile::new(64, 96, 32, 4, 2), "tile.block_n", "32, 64, 128"),
+            (GemmTile::new(64, 96, 32, 4, 2), "tile.block_n", "32, 64, 128, 256"),
             (GemmTile::new(64, 32, 32, 8, 2), "tile.block_n", "multiples of 64"),
             (GemmTile::new(64, 64, 16, 4, 2), "tile.block_k", "32, 64"),
             (GemmTile::new(64, 64, 32, 2, 2), "tile.warps", "4, 8"),
             (GemmTile::new(64, 64, 32, 4, 4), "tile.stages", "1, 2, 3"),
-            (GemmTile::new(128, 128, 32, 4, 2), "tile", "<= 64"),
+            (GemmTile::new(128, 256, 32, 4, 2), "tile", "<= 128"),
         ];
         for (tile, field, allowed) in cases {
             let msg = spec().with_tile(tile).validate(Arch::SM80).unwrap_err().to_string();

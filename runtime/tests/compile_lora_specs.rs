@@ -8,13 +8,9 @@
 
 mod common;
 
-use std::time::Instant;
-
-use rayon::prelude::*;
 use tessera_runtime::codegen::{
     Activation, AdapterMode, Arch, DType, Epilogue, Layout, LoraSpec, OutType, LORA_RANKS,
 };
-use tessera_runtime::{check_spec_with, Compiler};
 
 fn specs() -> Vec<(LoraSpec, Arch)> {
     let all = std::env::var("TESSERA_LORA_ALL_SPECS").is_ok_and(|v| v == "1");
@@ -49,29 +45,6 @@ fn specs() -> Vec<(LoraSpec, Arch)> {
 
 #[test]
 fn default_lora_tiles_compile_without_spills() {
-    if !common::nvrtc_available() {
-        return;
-    }
-    let started = Instant::now();
-    // No disk cache: a stale entry must not make this pass.
-    let compiler = Compiler::new();
-    let specs = specs();
-    let failures: Vec<String> = specs
-        .par_iter()
-        .filter_map(|(spec, arch)| {
-            let label = format!("{arch} {}", spec.kernel_name(*arch));
-            match check_spec_with(&compiler, *spec, *arch) {
-                Ok(c) => {
-                    if let Some(r) = &c.report {
-                        eprintln!("{label}: {} registers, {} spill bytes", r.registers, r.spill_store_bytes + r.spill_load_bytes);
-                    }
-                    let problems = c.problems();
-                    (!problems.is_empty()).then(|| format!("{label}: {}", problems.join("; ")))
-                }
-                Err(e) => Some(format!("{label}: {e}")),
-            }
-        })
-        .collect();
-    eprintln!("{} lora kernels in {:.1} s", specs.len(), started.elapsed().as_secs_f64());
-    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), specs.len(), failures.join("\n"));
+    let specs: Vec<_> = specs().into_iter().map(|(s, a)| (s.into(), a)).collect();
+    common::assert_specs_fit("lora", &specs);
 }

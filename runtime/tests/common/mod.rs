@@ -49,3 +49,39 @@ pub fn tiny_source(tag: &str) -> tessera_runtime::codegen::KernelSource {
         tessera_runtime::codegen::LaunchGeometry { threads_per_block: 32, dynamic_shared_bytes: 0 },
     )
 }
+
+/// Compiles every spec through NVRTC (no disk cache: a stale entry must not make a test pass) and,
+/// with ptxas, asserts 0 spill bytes and shared memory within each architecture's limit. Prints
+/// registers per kernel and the total time. Skips (with a note) where NVRTC is not installed.
+pub fn assert_specs_fit(family: &str, specs: &[(tessera_runtime::codegen::KernelSpec, tessera_runtime::codegen::Arch)]) {
+    use rayon::prelude::*;
+    if !nvrtc_available() {
+        return;
+    }
+    let with_ptxas = ptxas_available();
+    let started = std::time::Instant::now();
+    let compiler = tessera_runtime::Compiler::new();
+    let failures: Vec<String> = specs
+        .par_iter()
+        .filter_map(|(spec, arch)| {
+            let label = format!("{arch} {}", spec.kernel_name(*arch));
+            match tessera_runtime::check_spec_with(&compiler, *spec, *arch) {
+                Ok(c) => {
+                    if let Some(r) = &c.report {
+                        eprintln!("{label}: {} registers, {} spill bytes", r.registers, r.spill_store_bytes + r.spill_load_bytes);
+                    }
+                    let problems = c.problems();
+                    (!problems.is_empty()).then(|| format!("{label}: {}", problems.join("; ")))
+                }
+                Err(e) => Some(format!("{label}: {e}")),
+            }
+        })
+        .collect();
+    eprintln!(
+        "{} {family} kernels in {:.1} s on {} threads (ptxas: {with_ptxas})",
+        specs.len(),
+        started.elapsed().as_secs_f64(),
+        rayon::current_num_threads()
+    );
+    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), specs.len(), failures.join("\n"));
+}
