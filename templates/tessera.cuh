@@ -109,6 +109,12 @@ TESSERA_DEVICE void store_shared_16(void* p, chunk16 v) { *reinterpret_cast<chun
 TESSERA_DEVICE u32 load_global_bits16(const void* p) { return *reinterpret_cast<const unsigned short*>(p); }
 TESSERA_DEVICE int load_global_i32(const int* p) { return *p; }
 TESSERA_DEVICE chunk16 load_global_16(const void* p) { return *reinterpret_cast<const chunk16*>(p); }
+TESSERA_DEVICE void atomic_max_u32(u32* p, u32 v) { atomicMax(p, v); }
+TESSERA_DEVICE u32 atomic_add_u32(u32* p, u32 v) { return atomicAdd(p, v); }
+// Orders this thread's global writes before its later ones as seen by the whole device.
+TESSERA_DEVICE void fence_device() { __threadfence(); }
+TESSERA_DEVICE int threads_per_block() { return (int)blockDim.x; }
+TESSERA_DEVICE int blocks_per_grid() { return (int)gridDim.x; }
 // Widens one 16-bit value of type T held in the low half of `bits`.
 template <typename T> TESSERA_DEVICE float bits16_to_f32(u32 bits);
 template <> TESSERA_DEVICE float bits16_to_f32<f16>(u32 bits) {

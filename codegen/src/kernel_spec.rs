@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Arch, AttentionSpec, GemmSpec, KernelSource, LoraSpec, SpecError};
+use crate::{AdamWSpec, Arch, AttentionSpec, CastSpec, GemmSpec, KernelSource, LoraSpec, ScaleUpdateSpec, SpecError, UnscaleSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "family")]
@@ -11,6 +11,10 @@ pub enum KernelSpec {
     Attention(AttentionSpec),
     Gemm(GemmSpec),
     Lora(LoraSpec),
+    Cast(CastSpec),
+    Unscale(UnscaleSpec),
+    AdamW(AdamWSpec),
+    ScaleUpdate(ScaleUpdateSpec),
 }
 
 impl KernelSpec {
@@ -20,6 +24,10 @@ impl KernelSpec {
             KernelSpec::Gemm(_) => "gemm",
             KernelSpec::Lora(s) if s.is_bottleneck() => "bottleneck",
             KernelSpec::Lora(_) => "lora",
+            KernelSpec::Cast(_) => "cast",
+            KernelSpec::Unscale(_) => "unscale",
+            KernelSpec::AdamW(_) => "adamw",
+            KernelSpec::ScaleUpdate(_) => "scale_update",
         }
     }
 
@@ -28,6 +36,10 @@ impl KernelSpec {
             KernelSpec::Attention(s) => s.validate(arch),
             KernelSpec::Gemm(s) => s.validate(arch),
             KernelSpec::Lora(s) => s.validate(arch),
+            KernelSpec::Cast(s) => s.validate(arch),
+            KernelSpec::Unscale(s) => s.validate(arch),
+            KernelSpec::AdamW(s) => s.validate(arch),
+            KernelSpec::ScaleUpdate(s) => s.validate(arch),
         }
     }
 
@@ -36,6 +48,10 @@ impl KernelSpec {
             KernelSpec::Attention(s) => s.render(arch),
             KernelSpec::Gemm(s) => s.render(arch),
             KernelSpec::Lora(s) => s.render(arch),
+            KernelSpec::Cast(s) => s.render(arch),
+            KernelSpec::Unscale(s) => s.render(arch),
+            KernelSpec::AdamW(s) => s.render(arch),
+            KernelSpec::ScaleUpdate(s) => s.render(arch),
         }
     }
 
@@ -44,6 +60,10 @@ impl KernelSpec {
             KernelSpec::Attention(s) => s.kernel_name(arch),
             KernelSpec::Gemm(s) => s.kernel_name(arch),
             KernelSpec::Lora(s) => s.kernel_name(arch),
+            KernelSpec::Cast(s) => s.kernel_name(),
+            KernelSpec::Unscale(s) => s.kernel_name(),
+            KernelSpec::AdamW(s) => s.kernel_name(),
+            KernelSpec::ScaleUpdate(s) => s.kernel_name(),
         }
     }
 
@@ -53,6 +73,10 @@ impl KernelSpec {
             KernelSpec::Attention(s) => s.tile_for(arch).to_string(),
             KernelSpec::Gemm(s) => s.tile_for(arch).to_string(),
             KernelSpec::Lora(s) => s.tile_for(arch).to_string(),
+            KernelSpec::Cast(s) => s.tile().to_string(),
+            KernelSpec::Unscale(s) => s.tile().to_string(),
+            KernelSpec::AdamW(s) => s.tile().to_string(),
+            KernelSpec::ScaleUpdate(_) => "t32".to_string(),
         }
     }
 }
@@ -72,5 +96,29 @@ impl From<GemmSpec> for KernelSpec {
 impl From<LoraSpec> for KernelSpec {
     fn from(s: LoraSpec) -> Self {
         KernelSpec::Lora(s)
+    }
+}
+
+impl From<CastSpec> for KernelSpec {
+    fn from(s: CastSpec) -> Self {
+        KernelSpec::Cast(s)
+    }
+}
+
+impl From<UnscaleSpec> for KernelSpec {
+    fn from(s: UnscaleSpec) -> Self {
+        KernelSpec::Unscale(s)
+    }
+}
+
+impl From<AdamWSpec> for KernelSpec {
+    fn from(s: AdamWSpec) -> Self {
+        KernelSpec::AdamW(s)
+    }
+}
+
+impl From<ScaleUpdateSpec> for KernelSpec {
+    fn from(s: ScaleUpdateSpec) -> Self {
+        KernelSpec::ScaleUpdate(s)
     }
 }

@@ -1,12 +1,17 @@
 //! Typed kernel specs for Tessera.
 //!
-//! A *family* (attention, GEMM, LoRA) is a spec type with `validate()`, a pruned tuning `space()` and a
+//! A *family* (attention, GEMM, LoRA, the mixed-precision training kernels) is a spec type with `validate()`, a pruned tuning `space()` and a
 //! deterministic `render()` that instantiates a CUDA C++ template from `templates/`. The rendered
 //! [`KernelSource`] carries a content hash that the runtime uses as its cache key.
 
+mod adamw;
+mod amp_scale;
 mod arch;
+mod cast;
 mod attention;
 mod dtype;
+mod elem;
+mod elementwise;
 mod error;
 mod gemm;
 mod kernel_spec;
@@ -14,10 +19,16 @@ mod lora;
 mod source;
 mod template;
 mod tile;
+mod unscale;
 
+pub use adamw::AdamWSpec;
+pub use amp_scale::ScaleUpdateSpec;
 pub use arch::Arch;
+pub use cast::CastSpec;
 pub use attention::{AttentionSpec, ATTENTION_HEAD_DIMS};
 pub use dtype::DType;
+pub use elem::ElemType;
+pub use elementwise::ElementwiseTile;
 pub use error::SpecError;
 pub use gemm::{Activation, Epilogue, GemmSpec, GemmTile, Layout, OutType};
 pub use kernel_spec::KernelSpec;
@@ -25,6 +36,7 @@ pub use lora::{AdapterMode, LoraSpec, LoraVariant, LORA_RANKS};
 pub use source::{KernelSource, LaunchGeometry};
 pub use template::{Template, PRELUDE};
 pub use tile::TileConfig;
+pub use unscale::UnscaleSpec;
 
 /// Threads per warp on every NVIDIA architecture Tessera targets.
 pub const WARP_SIZE: u32 = 32;

@@ -14,6 +14,14 @@ pub enum Template {
     Gemm,
     /// Fused LoRA / bottleneck adapters; builds on [`Template::Gemm`].
     Lora,
+    /// What the mixed-precision training kernels share (element types, fp8, vector I/O, tensor
+    /// tables); no entry point of its own.
+    Amp,
+    Cast,
+    Unscale,
+    AdamW,
+    /// Loss-scale and fp8-scale updates.
+    AmpScale,
 }
 
 impl Template {
@@ -22,6 +30,11 @@ impl Template {
             Template::AttentionForward => "attention_fwd.cuh",
             Template::Gemm => "gemm.cuh",
             Template::Lora => "lora.cuh",
+            Template::Amp => "amp.cuh",
+            Template::Cast => "cast.cuh",
+            Template::Unscale => "unscale.cuh",
+            Template::AdamW => "adamw.cuh",
+            Template::AmpScale => "amp_scale.cuh",
         }
     }
 
@@ -30,6 +43,11 @@ impl Template {
             Template::AttentionForward => include_str!("../../templates/attention_fwd.cuh"),
             Template::Gemm => include_str!("../../templates/gemm.cuh"),
             Template::Lora => include_str!("../../templates/lora.cuh"),
+            Template::Amp => include_str!("../../templates/amp.cuh"),
+            Template::Cast => include_str!("../../templates/cast.cuh"),
+            Template::Unscale => include_str!("../../templates/unscale.cuh"),
+            Template::AdamW => include_str!("../../templates/adamw.cuh"),
+            Template::AmpScale => include_str!("../../templates/amp_scale.cuh"),
         }
     }
 
@@ -37,6 +55,7 @@ impl Template {
     pub fn requires(self) -> &'static [Template] {
         match self {
             Template::Lora => &[Template::Gemm],
+            Template::Cast | Template::Unscale | Template::AdamW | Template::AmpScale => &[Template::Amp],
             _ => &[],
         }
     }

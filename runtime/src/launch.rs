@@ -109,3 +109,38 @@ impl Drop for HostUploads<'_> {
         }
     }
 }
+
+/// A prepared launch whose kernel reads a device table of tensors (the multi-tensor kernels): the
+/// table buffer lives as long as the launch and is freed with it.
+pub struct TableLaunch<'a, P> {
+    backend: &'a dyn Backend,
+    launch: PreparedLaunch<P>,
+    table: Option<DeviceBuffer>,
+}
+
+impl<'a, P: KernelParams> TableLaunch<'a, P> {
+    pub(crate) fn new(backend: &'a dyn Backend, launch: PreparedLaunch<P>, table: DeviceBuffer) -> Self {
+        TableLaunch { backend, launch, table: Some(table) }
+    }
+
+    pub fn run(&self) -> Result<()> {
+        self.launch.run(self.backend)
+    }
+
+    /// Device time of `reps` launches after `warmup`, in milliseconds.
+    pub fn time(&self, warmup: usize, reps: usize) -> Result<Vec<f32>> {
+        self.launch.time(self.backend, warmup, reps)
+    }
+
+    pub fn launch(&self) -> &PreparedLaunch<P> {
+        &self.launch
+    }
+}
+
+impl<P> Drop for TableLaunch<'_, P> {
+    fn drop(&mut self) {
+        if let Some(table) = self.table.take() {
+            let _ = self.backend.free(table);
+        }
+    }
+}

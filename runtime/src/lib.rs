@@ -15,12 +15,16 @@
 //!   activation / residual epilogue); [`run_gemm`] is the host-tensor entry point.
 //! - [`reference`](mod@reference) holds CPU reference implementations to test kernels against.
 
+pub mod adamw;
+pub mod amp_scale;
 pub mod attention;
 pub mod backend;
 pub mod cache;
+pub mod cast;
 pub mod check;
 pub mod compiler;
 pub mod cuda;
+pub mod elems;
 pub mod error;
 pub mod gemm;
 pub mod launch;
@@ -30,6 +34,8 @@ pub mod nvrtc;
 pub mod ptxas;
 pub mod reference;
 pub mod sim;
+pub mod tensor_list;
+pub mod unscale;
 
 pub use tessera_codegen as codegen;
 

@@ -5,11 +5,17 @@
 //! the 16-bit probabilities fed to the second matmul, the f32 accumulators and the 16-bit output.
 //! [`compare`] measures those differences and [`tolerance`] says how large they may be.
 
+mod amp;
 mod attention;
+mod fp8;
 mod gemm;
 mod lora;
 
+pub use amp::{adamw_step, powi_exact, unscale_grads, update_scale, AdamWHyper, AdamWScalars, AmpFloat, LossScaler};
 pub use attention::{attention, ReferenceOutput};
+pub use fp8::{
+    exp2_i32, f32_to_fp8, fp8_to_f32, next_fp8_scale, scaled_cast_bf16_to_fp8, scaled_cast_to_fp8, Fp8Format, FP8_NAN,
+};
 pub use gemm::{activate, gemm};
 pub use lora::{bottleneck, lora, LoraOperands};
 
