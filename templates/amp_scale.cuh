@@ -9,8 +9,8 @@
 //
 // fp8 delayed scaling (TransformerEngine's recipe): the amax the casts accumulated enters a rolling
 // history (newest first); amax_ref = max(history) (NaN ignored); if amax_ref is finite and > 0,
-// scale = (fp8_max / amax_ref) * 2^-margin, else the scale is kept; scale_inv = 1 / scale; the amax
-// accumulator is zeroed for the next window.
+// scale = (fp8_max / amax_ref) * 2^-margin, kept only if finite and > 0, else the old scale stays;
+// scale_inv = 1 / scale; the amax accumulator is zeroed for the next window.
 #pragma once
 
 namespace tessera {
@@ -65,8 +65,11 @@ TESSERA_DEVICE void fp8_scale_update(const Fp8ScaleParams& p) {
         // 2^-margin exactly, as f32 bits (margins keep the exponent in the normal range).
         const float pow2 = bits_f32((u32)(127 - p.margin) << 23);
         const float scale = mul_rn(div_rn(p.fp8_max, ref), pow2);
-        *p.scale = scale;
-        *p.scale_inv = div_rn(1.f, scale);
+        // A scale that overflowed (amax below fp8_max / FLT_MAX) or underflowed is not used.
+        if (is_finite_f32(scale) && scale > 0.f) {
+            *p.scale = scale;
+            *p.scale_inv = div_rn(1.f, scale);
+        }
     }
     *p.amax = 0u;
 }

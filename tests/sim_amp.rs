@@ -341,7 +341,8 @@ fn scale_updates_follow_the_references() {
     let update = prepare_fp8_scale_update(b, compiler(), &buffers, 3, ElemType::E4M3, 1).unwrap();
     let mut want_history = [0f32; 3];
     let mut want_scale = 1f32;
-    for window_amax in [3.5f32, 0.0, 100.0, 7.25] {
+    // 1e-37 would overflow the scale (kept instead) once it is the history's largest entry.
+    for window_amax in [3.5f32, 0.0, 100.0, 7.25, 0.0, 0.0, 0.0, 1e-37, f32::NAN] {
         b.write(&amax, &window_amax.to_le_bytes()).unwrap();
         update.run(b).unwrap();
         want_scale = reference::next_fp8_scale(&mut want_history, window_amax, want_scale, reference::Fp8Format::E4M3, 1);

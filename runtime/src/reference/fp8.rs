@@ -225,9 +225,9 @@ pub fn exp2_i32(n: i32) -> f32 {
 ///    one f32 division (RNE), then one f32 multiply by `2^-margin` (computed exactly, see
 ///    [`exp2_i32`]; for `|margin| <= 126` this is the same as dividing by `2^margin`). Otherwise
 ///    (amax 0, NaN or inf) the old `scale` is returned unchanged.
-///
-/// Note that step 3 does not guard its result: an `amax_ref` below `max_finite / f32::MAX`
-/// (~1.3e-36 for E4M3) makes the division overflow and the returned scale is +inf.
+/// 4. A new scale that is not finite and positive (an `amax_ref` below `max_finite / f32::MAX`,
+///    ~1.3e-36 for E4M3, overflows the division; a large margin can underflow to 0) is not used
+///    either: the old `scale` is returned, as Transformer Engine does.
 pub fn next_fp8_scale(history: &mut [f32], new_amax: f32, scale: f32, format: Fp8Format, margin: i32) -> f32 {
     let max_ignoring_nan = |acc: f32, v: f32| if v > acc { v } else { acc };
     let amax_ref = if history.is_empty() {
@@ -238,10 +238,12 @@ pub fn next_fp8_scale(history: &mut [f32], new_amax: f32, scale: f32, format: Fp
         history.iter().copied().fold(0.0f32, max_ignoring_nan)
     };
     if amax_ref > 0.0 && amax_ref.is_finite() {
-        (format.max_finite() / amax_ref) * exp2_i32(margin.saturating_neg())
-    } else {
-        scale
+        let next = (format.max_finite() / amax_ref) * exp2_i32(margin.saturating_neg());
+        if next.is_finite() && next > 0.0 {
+            return next;
+        }
     }
+    scale
 }
 
 #[cfg(test)]
@@ -604,7 +606,8 @@ mod tests {
         let mut h = [9.0f32];
         assert_eq!(next_fp8_scale(&mut h, 4.0, 1.0, f, 0), 112.0);
         assert_eq!(h, [4.0]);
-        // Tiny amax overflows the division: documented, not guarded.
-        assert_eq!(next_fp8_scale(&mut [0.0], 1e-38, 1.0, f, 0), f32::INFINITY);
+        // A tiny amax overflows the division, a huge margin underflows: the old scale stays.
+        assert_eq!(next_fp8_scale(&mut [0.0], 1e-38, 1.0, f, 0), 1.0);
+        assert_eq!(next_fp8_scale(&mut [0.0], 1.0, 3.0, f, 200), 3.0);
     }
 }

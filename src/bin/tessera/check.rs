@@ -3,7 +3,8 @@
 use clap::Args;
 use rayon::prelude::*;
 use tessera::codegen::{
-    Activation, AdapterMode, Epilogue, GemmSpec, KernelSpec, Layout, LoraSpec, OutType, ATTENTION_HEAD_DIMS, LORA_RANKS,
+    Activation, AdamWSpec, AdapterMode, CastSpec, ElemType, Epilogue, GemmSpec, KernelSpec, Layout, LoraSpec, OutType,
+    ScaleUpdateSpec, UnscaleSpec, ATTENTION_HEAD_DIMS, LORA_RANKS,
 };
 use tessera::runtime::check::check_spec;
 use tessera::{Arch, AttentionSpec, DType, TesseraError};
@@ -22,8 +23,8 @@ pub struct CheckArgs {
     /// Only these head dims (comma-separated; default all).
     #[arg(long, value_delimiter = ',')]
     pub head_dim: Vec<u32>,
-    /// Only these families (comma-separated: attention, gemm, lora; default all).
-    #[arg(long, value_delimiter = ',', value_parser = ["attention", "gemm", "lora"])]
+    /// Only these families (comma-separated: attention, gemm, lora, amp; default all).
+    #[arg(long, value_delimiter = ',', value_parser = ["attention", "gemm", "lora", "amp"])]
     pub family: Vec<String>,
 }
 
@@ -56,6 +57,11 @@ pub fn run(args: CheckArgs) -> Result<()> {
             if wants("lora") {
                 jobs.extend(lora_specs(dtype).into_iter().map(|s| (s.into(), arch)));
             }
+        }
+    }
+    if wants("amp") {
+        for &arch in &args.arch {
+            jobs.extend(amp_specs().into_iter().map(|s| (s, arch)));
         }
     }
     let results: Vec<_> = jobs.par_iter().map(|(spec, arch)| (spec, arch, check_spec(*spec, *arch))).collect();
@@ -139,5 +145,24 @@ fn lora_specs(dtype: DType) -> Vec<LoraSpec> {
         specs.push(LoraSpec { adapters: AdapterMode::PerRow, aligned: false, ..base });
         specs.push(LoraSpec::bottleneck(dtype, out, rank, Activation::ALL[i % 4]));
     }
+    specs
+}
+
+/// The mixed-precision training kernels: a cast between every pair of element types (scaled with
+/// amax where fp8 is involved), unscale, AdamW and both scale updates, default tiles.
+fn amp_specs() -> Vec<KernelSpec> {
+    let mut specs: Vec<KernelSpec> = Vec::new();
+    for from in ElemType::ALL {
+        for to in ElemType::ALL {
+            if from != to {
+                let fp8 = from.is_fp8() || to.is_fp8();
+                specs.push(CastSpec { scaled: fp8, amax: fp8, ..CastSpec::new(from, to) }.into());
+            }
+        }
+    }
+    specs.push(UnscaleSpec::default().into());
+    specs.push(AdamWSpec::default().into());
+    specs.push(ScaleUpdateSpec::LossScale.into());
+    specs.push(ScaleUpdateSpec::Fp8Scale.into());
     specs
 }

@@ -271,7 +271,14 @@ pub fn family_list() -> String {
          \x20 --rank      {}\n\
          \x20 --per-row   stacked adapters A [n, K, r], B [n, r, N], an int32/int64 id per row of X (-1: none)\n\
          \x20 --bottleneck ACT   Y = X + s ACT(X A) B instead (N = K)\n\
-         \x20 gemm's --dtype/--out-type/layout/epilogue/tile flags; block_m >= 16 x warps\n",
+         \x20 gemm's --dtype/--out-type/layout/epilogue/tile flags; block_m >= 16 x warps\n\
+         cast       element type conversion: --from/--to f32, f16, bf16, e4m3, e5m2; --scale S (one f32 multiply first);\n\
+         \x20 --amax-out (max |x|, NaN ignored); round to nearest even, fp8 saturating\n\
+         unscale    g *= inv_scale over a list of f32/f16/bf16 tensors in one launch, found_inf if any inf/NaN\n\
+         adamw      one AdamW step over a list: f32 master weights and moments, f32/f16/bf16 grads, f16/bf16 model\n\
+         \x20 weights; lr and step on the device; skipped entirely when found_inf is set\n\
+         \x20 elementwise tile flags: --threads 128, 256, 512  --elems-per-thread 4, 8, 16, 32  --vector 1, 2, 4, 8\n\
+         scale updates (library): GradScaler loss-scale rules; fp8 delayed scaling from an amax history\n",
         dims.join(", "),
         archs.join(", "),
         LORA_RANKS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")

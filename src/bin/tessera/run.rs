@@ -1,4 +1,5 @@
-//! `tessera run attention|gemm|lora`: .npy in, f32 .npy out (GEMM and LoRA in `run_gemm.rs`).
+//! `tessera run attention|gemm|lora|cast|unscale|adamw`: .npy in, f32 .npy out (GEMM and LoRA in
+//! `run_gemm.rs`, the mixed-precision training kernels in `run_amp.rs`).
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use tessera::runtime::{open_backend, BackendKind, Compiler};
 use tessera::{Arch, AttentionSpec, DType, TesseraError};
 
 use crate::flags::{parse_dtype, TileFlags};
+use crate::run_amp::{run_adamw_cmd, run_cast_cmd, run_unscale_cmd, RunAdamWArgs, RunCastArgs, RunUnscaleArgs};
 use crate::run_gemm::{run_gemm_cmd, run_lora_cmd, RunGemmArgs, RunLoraArgs};
 use crate::Result;
 
@@ -20,6 +22,12 @@ pub enum RunFamily {
     Gemm(RunGemmArgs),
     /// Y = act(X W + s (X A_i) B_i + bias) + residual in one launch (or --bottleneck: Y = X + s f(X A) B).
     Lora(RunLoraArgs),
+    /// Convert a tensor between f32, f16, bf16, e4m3, e5m2 (optionally scaled, with amax).
+    Cast(RunCastArgs),
+    /// Unscale a list of gradients in place and report whether any value was inf or NaN.
+    Unscale(RunUnscaleArgs),
+    /// One fused AdamW step over a list of parameters with f32 master weights.
+    Adamw(RunAdamWArgs),
 }
 
 #[derive(Args)]
@@ -56,6 +64,9 @@ pub fn run(family: RunFamily) -> Result<()> {
         RunFamily::Attention(args) => run_attention_cmd(args),
         RunFamily::Gemm(args) => run_gemm_cmd(args),
         RunFamily::Lora(args) => run_lora_cmd(args),
+        RunFamily::Cast(args) => run_cast_cmd(args),
+        RunFamily::Unscale(args) => run_unscale_cmd(args),
+        RunFamily::Adamw(args) => run_adamw_cmd(args),
     }
 }
 
