@@ -17,14 +17,6 @@ enum ElemCode { ELEM_F32 = 0, ELEM_F16 = 1, ELEM_BF16 = 2, ELEM_E4M3 = 3, ELEM_E
 struct __align__(1) e4m3 { unsigned char bits; };
 struct __align__(1) e5m2 { unsigned char bits; };
 
-// ---- f32 arithmetic with one rounding per operation ----------------------------------------------
-// NVRTC contracts a * b + c into an FMA by default; the optimizer kernels promise the exact op order
-// of their CPU references, so they use these.
-TESSERA_DEVICE float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-TESSERA_DEVICE float add_rn(float a, float b) { return __fadd_rn(a, b); }
-TESSERA_DEVICE float sub_rn(float a, float b) { return __fsub_rn(a, b); }
-TESSERA_DEVICE float div_rn(float a, float b) { return __fdiv_rn(a, b); }
-TESSERA_DEVICE float sqrt_rn(float a) { return __fsqrt_rn(a); }
 TESSERA_DEVICE u32 f32_bits(float x) { return (u32)__float_as_int(x); }
 TESSERA_DEVICE float bits_f32(u32 b) { return __int_as_float((int)b); }
 TESSERA_DEVICE bool is_finite_f32(float x) { return (f32_bits(x) & 0x7f800000u) != 0x7f800000u; }

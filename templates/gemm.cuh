@@ -9,6 +9,7 @@
 //   3. v += beta * C[m,n]                          (only when C is given: p.c != null)
 //   4. v += bias[n]                                (HAS_BIAS)
 //   5. v = act(v)                                  (ACT: 0 none, 1 relu, 2 gelu-tanh, 3 silu)
+//   5b. v = user(v)                                (HAS_USER: a #[tessera::elementwise] function)
 //   6. v += residual[m,n]                          (HAS_RESIDUAL)
 //   7. Y[m,n] = round_to_nearest_even(v) in TO     (f16, bf16 or f32)
 // C, bias, residual and Y are all stored in the output type TO.
@@ -62,11 +63,17 @@ template <int ACT> TESSERA_DEVICE float gemm_activation(float x) {
     return x;
 }
 
-// Steps 4-6 of the epilogue: bias, activation, residual.
-template <typename TO, bool HAS_BIAS, int ACT, bool HAS_RESIDUAL>
+// A user-defined epilogue step (a #[tessera::elementwise] function). Only declared here: a spec
+// with one defines `UserEpilogue<T>::apply` after the templates, and the call below depends on the
+// template argument, so it is looked up when the entry point instantiates the kernel.
+template <typename T> struct UserEpilogue;
+
+// Steps 4-6 of the epilogue: bias, activation, user function, residual.
+template <typename TO, bool HAS_BIAS, int ACT, bool HAS_USER, bool HAS_RESIDUAL>
 TESSERA_DEVICE float gemm_finish(float v, const TO* bias, const TO* residual, int row, int col, i64 ldr) {
     if (HAS_BIAS) v += load_global_f32(bias + col);
     v = gemm_activation<ACT>(v);
+    if constexpr (HAS_USER) v = UserEpilogue<TO>::apply(v);
     if (HAS_RESIDUAL) v += load_global_f32(residual + row * ldr + col);
     return v;
 }
@@ -210,7 +217,7 @@ struct GemmMainloop {
 };
 
 template <typename T, typename TO, bool X_COL, bool W_COL, int BLOCK_M, int BLOCK_N, int BLOCK_K, int WARPS,
-          int STAGES, bool ALIGNED, bool HAS_BIAS, int ACT, bool HAS_RESIDUAL>
+          int STAGES, bool ALIGNED, bool HAS_BIAS, int ACT, bool HAS_USER, bool HAS_RESIDUAL>
 TESSERA_DEVICE void gemm(const GemmParams& p) {
     typedef GemmMainloop<T, X_COL, W_COL, BLOCK_M, BLOCK_N, BLOCK_K, WARPS, STAGES, ALIGNED, true, 0> Mainloop;
     typedef WarpGrid<BLOCK_M, BLOCK_N, WARPS> Grid;
@@ -264,7 +271,7 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
                 if (row < p.m && col < p.n) {
                     float v = p.alpha * acc[mi][ni][e];
                     if (c != nullptr) v += p.beta * load_global_f32(c + row * p.ldc + col);
-                    v = gemm_finish<TO, HAS_BIAS, ACT, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
+                    v = gemm_finish<TO, HAS_BIAS, ACT, HAS_USER, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
                     store_global_elem(y + row * p.ldy + col, v);
                 }
             }

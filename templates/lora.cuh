@@ -52,7 +52,7 @@ struct LoraParams {
 
 template <typename T, typename TO, bool X_COL, bool W_COL, int BLOCK_M, int BLOCK_N, int BLOCK_K, int WARPS,
           int STAGES, bool ALIGNED, int R, bool FUSE, int KIND, int T_ACT, bool PER_ROW, bool HAS_BIAS, int ACT,
-          bool HAS_RESIDUAL>
+          bool HAS_USER, bool HAS_RESIDUAL>
 TESSERA_DEVICE void lora(const LoraParams& p) {
     constexpr bool WITH_W = KIND == 0;
     // Columns of T one pass accumulates: all R when fused, else at most 64.
@@ -362,7 +362,7 @@ TESSERA_DEVICE void lora(const LoraParams& p) {
                             // The bottleneck's residual is X itself (N == K).
                             v += load_global_f32(x + (X_COL ? col * p.ldx + row : row * p.ldx + col));
                         } else {
-                            v = gemm_finish<TO, HAS_BIAS, ACT, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
+                            v = gemm_finish<TO, HAS_BIAS, ACT, HAS_USER, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
                         }
                         store_global_elem(y + row * p.ldy + col, v);
                     }

@@ -81,6 +81,14 @@ TESSERA_DEVICE float log2_approx(float x) {
     return r;
 }
 TESSERA_DEVICE float max_f32(float a, float b) { return fmaxf(a, b); }
+// f32 arithmetic with exactly one rounding per operation: NVRTC contracts a * b + c into an FMA by
+// default, and kernels that promise a CPU reference's exact op order (the optimizer, user-defined
+// elementwise functions) use these instead of the operators.
+TESSERA_DEVICE float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+TESSERA_DEVICE float add_rn(float a, float b) { return __fadd_rn(a, b); }
+TESSERA_DEVICE float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+TESSERA_DEVICE float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+TESSERA_DEVICE float sqrt_rn(float a) { return __fsqrt_rn(a); }
 TESSERA_DEVICE float shfl_xor(float v, int lane_mask) {
     return __shfl_xor_sync(0xffffffffu, v, lane_mask);
 }
@@ -123,6 +131,10 @@ template <> TESSERA_DEVICE float bits16_to_f32<f16>(u32 bits) {
     return r;
 }
 template <> TESSERA_DEVICE float bits16_to_f32<bf16>(u32 bits) { return __int_as_float((bits & 0xffffu) << 16); }
+// Round to the nearest f16 / bf16 value (ties to even) and widen back: how a kernel that carries
+// 16-bit values in f32 registers keeps them exactly at their type.
+TESSERA_DEVICE float round_f16(float x) { return bits16_to_f32<f16>(pack2<f16>(x, 0.f)); }
+TESSERA_DEVICE float round_bf16(float x) { return bits16_to_f32<bf16>(pack2<bf16>(x, 0.f)); }
 TESSERA_DEVICE void store_global_16(void* p, chunk16 v) { *reinterpret_cast<chunk16*>(p) = v; }
 TESSERA_DEVICE void store_global_f32(float* p, float v) { *p = v; }
 

@@ -144,7 +144,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
             let mut spec = GemmSpec {
                 layout_x,
                 layout_w,
-                epilogue: Epilogue { bias, activation: Activation::ALL[act], residual },
+                epilogue: Epilogue { user: None, bias, activation: Activation::ALL[act], residual },
                 ..GemmSpec::new(DType::ALL[dtype], OutType::ALL[out])
             };
             if tile > 0 {
@@ -185,7 +185,7 @@ fn test_tiles_are_in_the_space() {
 /// tile reloads its single slot. M and N past one tile launch several CTAs in both directions.
 #[test]
 fn ring_wraps_and_grid_spans_several_ctas() {
-    let full = Epilogue { bias: true, activation: Activation::Silu, residual: true };
+    let full = Epilogue { user: None, bias: true, activation: Activation::Silu, residual: true };
     let cases = [
         (GemmSpec { epilogue: full, ..GemmSpec::new(DType::BF16, OutType::F32) }, 33, 24, 160),
         (

@@ -186,11 +186,11 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 let mut adapters = 1;
                 match variant {
                     // Single-adapter LoRA with a random epilogue.
-                    0 => spec.epilogue = Epilogue { bias, activation: Activation::ALL[act], residual },
+                    0 => spec.epilogue = Epilogue { user: None, bias, activation: Activation::ALL[act], residual },
                     // Per-row adapters.
                     1 => {
                         spec.adapters = AdapterMode::PerRow;
-                        spec.epilogue = Epilogue { bias, activation: Activation::ALL[act], residual };
+                        spec.epilogue = Epilogue { user: None, bias, activation: Activation::ALL[act], residual };
                         adapters = adapters_for(mix, drawn_adapters, m);
                     }
                     // Bottleneck: N = K.

@@ -24,7 +24,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Arch, DType, KernelSource, LaunchGeometry, SpecError, Template, WARP_SIZE};
+use crate::{Arch, DType, KernelSource, LaunchGeometry, SpecError, Template, UserFunction, WARP_SIZE};
 
 const BLOCK_MS: [u32; 3] = [32, 64, 128];
 const BLOCK_NS: [u32; 4] = [32, 64, 128, 256];
@@ -170,11 +170,15 @@ pub struct Epilogue {
     pub bias: bool,
     pub activation: Activation,
     pub residual: bool,
+    /// A user function (`#[tessera::elementwise]`, one input) applied after the activation and
+    /// before the residual. Compiled into the program, so not serialised.
+    #[serde(skip)]
+    pub user: Option<UserFunction>,
 }
 
 impl Epilogue {
     /// `alpha * acc (+ beta * C)` only.
-    pub const NONE: Epilogue = Epilogue { bias: false, activation: Activation::None, residual: false };
+    pub const NONE: Epilogue = Epilogue { bias: false, activation: Activation::None, residual: false, user: None };
 }
 
 impl Default for Epilogue {
@@ -257,6 +261,9 @@ impl GemmSpec {
 
     pub fn validate(&self, arch: Arch) -> Result<(), SpecError> {
         Arch::new(arch.sm)?;
+        if let Some(user) = &self.epilogue.user {
+            user.validate_as_epilogue()?;
+        }
         let tile = self.tile_for(arch);
         validate_tile(tile)?;
         let accumulators = self.accumulators_per_thread(tile);
@@ -307,13 +314,14 @@ impl GemmSpec {
     pub fn kernel_name(&self, arch: Arch) -> String {
         let e = self.epilogue;
         format!(
-            "tessera_gemm_{}_{}_{}{}_{}{}{}{}_{}",
+            "tessera_gemm_{}_{}_{}{}_{}{}{}{}{}_{}",
             self.dtype,
             self.out,
             self.layout_x.letter(),
             self.layout_w.letter(),
             if e.bias { "bias_" } else { "" },
             e.activation,
+            e.user.map_or(String::new(), |u| format!("_{}", u.name)),
             if e.residual { "_res" } else { "" },
             if self.aligned { "" } else { "_unaligned" },
             self.tile_for(arch)
@@ -324,9 +332,11 @@ impl GemmSpec {
     pub fn entry_point(&self, arch: Arch) -> String {
         let tile = self.tile_for(arch);
         format!(
-            "extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
+            "{user}extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
              {name}(const tessera::GemmParams params) {{\n    \
-             tessera::gemm<{ty}, {to}, {xcol}, {wcol}, {bm}, {bn}, {bk}, {w}, {s}, {aligned}, {bias}, {act}, {res}>(params);\n}}\n",
+             tessera::gemm<{ty}, {to}, {xcol}, {wcol}, {bm}, {bn}, {bk}, {w}, {s}, {aligned}, {bias}, {act}, {has_user}, {res}>(params);\n}}\n",
+            user = self.epilogue.user.map_or(String::new(), |u| u.epilogue_definition()),
+            has_user = self.epilogue.user.is_some(),
             threads = tile.threads(),
             name = self.kernel_name(arch),
             ty = self.dtype.cuda_type(),
@@ -405,7 +415,7 @@ mod tests {
     fn spec() -> GemmSpec {
         GemmSpec {
             layout_w: Layout::ColMajor,
-            epilogue: Epilogue { bias: true, activation: Activation::GeluTanh, residual: true },
+            epilogue: Epilogue { user: None, bias: true, activation: Activation::GeluTanh, residual: true },
             ..GemmSpec::new(DType::BF16, OutType::F32)
         }
     }
@@ -469,7 +479,7 @@ mod tests {
         assert_ne!(a.hash, b.hash);
         assert_ne!(a.name, b.name);
         assert!(a.cuda_src.contains(&format!("{}(const tessera::GemmParams params)", a.name)));
-        assert!(a.cuda_src.contains("gemm<tessera::bf16, float, false, true, 128, 128, 32, 8, 3, true, true, 2, true>"));
+        assert!(a.cuda_src.contains("gemm<tessera::bf16, float, false, true, 128, 128, 32, 8, 3, true, true, 2, false, true>"));
         assert_eq!(a.geometry.threads_per_block, 256);
         assert_eq!(a.geometry.dynamic_shared_bytes, 3 * (128 + 128) * 32 * 2);
         assert_eq!(a.name, "tessera_gemm_bf16_f32_rc_bias_gelu_tanh_res_m128n128k32w8s3");

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AdamWSpec, Arch, AttentionSpec, CastSpec, GemmSpec, KernelSource, LoraSpec, ScaleUpdateSpec, SpecError, UnscaleSpec};
+use crate::{
+    AdamWSpec, Arch, AttentionSpec, CastSpec, GemmSpec, KernelSource, LoraSpec, MapSpec, ScaleUpdateSpec, SpecError, UnscaleSpec,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "family")]
@@ -15,6 +17,10 @@ pub enum KernelSpec {
     Unscale(UnscaleSpec),
     AdamW(AdamWSpec),
     ScaleUpdate(ScaleUpdateSpec),
+    /// A user-defined elementwise kernel; its CUDA text is compiled into the program, so it is
+    /// not serialised.
+    #[serde(skip)]
+    Map(MapSpec),
 }
 
 impl KernelSpec {
@@ -28,6 +34,7 @@ impl KernelSpec {
             KernelSpec::Unscale(_) => "unscale",
             KernelSpec::AdamW(_) => "adamw",
             KernelSpec::ScaleUpdate(_) => "scale_update",
+            KernelSpec::Map(_) => "map",
         }
     }
 
@@ -40,6 +47,7 @@ impl KernelSpec {
             KernelSpec::Unscale(s) => s.validate(arch),
             KernelSpec::AdamW(s) => s.validate(arch),
             KernelSpec::ScaleUpdate(s) => s.validate(arch),
+            KernelSpec::Map(s) => s.validate(arch),
         }
     }
 
@@ -52,6 +60,7 @@ impl KernelSpec {
             KernelSpec::Unscale(s) => s.render(arch),
             KernelSpec::AdamW(s) => s.render(arch),
             KernelSpec::ScaleUpdate(s) => s.render(arch),
+            KernelSpec::Map(s) => s.render(arch),
         }
     }
 
@@ -64,6 +73,7 @@ impl KernelSpec {
             KernelSpec::Unscale(s) => s.kernel_name(),
             KernelSpec::AdamW(s) => s.kernel_name(),
             KernelSpec::ScaleUpdate(s) => s.kernel_name(),
+            KernelSpec::Map(s) => s.kernel_name(),
         }
     }
 
@@ -77,6 +87,7 @@ impl KernelSpec {
             KernelSpec::Unscale(s) => s.tile().to_string(),
             KernelSpec::AdamW(s) => s.tile().to_string(),
             KernelSpec::ScaleUpdate(_) => "t32".to_string(),
+            KernelSpec::Map(s) => s.tile().to_string(),
         }
     }
 }
@@ -120,5 +131,11 @@ impl From<AdamWSpec> for KernelSpec {
 impl From<ScaleUpdateSpec> for KernelSpec {
     fn from(s: ScaleUpdateSpec) -> Self {
         KernelSpec::ScaleUpdate(s)
+    }
+}
+
+impl From<MapSpec> for KernelSpec {
+    fn from(s: MapSpec) -> Self {
+        KernelSpec::Map(s)
     }
 }

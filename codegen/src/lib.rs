@@ -16,10 +16,12 @@ mod error;
 mod gemm;
 mod kernel_spec;
 mod lora;
+mod map;
 mod source;
 mod template;
 mod tile;
 mod unscale;
+mod user_function;
 
 pub use adamw::AdamWSpec;
 pub use amp_scale::ScaleUpdateSpec;
@@ -32,11 +34,13 @@ pub use elementwise::ElementwiseTile;
 pub use error::SpecError;
 pub use gemm::{Activation, Epilogue, GemmSpec, GemmTile, Layout, OutType};
 pub use kernel_spec::KernelSpec;
+pub use map::MapSpec;
 pub use lora::{AdapterMode, LoraSpec, LoraVariant, LORA_RANKS};
 pub use source::{KernelSource, LaunchGeometry};
 pub use template::{Template, PRELUDE};
 pub use tile::TileConfig;
 pub use unscale::UnscaleSpec;
+pub use user_function::{UserFunction, MAX_USER_INPUTS};
 
 /// Threads per warp on every NVIDIA architecture Tessera targets.
 pub const WARP_SIZE: u32 = 32;

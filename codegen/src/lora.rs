@@ -156,15 +156,32 @@ impl LoraSpec {
         }
         if self.is_bottleneck() {
             if self.epilogue != Epilogue::NONE {
+                let e = self.epilogue;
+                let mut parts = Vec::new();
+                if e.bias {
+                    parts.push("bias".to_string());
+                }
+                if e.activation != Activation::None {
+                    parts.push(format!("activation {}", e.activation));
+                }
+                if let Some(u) = e.user {
+                    parts.push(format!("epilogue {}", u.name));
+                }
+                if e.residual {
+                    parts.push("residual".to_string());
+                }
                 return Err(SpecError::unsupported(
                     "epilogue",
-                    format!("{:?}", self.epilogue),
+                    parts.join(" + "),
                     "none for the bottleneck variant (its activation is the variant's, its residual is X)",
                 ));
             }
             if self.adapters != AdapterMode::Single {
                 return Err(SpecError::unsupported("adapters", self.adapters, "single for the bottleneck variant"));
             }
+        }
+        if let Some(user) = &self.epilogue.user {
+            user.validate_as_epilogue()?;
         }
         let tile = self.tile_for(arch);
         validate_tile(tile)?;
@@ -238,7 +255,7 @@ impl LoraSpec {
             LoraVariant::Lora => {
                 let e = self.epilogue;
                 format!(
-                    "tessera_lora_{}_{}_{x}{}_r{}_{}_{}{}{}{aligned}_{tile}",
+                    "tessera_lora_{}_{}_{x}{}_r{}_{}_{}{}{}{}{aligned}_{tile}",
                     self.dtype,
                     self.out,
                     self.layout_w.letter(),
@@ -246,6 +263,7 @@ impl LoraSpec {
                     self.adapters,
                     if e.bias { "bias_" } else { "" },
                     e.activation,
+                    e.user.map_or(String::new(), |u| format!("_{}", u.name)),
                     if e.residual { "_res" } else { "" },
                 )
             }
@@ -261,10 +279,12 @@ impl LoraSpec {
         };
         let e = self.epilogue;
         format!(
-            "extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
+            "{user}extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
              {name}(const tessera::LoraParams params) {{\n    \
              tessera::lora<{ty}, {to}, {xcol}, {wcol}, {bm}, {bn}, {bk}, {w}, {s}, {aligned}, {r}, {fuse}, {kind}, {t_act}, \
-             {per_row}, {bias}, {act}, {res}>(params);\n}}\n",
+             {per_row}, {bias}, {act}, {has_user}, {res}>(params);\n}}\n",
+            user = e.user.map_or(String::new(), |u| u.epilogue_definition()),
+            has_user = e.user.is_some(),
             threads = tile.threads(),
             name = self.kernel_name(arch),
             ty = self.dtype.cuda_type(),
@@ -357,7 +377,7 @@ mod tests {
         assert_eq!(src, s.render(Arch::SM80).unwrap());
         let b = LoraSpec::bottleneck(DType::F16, OutType::F16, 64, Activation::Silu).render(Arch::SM90).unwrap();
         assert!(b.name.starts_with("tessera_bottleneck_f16_f16_r_r64_silu_"), "{}", b.name);
-        assert!(b.cuda_src.contains(", 64, false, 1, 3, false, false, 0, false>(params)"), "{}", b.name);
+        assert!(b.cuda_src.contains(", 64, false, 1, 3, false, false, 0, false, false>(params)"), "{}", b.name);
         assert_ne!(b.hash, src.hash);
     }
 

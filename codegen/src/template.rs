@@ -22,6 +22,8 @@ pub enum Template {
     AdamW,
     /// Loss-scale and fp8-scale updates.
     AmpScale,
+    /// User-defined elementwise kernels (`#[tessera::elementwise]`).
+    Map,
 }
 
 impl Template {
@@ -35,6 +37,7 @@ impl Template {
             Template::Unscale => "unscale.cuh",
             Template::AdamW => "adamw.cuh",
             Template::AmpScale => "amp_scale.cuh",
+            Template::Map => "map.cuh",
         }
     }
 
@@ -48,6 +51,7 @@ impl Template {
             Template::Unscale => include_str!("../../templates/unscale.cuh"),
             Template::AdamW => include_str!("../../templates/adamw.cuh"),
             Template::AmpScale => include_str!("../../templates/amp_scale.cuh"),
+            Template::Map => include_str!("../../templates/map.cuh"),
         }
     }
 
@@ -55,7 +59,7 @@ impl Template {
     pub fn requires(self) -> &'static [Template] {
         match self {
             Template::Lora => &[Template::Gemm],
-            Template::Cast | Template::Unscale | Template::AdamW | Template::AmpScale => &[Template::Amp],
+            Template::Cast | Template::Unscale | Template::AdamW | Template::AmpScale | Template::Map => &[Template::Amp],
             _ => &[],
         }
     }

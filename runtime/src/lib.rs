@@ -30,6 +30,7 @@ pub mod gemm;
 pub mod launch;
 pub mod locate;
 pub mod lora;
+pub mod map;
 pub mod nvrtc;
 pub mod ptxas;
 pub mod reference;

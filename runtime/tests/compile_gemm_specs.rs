@@ -23,7 +23,7 @@ fn specs() -> Vec<(GemmSpec, Arch)> {
                 for layout_w in Layout::ALL {
                     let spec = |activation, (bias, residual)| GemmSpec {
                         layout_w,
-                        epilogue: Epilogue { bias, activation, residual },
+                        epilogue: Epilogue { user: None, bias, activation, residual },
                         ..GemmSpec::new(dtype, out)
                     };
                     // The 64 x 64 warp tile (128 accumulators per thread) with the full epilogue.

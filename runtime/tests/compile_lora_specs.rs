@@ -14,7 +14,7 @@ use tessera_runtime::codegen::{
 
 fn specs() -> Vec<(LoraSpec, Arch)> {
     let all = std::env::var("TESSERA_LORA_ALL_SPECS").is_ok_and(|v| v == "1");
-    let full = Epilogue { bias: true, activation: Activation::GeluTanh, residual: true };
+    let full = Epilogue { user: None, bias: true, activation: Activation::GeluTanh, residual: true };
     let mut specs = Vec::new();
     let mut rotate = 0usize;
     for arch in [Arch::SM80, Arch::SM90] {

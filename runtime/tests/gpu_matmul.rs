@@ -39,7 +39,7 @@ fn gemm_matches_the_reference() {
             let spec = GemmSpec {
                 layout_x,
                 layout_w: Layout::ALL[(i + j) % 2],
-                epilogue: Epilogue { bias: true, activation: Activation::ALL[i % 4], residual: j == 1 },
+                epilogue: Epilogue { user: None, bias: true, activation: Activation::ALL[i % 4], residual: j == 1 },
                 ..GemmSpec::new(DType::ALL[i % 2], OutType::ALL[(i + j) % 3])
             };
             let p = GemmProblem::new(m, n, k);

@@ -220,6 +220,11 @@ TESSERA_DEVICE float exp2_approx(float x) {
 }
 TESSERA_DEVICE float log2_approx(float x) { return std::log2(tessera_host::flush_subnormal(x)); }
 TESSERA_DEVICE float max_f32(float a, float b) { return std::fmax(a, b); }
+TESSERA_DEVICE float mul_rn(float a, float b) { return a * b; }
+TESSERA_DEVICE float add_rn(float a, float b) { return a + b; }
+TESSERA_DEVICE float sub_rn(float a, float b) { return a - b; }
+TESSERA_DEVICE float div_rn(float a, float b) { return a / b; }
+TESSERA_DEVICE float sqrt_rn(float a) { return std::sqrt(a); }
 TESSERA_DEVICE float shfl_xor(float v, int lane_mask) { return tessera_host::warp_shfl_xor(v, lane_mask); }
 
 TESSERA_DEVICE void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) {
@@ -253,6 +258,8 @@ TESSERA_DEVICE chunk16 load_global_16(const void* p) {
 template <typename T> TESSERA_DEVICE float bits16_to_f32(u32 bits);
 template <> TESSERA_DEVICE float bits16_to_f32<f16>(u32 bits) { return tessera_host::f16_to_f32((unsigned short)bits); }
 template <> TESSERA_DEVICE float bits16_to_f32<bf16>(u32 bits) { return tessera_host::bf16_to_f32((unsigned short)bits); }
+TESSERA_DEVICE float round_f16(float x) { return tessera_host::f16_to_f32(tessera_host::f32_to_f16_rn(x)); }
+TESSERA_DEVICE float round_bf16(float x) { return tessera_host::bf16_to_f32(tessera_host::f32_to_bf16_rn(x)); }
 TESSERA_DEVICE void store_global_16(void* p, chunk16 v) { tessera_host::global_store(p, &v, 16); }
 TESSERA_DEVICE void store_global_f32(float* p, float v) { tessera_host::global_store(p, &v, 4); }
 

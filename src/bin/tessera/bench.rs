@@ -1,5 +1,6 @@
-//! `tessera bench attention|gemm|lora`: device time of one kernel with CUDA events (median of
-//! repetitions) on random inputs.
+//! `tessera bench attention|gemm|lora|cast|unscale|adamw`: device time of one kernel with CUDA
+//! events (median of repetitions) on random inputs. The mixed-precision training kernels (cast,
+//! unscale, AdamW) are in `bench_amp.rs` and report bandwidth instead of FLOP/s.
 
 use clap::{Args, Subcommand, ValueEnum};
 use rand::rngs::StdRng;
@@ -15,6 +16,7 @@ use tessera::runtime::{
 };
 use tessera::{Arch, DType, TesseraError};
 
+use crate::bench_amp::{bench_adamw, bench_cast, bench_unscale, BenchAdamWArgs, BenchCastArgs, BenchUnscaleArgs};
 use crate::flags::{parse_dtype, parse_layout, parse_out_type, same_out_type, GemmTileFlags, TileFlags};
 use crate::Result;
 
@@ -26,6 +28,14 @@ pub enum BenchFamily {
     Gemm(BenchGemmArgs),
     /// Fused LoRA `Y = X W + s (X A_i) B_i` on random inputs; FLOPs = 2 M N K + 2 M K r + 2 M r N.
     Lora(BenchLoraArgs),
+    /// Element type conversion of one tensor of n random values (optionally scaled, with amax);
+    /// bytes = n (size_from + size_to) [+ 4 scale read] [+ 4 amax write].
+    Cast(BenchCastArgs),
+    /// In-place gradient unscale + non-finite check over a list of tensors; bytes = 2 n size.
+    Unscale(BenchUnscaleArgs),
+    /// Fused AdamW step (f32 master weights and moments) over a list of tensors; bytes per
+    /// element = size_grad + 24 (master, m, v read and written) + size_model.
+    Adamw(BenchAdamWArgs),
 }
 
 #[derive(Args)]
@@ -178,35 +188,38 @@ pub fn run(family: BenchFamily) -> Result<()> {
         BenchFamily::Attention(args) => bench_attention(args),
         BenchFamily::Gemm(args) => bench_gemm(args),
         BenchFamily::Lora(args) => bench_lora(args),
+        BenchFamily::Cast(args) => bench_cast(args),
+        BenchFamily::Unscale(args) => bench_unscale(args),
+        BenchFamily::Adamw(args) => bench_adamw(args),
     }
 }
 
 /// Device buffers of one benchmark: freed by [`DeviceMemory::free_all`] after timing (which
 /// reports errors), or on drop when an error ends the benchmark early.
-struct DeviceMemory<'a> {
+pub(crate) struct DeviceMemory<'a> {
     backend: &'a dyn Backend,
-    buffers: Vec<DeviceBuffer>,
+    pub(crate) buffers: Vec<DeviceBuffer>,
 }
 
 impl<'a> DeviceMemory<'a> {
-    fn new(backend: &'a dyn Backend) -> Self {
+    pub(crate) fn new(backend: &'a dyn Backend) -> Self {
         DeviceMemory { backend, buffers: Vec::new() }
     }
 
     /// Uploads `bytes` into a new buffer and returns its index.
-    fn upload(&mut self, bytes: &[u8]) -> Result<usize> {
+    pub(crate) fn upload(&mut self, bytes: &[u8]) -> Result<usize> {
         let index = self.alloc(bytes.len())?;
         self.backend.write(&self.buffers[index], bytes)?;
         Ok(index)
     }
 
     /// Allocates an uninitialised buffer and returns its index.
-    fn alloc(&mut self, bytes: usize) -> Result<usize> {
+    pub(crate) fn alloc(&mut self, bytes: usize) -> Result<usize> {
         self.buffers.push(self.backend.alloc(bytes)?);
         Ok(self.buffers.len() - 1)
     }
 
-    fn free_all(mut self) -> Result<()> {
+    pub(crate) fn free_all(mut self) -> Result<()> {
         for buffer in std::mem::take(&mut self.buffers) {
             self.backend.free(buffer)?;
         }
@@ -235,7 +248,7 @@ impl RandomData {
     }
 }
 
-fn check_run_args(reps: usize, dims: &[(&str, usize)]) -> Result<()> {
+pub(crate) fn check_run_args(reps: usize, dims: &[(&str, usize)]) -> Result<()> {
     if reps == 0 {
         return Err(TesseraError::input("--reps", "must be at least 1"));
     }
@@ -248,14 +261,14 @@ fn check_run_args(reps: usize, dims: &[(&str, usize)]) -> Result<()> {
 }
 
 /// Median, min and max of the timed launches, in milliseconds.
-struct Timing {
-    median: f64,
-    min: f64,
-    max: f64,
+pub(crate) struct Timing {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
 }
 
 impl Timing {
-    fn of(mut times: Vec<f32>) -> Self {
+    pub(crate) fn of(mut times: Vec<f32>) -> Self {
         times.sort_by(f32::total_cmp);
         let at = |i: Option<usize>| i.and_then(|i| times.get(i)).map_or(f64::NAN, |&t| f64::from(t));
         Timing {

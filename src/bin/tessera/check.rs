@@ -122,7 +122,7 @@ fn gemm_specs(dtype: DType) -> Vec<GemmSpec> {
                         layout_x,
                         layout_w,
                         aligned,
-                        epilogue: Epilogue { bias: true, activation, residual: true },
+                        epilogue: Epilogue { user: None, bias: true, activation, residual: true },
                         ..GemmSpec::new(dtype, out)
                     });
                 }
@@ -135,7 +135,7 @@ fn gemm_specs(dtype: DType) -> Vec<GemmSpec> {
 /// Every LoRA code path of one input dtype: each rank single and per-row (per-row with the full
 /// epilogue), the element-wise loader, both X layouts, and the bottleneck with each activation.
 fn lora_specs(dtype: DType) -> Vec<LoraSpec> {
-    let full = Epilogue { bias: true, activation: Activation::GeluTanh, residual: true };
+    let full = Epilogue { user: None, bias: true, activation: Activation::GeluTanh, residual: true };
     let mut specs = Vec::new();
     for (i, rank) in LORA_RANKS.into_iter().enumerate() {
         let out = OutType::ALL[i % 3];

@@ -146,7 +146,7 @@ impl GemmSpecFlags {
         let mut spec = GemmSpec {
             layout_x: self.x_layout,
             layout_w: self.w_layout,
-            epilogue: Epilogue { bias: self.bias, activation: self.activation, residual: self.residual },
+            epilogue: Epilogue { user: None, bias: self.bias, activation: self.activation, residual: self.residual },
             aligned: !self.unaligned,
             ..GemmSpec::new(self.dtype, self.out_type.unwrap_or(same_out_type(self.dtype)))
         };
@@ -283,4 +283,21 @@ pub fn family_list() -> String {
         archs.join(", "),
         LORA_RANKS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
     )
+}
+
+/// The kernels declared with the tessera macros and linked into this program (the registry).
+pub fn registry_list() -> String {
+    let kernels = tessera::registry::kernels();
+    let mut out = format!("\nregistered kernels ({}; declared with #[tessera::attention|gemm|lora|elementwise]):\n", kernels.len());
+    for k in kernels {
+        out.push_str(&format!(
+            "  {:<24} {:<11} {}::{}  ({})\n",
+            k.name,
+            k.spec.family(),
+            k.module,
+            k.name,
+            k.spec.kernel_name(Arch::SM80)
+        ));
+    }
+    out
 }

@@ -3,10 +3,13 @@
 //! Flags and the `.npy` in/out contract are a public interface: add, never rename.
 
 mod bench;
+mod bench_amp;
 mod check;
+mod declared;
 mod demo;
 mod flags;
 mod run;
+mod run_amp;
 mod run_gemm;
 
 use std::process::ExitCode;
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List => {
             print!("{}", flags::family_list());
+            print!("{}", flags::registry_list());
             Ok(())
         }
         Command::Emit { family } => flags::emit(family),

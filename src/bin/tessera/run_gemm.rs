@@ -139,7 +139,7 @@ pub fn run_gemm_cmd(args: RunGemmArgs) -> Result<()> {
     let mut spec = GemmSpec {
         layout_x: c.x_layout,
         layout_w: c.w_layout,
-        epilogue: Epilogue { bias: bias.is_some(), activation: c.activation, residual: residual.is_some() },
+        epilogue: Epilogue { user: None, bias: bias.is_some(), activation: c.activation, residual: residual.is_some() },
         ..GemmSpec::new(c.dtype, c.out_type.unwrap_or(same_out_type(c.dtype)))
     };
     // Spec fields are checked before looking for a device; the device's limits once it is known.
@@ -213,7 +213,7 @@ pub fn run_lora_cmd(args: RunLoraArgs) -> Result<()> {
         Some(f) => LoraSpec::bottleneck(c.dtype, out, rank, f),
         None => LoraSpec {
             layout_w: c.w_layout,
-            epilogue: Epilogue { bias: bias.is_some(), activation: c.activation, residual: residual.is_some() },
+            epilogue: Epilogue { user: None, bias: bias.is_some(), activation: c.activation, residual: residual.is_some() },
             ..LoraSpec::new(c.dtype, out, rank)
         },
     };

@@ -1,0 +1,4 @@
+#[tessera::lora(dtype = bf16, rank = 3)]
+struct Lora;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tessera::gemm(dtype = bf16, heads = 4)]
+struct Gemm;
+
+fn main() {}
