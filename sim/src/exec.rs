@@ -373,6 +373,10 @@ fn interpret(
                 let (x, y) = (input32(f32b(r!(a)), f), input32(f32b(r!(b)), f));
                 r!(d) = b32f(output32(f32_directed(op, x, y, rnd), f));
             }
+            Op::FmaDirectedF32 { rnd, f } => {
+                let (x, y, z) = (input32(f32b(r!(a)), f), input32(f32b(r!(b)), f), input32(f32b(r!(c)), f));
+                r!(d) = b32f(output32(fma_directed_f32(x, y, z, rnd), f));
+            }
             // ---- f64
             Op::AddF64 => r!(d) = (f64b(r!(a)) + f64b(r!(b))).to_bits(),
             Op::SubF64 => r!(d) = (f64b(r!(a)) - f64b(r!(b))).to_bits(),

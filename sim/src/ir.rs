@@ -342,6 +342,9 @@ pub(crate) enum Op {
     CopysignF32,
     /// add/sub/mul with .rz/.rm/.rp.
     RoundF32 { op: FBin, rnd: Rnd, f: u8 },
+    /// fma.{rz,rm,rp}.f32: the exact a * b + c rounded in a directed mode (libdevice's expf and
+    /// tanhf use them).
+    FmaDirectedF32 { rnd: Rnd, f: u8 },
     // ---- f64
     AddF64,
     SubF64,

@@ -874,6 +874,7 @@ impl<'a> Lx<'a> {
                     "mul" => (Op::MulF32 { f }, 2),
                     // mad.f32 on sm_20+ is fused, exactly fma.rn.f32.
                     "fma" | "mad" if !directed => (Op::FmaF32 { f }, 3),
+                    "fma" if directed => (Op::FmaDirectedF32 { rnd, f }, 3),
                     "div" if !directed && (approx || full || rnd == Rnd::Rn) => (Op::DivF32 { f, approx: approx || full }, 2),
                     "min" if rnd == Rnd::Default && f & SAT == 0 => (Op::MinF32 { f, nan }, 2),
                     "max" if rnd == Rnd::Default && f & SAT == 0 => (Op::MaxF32 { f, nan }, 2),

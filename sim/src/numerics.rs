@@ -258,6 +258,20 @@ pub(crate) fn f32_directed(op: crate::ir::FBin, a: f32, b: f32, rnd: Rnd) -> f32
     f64_to_f32(x, rnd, sticky)
 }
 
+/// fma.f32 with a directed rounding mode: the product of two f32 is exact in f64, and the sum with
+/// c is exact as (f64 sum, sign of the error), which a directed conversion to f32 rounds correctly.
+pub(crate) fn fma_directed_f32(a: f32, b: f32, c: f32, rnd: Rnd) -> f32 {
+    let p = (a as f64) * (b as f64);
+    if p.is_nan() || c.is_nan() {
+        return f32::NAN;
+    }
+    let (x, sticky) = two_sum(p, c as f64);
+    if x.is_nan() {
+        return f32::NAN;
+    }
+    f64_to_f32(x, rnd, sticky)
+}
+
 /// f64 add/sub/mul with a directed rounding mode (error-free transformations, then a nudge).
 pub(crate) fn f64_directed(op: crate::ir::FBin, a: f64, b: f64, rnd: Rnd) -> f64 {
     use crate::ir::FBin;
@@ -478,6 +492,20 @@ mod tests {
         assert_eq!(f32_to_f16_rn(f32::NAN), 0x7fff);
         assert_eq!(f32_to_bf16_rn(f32::NAN), 0x7fff);
         assert_eq!(f64_to_half(f64::NAN, false, Rnd::Rz), 0x7fff);
+    }
+
+    #[test]
+    fn directed_fma_rounds_the_exact_value() {
+        // 1 + 2^-30 is not an f32; rm gives 1, rp the next f32 up, rn 1.
+        let (a, b, c) = (1.0f32, 1.0f32, 2f32.powi(-30));
+        assert_eq!(fma_directed_f32(a, b, c, Rnd::Rm), 1.0);
+        assert_eq!(fma_directed_f32(a, b, c, Rnd::Rp), 1.0 + f32::EPSILON);
+        assert_eq!(fma_directed_f32(a, b, -c, Rnd::Rz), 1.0 - f32::EPSILON / 2.0);
+        // Exact results stay exact in every mode.
+        for rnd in [Rnd::Rz, Rnd::Rm, Rnd::Rp] {
+            assert_eq!(fma_directed_f32(3.0, 0.5, 0.25, rnd), 1.75);
+        }
+        assert!(fma_directed_f32(f32::NAN, 1.0, 0.0, Rnd::Rm).is_nan());
     }
 
     #[test]

@@ -86,6 +86,7 @@ fn fields(inst: &Inst, out: &mut Vec<(Field, bool)>) {
         | Op::MadHi { .. }
         | Op::MadWide { .. }
         | Op::FmaF32 { .. }
+        | Op::FmaDirectedF32 { .. }
         | Op::FmaF64
         | Op::Shf { .. }
         | Op::Bfe { .. }
