@@ -20,6 +20,7 @@ mod map;
 mod source;
 mod template;
 mod tile;
+mod tile_choice;
 mod unscale;
 mod user_function;
 
@@ -39,6 +40,7 @@ pub use lora::{AdapterMode, LoraSpec, LoraVariant, LORA_RANKS};
 pub use source::{KernelSource, LaunchGeometry};
 pub use template::{Template, PRELUDE};
 pub use tile::TileConfig;
+pub use tile_choice::TileChoice;
 pub use unscale::UnscaleSpec;
 pub use user_function::{UserFunction, MAX_USER_INPUTS};
 

@@ -479,6 +479,13 @@ pub fn prepare_attention(
     for buffer in buffers.all() {
         backend.check_buffer(buffer)?;
     }
+    // A spec that leaves its tile to the default takes the tuned one, if the database has it.
+    let shape = [problem.batch * problem.heads_q, problem.seq_q, problem.seq_k];
+    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &shape) {
+        tessera_codegen::KernelSpec::Attention(s) => s,
+        _ => *spec,
+    };
+    let spec = &tuned;
     let spans = buffers.spans();
     check(spec, problem, strides, &spans, scale)?;
     let arch: Arch = backend.arch();

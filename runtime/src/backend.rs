@@ -170,6 +170,17 @@ pub trait Backend: Send + Sync {
     /// The architecture kernels are generated for.
     fn arch(&self) -> Arch;
 
+    /// What tuned tiles are keyed by: the device, its compute capability, driver and NVRTC.
+    fn device_fingerprint(&self) -> crate::tuning::DeviceFingerprint {
+        let arch = self.arch();
+        crate::tuning::DeviceFingerprint {
+            name: self.device_name(),
+            compute_capability: (arch.sm / 10, arch.sm % 10),
+            driver: 0,
+            nvrtc: crate::nvrtc::nvrtc_version().unwrap_or((0, 0)),
+        }
+    }
+
     /// Streaming multiprocessors, for launchers that size their grid to the device. The default
     /// is a small count, so schedules meant for a full GPU still split work on a simulator.
     fn multiprocessors(&self) -> u32 {

@@ -209,6 +209,16 @@ impl Backend for CudaBackend {
         self.multiprocessors
     }
 
+    fn device_fingerprint(&self) -> crate::tuning::DeviceFingerprint {
+        let (major, minor) = self.compute_capability;
+        crate::tuning::DeviceFingerprint {
+            name: self.name.clone(),
+            compute_capability: (major.max(0) as u32, minor.max(0) as u32),
+            driver: self.driver_version,
+            nvrtc: crate::nvrtc::nvrtc_version().unwrap_or((0, 0)),
+        }
+    }
+
     fn output_kind(&self) -> OutputKind {
         OutputKind::Cubin
     }

@@ -56,7 +56,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_poison() {
-        let v = [0.0, -1.5, 3.25, 448.0];
+        let v = [0.0, -1.5, 3.5, 448.0];
         for t in ElemType::ALL {
             assert_eq!(decode_elems(&encode_elems(&v, t), t), v, "{t}");
             assert!(decode_elems(&poison_elems(3, t), t).iter().all(|x| x.is_nan()), "{t}");

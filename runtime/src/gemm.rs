@@ -390,6 +390,12 @@ pub fn prepare_gemm(
     for buffer in buffers.all() {
         backend.check_buffer(buffer)?;
     }
+    // A spec that leaves its tile to the default takes the tuned one, if the database has it.
+    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &[problem.m, problem.n, problem.k]) {
+        tessera_codegen::KernelSpec::Gemm(s) => s,
+        _ => *spec,
+    };
+    let spec = &tuned;
     let spans = buffers.spans();
     check(spec, problem, strides, &spans, alpha, beta)?;
     let arch = backend.arch();

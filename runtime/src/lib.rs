@@ -36,6 +36,7 @@ pub mod ptxas;
 pub mod reference;
 pub mod sim;
 pub mod tensor_list;
+pub mod tuning;
 pub mod unscale;
 
 pub use tessera_codegen as codegen;

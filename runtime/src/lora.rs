@@ -306,6 +306,13 @@ pub fn prepare_lora(
     for buffer in buffers.all() {
         backend.check_buffer(buffer)?;
     }
+    // A spec that leaves its tile to the default takes the tuned one, if the database has it.
+    let shape = [problem.m, problem.n, problem.k, problem.adapters];
+    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &shape) {
+        tessera_codegen::KernelSpec::Lora(s) => s,
+        _ => *spec,
+    };
+    let spec = &tuned;
     check(spec, problem, strides, buffers, scale)?;
     let arch = backend.arch();
     let source = spec.render(arch)?;

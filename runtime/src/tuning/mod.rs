@@ -1,0 +1,38 @@
+//! Run-time tuning: which tile a kernel should use on this GPU for this shape.
+//!
+//! - [`space`]: the candidates, pruned before compiling by the target's limits (the spec's own
+//!   validation: shared memory, accumulators, threads) and by the shape (no 128-row tiles for 16 rows).
+//! - [`tuner`]: compiles candidates in parallel, times each on the GPU (rotating inputs so L2 does
+//!   not flatter), verifies every candidate's output against the default tile's, picks the fastest.
+//! - [`db`]: the JSON database of winners keyed by [`TuningKey`] (spec, power-of-two shape bucket,
+//!   GPU, compute capability, driver and NVRTC versions); launches consult it through
+//!   [`tuned_spec`] and fall back to the spec's heuristic default.
+
+pub mod db;
+pub mod key;
+pub mod space;
+pub mod targets;
+pub mod tuner;
+
+pub use db::{DbEntry, TuningDb};
+pub use key::{bucket, DeviceFingerprint, TuningKey};
+pub use space::prune_for_shape;
+pub use tuner::{tune, CandidateResult, CandidateStatus, TuneOptions, TuneReport, TuneTarget};
+
+use tessera_codegen::KernelSpec;
+
+use crate::backend::Backend;
+
+/// `spec` with the tile the global tuning database holds for this backend and shape, when the spec
+/// leaves its tile to the default and the database has a valid entry; otherwise `spec` unchanged.
+pub fn tuned_spec(backend: &dyn Backend, spec: KernelSpec, shape: &[usize]) -> KernelSpec {
+    if spec.untiled() != spec {
+        return spec; // an explicit tile always wins
+    }
+    let key = TuningKey::new(&spec, shape, backend.device_fingerprint());
+    let Some(tile) = db::global_lookup(&key) else { return spec };
+    match spec.with_tile_choice(tile) {
+        Some(tuned) if tuned.validate(backend.arch()).is_ok() => tuned,
+        _ => spec,
+    }
+}

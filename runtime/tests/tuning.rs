@@ -1,0 +1,68 @@
+//! The tuner and the tuning database on the simulator (no GPU: candidates are compiled, run and
+//! verified, not timed), and a launch picking up a tuned tile from the database.
+
+mod common;
+
+use tessera_codegen::{Arch, DType, GemmSpec, GemmTile, KernelSpec, OutType, TileChoice};
+use tessera_runtime::gemm::{prepare_gemm, GemmBuffers, GemmStrides};
+use tessera_runtime::simulator::SimOptions;
+use tessera_runtime::tuning::{self, db, space, targets, CandidateStatus, DbEntry, TuneOptions, TuningKey};
+use tessera_runtime::{Backend, Compiler, GemmProblem, SimBackend};
+
+#[test]
+fn tuner_compiles_runs_and_verifies_candidates_on_the_simulator() {
+    if !common::nvrtc_available() {
+        return;
+    }
+    let backend = SimBackend::with_options(Arch::SM80, SimOptions { checks: false, ..SimOptions::default() });
+    let compiler = Compiler::new();
+    let spec = GemmSpec::new(DType::F16, OutType::F32);
+    let problem = GemmProblem::new(48, 40, 64);
+    let all = space::candidates(&spec.into(), Arch::SM80, &[48, 40, 64]);
+    assert!(all.iter().skip(1).all(|t| matches!(t, TileChoice::Gemm(g) if g.block_m <= 64 && g.block_n <= 64)));
+    let candidates: Vec<TileChoice> = all.into_iter().take(4).collect();
+    let target = targets::gemm_target(&backend, &compiler, &spec, problem).unwrap();
+    let report = tuning::tune(&target, &candidates, &TuneOptions { timing: false, ..TuneOptions::default() }, &|_, _, _| {});
+    assert_eq!(report.results.len(), 4);
+    for r in &report.results {
+        assert_eq!(r.status, CandidateStatus::Compiled, "{}", r.tile);
+    }
+    assert!(report.best.is_none(), "nothing is chosen without timings");
+}
+
+#[test]
+fn a_launch_uses_the_tuned_tile_from_the_database() {
+    if !common::nvrtc_available() {
+        return;
+    }
+    let backend = SimBackend::new(Arch::SM80);
+    let compiler = Compiler::new();
+    let spec = GemmSpec::new(DType::BF16, OutType::BF16);
+    let problem = GemmProblem::new(40, 48, 32);
+    let tuned = GemmTile::new(32, 32, 32, 4, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tuning.json");
+    let key = TuningKey::new(&KernelSpec::from(spec), &[40, 48, 32], backend.device_fingerprint());
+    let (mut file, _) = db::TuningDb::open(&path);
+    file.insert(DbEntry { key, tile: TileChoice::Gemm(tuned), median_ms: 1.0, throughput: 1.0, unit: "TFLOP/s".into(), candidates: 2 });
+    file.save().unwrap();
+    assert!(db::use_global_path(&path).is_none());
+
+    let alloc = |bytes: usize| backend.alloc(bytes).unwrap();
+    let (x, w, y) = (alloc(40 * 32 * 2), alloc(32 * 48 * 2), alloc(40 * 48 * 2));
+    let buffers = GemmBuffers { x: &x, w: &w, c: None, bias: None, residual: None, y: &y };
+    let strides = GemmStrides::contiguous(&spec, &problem);
+    let launch = prepare_gemm(&backend, &compiler, &spec, &problem, &strides, &buffers, 1.0, 0.0).unwrap();
+    let name = launch.kernel().unwrap().name().to_string();
+    assert!(name.ends_with(&tuned.to_string()), "{name}");
+    // Another shape bucket keeps the default.
+    let other = GemmProblem::new(300, 48, 32);
+    let (x2, y2) = (alloc(300 * 32 * 2), alloc(300 * 48 * 2));
+    let b2 = GemmBuffers { x: &x2, y: &y2, ..buffers };
+    let launch = prepare_gemm(&backend, &compiler, &spec, &other, &GemmStrides::contiguous(&spec, &other), &b2, 1.0, 0.0).unwrap();
+    assert!(launch.kernel().unwrap().name().ends_with(&GemmSpec::default_tile(Arch::SM80).to_string()));
+    // An explicit tile always wins.
+    let explicit = spec.with_tile(GemmTile::new(64, 64, 32, 4, 2));
+    let launch = prepare_gemm(&backend, &compiler, &explicit, &problem, &strides, &buffers, 1.0, 0.0).unwrap();
+    assert!(launch.kernel().unwrap().name().ends_with("m64n64k32w4s2"));
+}
