@@ -76,5 +76,29 @@ fn cache_hit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, render, compile_cold, cache_hit);
+/// The tuning-database lookup every launch of a spec without an explicit tile makes: the key
+/// (spec, bucketed shape, device fingerprint) and a hash-map probe, through a database of 1,000
+/// entries. Target: under 1 us.
+fn tuning_lookup(c: &mut Criterion) {
+    use tessera::codegen::{GemmSpec, GemmTile, KernelSpec, OutType, TileChoice};
+    use tessera::runtime::tuning::{self, db, DbEntry, TuningKey};
+    use tessera::runtime::{Backend, SimBackend};
+    let backend = SimBackend::new(Arch::SM80);
+    let spec = KernelSpec::from(GemmSpec::new(DType::BF16, OutType::BF16));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tuning.json");
+    let (mut file, _) = db::TuningDb::open(&path);
+    for i in 0..1000usize {
+        let key = TuningKey::new(&spec, &[1 << (i % 20), 1 << (i / 20 % 20), 4096], backend.device_fingerprint());
+        file.insert(DbEntry { key, tile: TileChoice::Gemm(GemmTile::new(64, 64, 32, 4, 2)), median_ms: 1.0, throughput: 1.0, unit: "TFLOP/s".into(), candidates: 1 });
+    }
+    file.save().expect("save");
+    db::use_global_path(&path);
+    let mut group = c.benchmark_group("tuning_lookup");
+    group.bench_function("tuned_spec_hit", |b| b.iter(|| tuning::tuned_spec(&backend, spec, &[1000, 4000, 4096])));
+    group.bench_function("tuned_spec_miss", |b| b.iter(|| tuning::tuned_spec(&backend, spec, &[3, 5, 7])));
+    group.finish();
+}
+
+criterion_group!(benches, render, compile_cold, cache_hit, tuning_lookup);
 criterion_main!(benches);

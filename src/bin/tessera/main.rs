@@ -8,9 +8,11 @@ mod check;
 mod declared;
 mod demo;
 mod flags;
+mod plot;
 mod run;
 mod run_amp;
 mod run_gemm;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -45,9 +47,17 @@ enum Command {
         #[command(subcommand)]
         family: bench::BenchFamily,
     },
+    /// Time every candidate tile for some shapes on the GPU and store the winners (--dry-run: list
+    /// the pruned space; without a GPU: compile every candidate).
+    Tune {
+        #[command(subcommand)]
+        family: tune::TuneFamily,
+    },
     /// The main job: generate, compile, run attention on random inputs and check it against the
     /// CPU reference (on the GPU when present, else on the CPU simulator).
     Demo(demo::DemoArgs),
+    /// Draw the merged GPU benchmark results of benches/gpu/run_all.py as one PNG (Tessera vs PyTorch).
+    Plot(plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +73,8 @@ fn main() -> ExitCode {
         Command::Run { family } => run::run(family),
         Command::Bench { family } => bench::run(family),
         Command::Demo(args) => demo::run(args),
+        Command::Tune { family } => tune::run(family),
+        Command::Plot(args) => plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
