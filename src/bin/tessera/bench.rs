@@ -36,6 +36,8 @@ pub enum BenchFamily {
     /// Fused AdamW step (f32 master weights and moments) over a list of tensors; bytes per
     /// element = size_grad + 24 (master, m, v read and written) + size_model.
     Adamw(BenchAdamWArgs),
+    /// Every family at a representative shape, as one table.
+    All(crate::bench_all::BenchAllArgs),
 }
 
 #[derive(Args)]
@@ -191,6 +193,7 @@ pub fn run(family: BenchFamily) -> Result<()> {
         BenchFamily::Cast(args) => bench_cast(args),
         BenchFamily::Unscale(args) => bench_unscale(args),
         BenchFamily::Adamw(args) => bench_adamw(args),
+        BenchFamily::All(args) => crate::bench_all::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Flags and the `.npy` in/out contract are a public interface: add, never rename.
 
 mod bench;
+mod bench_all;
 mod bench_amp;
 mod check;
 mod declared;
