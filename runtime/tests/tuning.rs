@@ -66,3 +66,30 @@ fn a_launch_uses_the_tuned_tile_from_the_database() {
     let launch = prepare_gemm(&backend, &compiler, &explicit, &problem, &strides, &buffers, 1.0, 0.0).unwrap();
     assert!(launch.kernel().unwrap().name().ends_with("m64n64k32w4s2"));
 }
+
+#[test]
+fn elementwise_family_targets_verify_on_the_simulator() {
+    use tessera_codegen::{AdamWSpec, CastSpec, ElemType, UnscaleSpec};
+    if !common::nvrtc_available() {
+        return;
+    }
+    let backend = SimBackend::with_options(Arch::SM80, SimOptions { checks: false, ..SimOptions::default() });
+    let compiler = Compiler::new();
+    let opts = TuneOptions { timing: false, ..TuneOptions::default() };
+    let cast = CastSpec::to_fp8(ElemType::BF16, ElemType::E4M3);
+    let unscale = UnscaleSpec::default();
+    let adamw = AdamWSpec::default();
+    let cases: Vec<(KernelSpec, Box<dyn tuning::TuneTarget + '_>, Vec<usize>)> = vec![
+        (cast.into(), Box::new(targets::cast_target(&backend, &compiler, &cast, 3000).unwrap()), vec![3000]),
+        (unscale.into(), Box::new(targets::unscale_target(&backend, &compiler, &unscale, 5000, 3).unwrap()), vec![5000]),
+        (adamw.into(), Box::new(targets::adamw_target(&backend, &compiler, &adamw, 3000, 3).unwrap()), vec![3000]),
+    ];
+    for (spec, target, shape) in cases {
+        let candidates: Vec<TileChoice> = space::candidates(&spec, Arch::SM80, &shape).into_iter().take(3).collect();
+        assert_eq!(candidates.len(), 3, "{}", spec.family());
+        let report = tuning::tune(target.as_ref(), &candidates, &opts, &|_, _, _| {});
+        for r in &report.results {
+            assert_eq!(r.status, CandidateStatus::Compiled, "{} {}", spec.family(), r.tile);
+        }
+    }
+}

@@ -4,37 +4,84 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_codegen::{AttentionSpec, DType, GemmSpec, KernelSpec, LoraSpec, OutType, TileChoice};
+use tessera_codegen::{AdamWSpec, AttentionSpec, CastSpec, DType, ElemType, GemmSpec, KernelSpec, LoraSpec, OutType, TileChoice, UnscaleSpec};
 
 use super::tuner::TuneTarget;
 use crate::attention::{encode, prepare_attention, AttentionBuffers, AttentionProblem, AttentionStrides};
 use crate::backend::{Backend, DeviceBuffer};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
-use crate::gemm::{decode_out, encode_out, poison_out, prepare_gemm, GemmBuffers, GemmProblem, GemmStrides};
-use crate::launch::{HostUploads, KernelParams, PreparedLaunch};
+use crate::elems::{decode_elems, encode_elems, poison_elems};
+use crate::gemm::{encode_out, prepare_gemm, GemmBuffers, GemmProblem, GemmStrides};
+use crate::launch::{HostUploads, KernelParams, PreparedLaunch, TableLaunch};
 use crate::lora::{prepare_lora, LoraBuffers, LoraProblem, LoraStrides};
 
 /// Input bytes the rotation should cover: a few times the largest L2 of the supported GPUs.
 const ROTATION_BYTES: usize = 256 << 20;
 const MAX_COPIES: usize = 8;
 
-type Prepare<'a, P> = dyn Fn(&KernelSpec, usize, &[DeviceBuffer]) -> Result<PreparedLaunch<P>> + Sync + 'a;
+/// A prepared launch of any family, as the tuner drives it.
+pub trait Launch {
+    fn run(&self) -> Result<()>;
+    fn time(&self, warmup: usize, reps: usize) -> Result<Vec<f32>>;
+}
+
+/// A single-kernel launch with the backend it runs on.
+struct Plain<'a, P> {
+    backend: &'a dyn Backend,
+    launch: PreparedLaunch<P>,
+}
+
+impl<P: KernelParams> Launch for Plain<'_, P> {
+    fn run(&self) -> Result<()> {
+        self.launch.run(self.backend)
+    }
+    fn time(&self, warmup: usize, reps: usize) -> Result<Vec<f32>> {
+        self.launch.time(self.backend, warmup, reps)
+    }
+}
+
+impl<P: KernelParams> Launch for TableLaunch<'_, P> {
+    fn run(&self) -> Result<()> {
+        TableLaunch::run(self)
+    }
+    fn time(&self, warmup: usize, reps: usize) -> Result<Vec<f32>> {
+        TableLaunch::time(self, warmup, reps)
+    }
+}
+
+fn plain<'a, P: KernelParams + 'a>(backend: &'a dyn Backend, launch: PreparedLaunch<P>) -> Box<dyn Launch + 'a> {
+    Box::new(Plain { backend, launch })
+}
+
+type Prepare<'a> = dyn Fn(&KernelSpec, usize, &[DeviceBuffer]) -> Result<Box<dyn Launch + 'a>> + Sync + 'a;
+
+/// Where a target's result is read: buffer index, elements, type, and whether to poison it first
+/// (not for in-place kernels, whose output buffer is also their input).
+#[derive(Clone, Copy)]
+struct Output {
+    index: usize,
+    n: usize,
+    elem: ElemType,
+    poison: bool,
+}
 
 /// A problem on the device and how to launch it with a given spec.
-pub struct LaunchTarget<'a, P> {
+pub struct LaunchTarget<'a> {
     backend: &'a dyn Backend,
     spec: KernelSpec,
     memory: HostUploads<'a>,
     copies: usize,
-    /// Index of the output buffer in `memory`, its element count and type.
-    out: (usize, usize, OutType),
-    prepare: Box<Prepare<'a, P>>,
+    out: Output,
+    /// Buffers restored to these bytes before every verification run (in-place kernels).
+    reset: Vec<(usize, Vec<u8>)>,
+    prepare: Box<Prepare<'a>>,
     work: f64,
+    unit: &'static str,
 }
 
-impl<P: KernelParams> LaunchTarget<'_, P> {
-    fn launch(&self, tile: &TileChoice, copy: usize) -> Result<PreparedLaunch<P>> {
+impl<'a> LaunchTarget<'a> {
+    fn launch(&self, tile: &TileChoice, copy: usize) -> Result<Box<dyn Launch + 'a>> {
         let spec = self
             .spec
             .with_tile_choice(*tile)
@@ -48,29 +95,34 @@ impl<P: KernelParams> LaunchTarget<'_, P> {
     }
 }
 
-impl<P: KernelParams> TuneTarget for LaunchTarget<'_, P> {
+impl TuneTarget for LaunchTarget<'_> {
     fn compile(&self, tile: &TileChoice) -> Result<()> {
         self.launch(tile, 0).map(|_| ())
     }
 
     fn run(&self, tile: &TileChoice) -> Result<Vec<f32>> {
-        let (index, n, out) = self.out;
-        let y = &self.memory.buffers[index];
-        self.backend.write(y, &poison_out(n, out))?;
-        self.launch(tile, 0)?.run(self.backend)?;
-        let mut bytes = vec![0u8; n * out.size_bytes()];
+        for (index, bytes) in &self.reset {
+            self.backend.write(&self.memory.buffers[*index], bytes)?;
+        }
+        let o = self.out;
+        let y = &self.memory.buffers[o.index];
+        if o.poison {
+            self.backend.write(y, &poison_elems(o.n, o.elem))?;
+        }
+        self.launch(tile, 0)?.run()?;
+        let mut bytes = vec![0u8; o.n * o.elem.size_bytes()];
         self.backend.read(y, &mut bytes)?;
-        Ok(decode_out(&bytes, out))
+        Ok(decode_elems(&bytes, o.elem))
     }
 
     fn time(&self, tile: &TileChoice, warmup: usize, reps: usize) -> Result<Vec<f32>> {
-        let launches: Vec<PreparedLaunch<P>> = (0..self.copies).map(|c| self.launch(tile, c)).collect::<Result<_>>()?;
+        let launches: Vec<Box<dyn Launch + '_>> = (0..self.copies).map(|c| self.launch(tile, c)).collect::<Result<_>>()?;
         if warmup > 0 {
-            launches[0].time(self.backend, warmup, 1)?;
+            launches[0].time(warmup, 1)?;
         }
         let mut times = Vec::with_capacity(reps);
         for r in 0..reps {
-            times.extend(launches[r % launches.len()].time(self.backend, 0, 1)?);
+            times.extend(launches[r % launches.len()].time(0, 1)?);
         }
         Ok(times)
     }
@@ -80,7 +132,15 @@ impl<P: KernelParams> TuneTarget for LaunchTarget<'_, P> {
     }
 
     fn unit(&self) -> &'static str {
-        "TFLOP/s"
+        self.unit
+    }
+}
+
+fn out_elem(o: OutType) -> ElemType {
+    match o {
+        OutType::F16 => ElemType::F16,
+        OutType::BF16 => ElemType::BF16,
+        OutType::F32 => ElemType::F32,
     }
 }
 
@@ -109,7 +169,7 @@ pub fn attention_target<'a>(
     compiler: &'a Compiler,
     spec: &AttentionSpec,
     problem: AttentionProblem,
-) -> Result<LaunchTarget<'a, crate::attention::AttentionParams>> {
+) -> Result<LaunchTarget<'a>> {
     let mut rng = StdRng::seed_from_u64(0x7e55);
     let mut memory = HostUploads::new(backend);
     let bytes = (problem.q_elements() + 2 * problem.kv_elements()) * 2;
@@ -125,7 +185,7 @@ pub fn attention_target<'a>(
     let prepare = move |spec: &KernelSpec, c: usize, b: &[DeviceBuffer]| {
         let KernelSpec::Attention(s) = spec else { return Err(RuntimeError::invalid("spec", "not attention")) };
         let buffers = AttentionBuffers { q: &b[3 * c], k: &b[3 * c + 1], v: &b[3 * c + 2], o: &b[o], lse: None };
-        prepare_attention(backend, compiler, s, &p, &strides, &buffers, None)
+        Ok(plain(backend, prepare_attention(backend, compiler, s, &p, &strides, &buffers, None)?))
     };
     let causal = if spec.causal { 0.5 } else { 1.0 };
     let work = 4.0 * (p.batch * p.heads_q * p.seq_q * p.seq_k * p.head_dim) as f64 * causal;
@@ -134,9 +194,11 @@ pub fn attention_target<'a>(
         spec: (*spec).into(),
         memory,
         copies,
-        out: (o, problem.q_elements(), out_of(spec.dtype)),
+        out: Output { index: o, n: problem.q_elements(), elem: out_elem(out_of(spec.dtype)), poison: true },
+        reset: Vec::new(),
         prepare: Box::new(prepare),
         work,
+        unit: "TFLOP/s",
     })
 }
 
@@ -146,7 +208,7 @@ pub fn gemm_target<'a>(
     compiler: &'a Compiler,
     spec: &GemmSpec,
     problem: GemmProblem,
-) -> Result<LaunchTarget<'a, crate::gemm::GemmParams>> {
+) -> Result<LaunchTarget<'a>> {
     if spec.epilogue.bias || spec.epilogue.residual {
         return Err(RuntimeError::invalid("spec", "tune GEMM specs without bias / residual tensors"));
     }
@@ -163,16 +225,18 @@ pub fn gemm_target<'a>(
     let prepare = move |spec: &KernelSpec, c: usize, b: &[DeviceBuffer]| {
         let KernelSpec::Gemm(s) = spec else { return Err(RuntimeError::invalid("spec", "not a GEMM")) };
         let buffers = GemmBuffers { x: &b[2 * c], w: &b[2 * c + 1], c: None, bias: None, residual: None, y: &b[y] };
-        prepare_gemm(backend, compiler, s, &p, &strides, &buffers, 1.0, 0.0)
+        Ok(plain(backend, prepare_gemm(backend, compiler, s, &p, &strides, &buffers, 1.0, 0.0)?))
     };
     Ok(LaunchTarget {
         backend,
         spec: (*spec).into(),
         memory,
         copies,
-        out: (y, problem.y_elements(), spec.out),
+        out: Output { index: y, n: problem.y_elements(), elem: out_elem(spec.out), poison: true },
+        reset: Vec::new(),
         prepare: Box::new(prepare),
         work: 2.0 * (p.m * p.n * p.k) as f64,
+        unit: "TFLOP/s",
     })
 }
 
@@ -183,7 +247,7 @@ pub fn lora_target<'a>(
     compiler: &'a Compiler,
     spec: &LoraSpec,
     problem: LoraProblem,
-) -> Result<LaunchTarget<'a, crate::lora::LoraParams>> {
+) -> Result<LaunchTarget<'a>> {
     if spec.epilogue.bias || spec.epilogue.residual {
         return Err(RuntimeError::invalid("spec", "tune LoRA specs without bias / residual tensors"));
     }
@@ -217,7 +281,7 @@ pub fn lora_target<'a>(
             residual: None,
             y: &b[y],
         };
-        prepare_lora(backend, compiler, s, &p, &strides, &buffers, 1.0, None)
+        Ok(plain(backend, prepare_lora(backend, compiler, s, &p, &strides, &buffers, 1.0, None)?))
     };
     let work = 2.0 * (p.m * p.n * p.k) as f64 * f64::from(u8::from(with_w)) + 2.0 * (p.m * p.k * r + p.m * r * p.n) as f64;
     Ok(LaunchTarget {
@@ -225,8 +289,154 @@ pub fn lora_target<'a>(
         spec: (*spec).into(),
         memory,
         copies,
-        out: (y, p.m * p.n, spec.out),
+        out: Output { index: y, n: p.m * p.n, elem: out_elem(spec.out), poison: true },
+        reset: Vec::new(),
         prepare: Box::new(prepare),
         work,
+        unit: "TFLOP/s",
+    })
+}
+
+/// A cast of `n` random values (scaled specs get scale 1.5, amax specs an accumulator); bytes =
+/// n (size_from + size_to).
+pub fn cast_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec: &CastSpec, n: usize) -> Result<LaunchTarget<'a>> {
+    let mut rng = StdRng::seed_from_u64(0xca57);
+    let mut memory = HostUploads::new(backend);
+    let copies = copies_for(n * spec.from.size_bytes());
+    for _ in 0..copies {
+        upload(&mut memory, encode_elems(&random(&mut rng, n), spec.from))?;
+    }
+    let y = upload(&mut memory, vec![0u8; n * spec.to.size_bytes()])?;
+    let scale = upload(&mut memory, 1.5f32.to_le_bytes().to_vec())?;
+    let amax = upload(&mut memory, 0u32.to_le_bytes().to_vec())?;
+    let (scaled, with_amax) = (spec.scaled, spec.amax);
+    let prepare = move |spec: &KernelSpec, c: usize, b: &[DeviceBuffer]| {
+        let KernelSpec::Cast(s) = spec else { return Err(RuntimeError::invalid("spec", "not a cast")) };
+        let buffers = crate::cast::CastBuffers { x: &b[c], y: &b[y], scale: scaled.then(|| &b[scale]), amax: with_amax.then(|| &b[amax]) };
+        Ok(plain(backend, crate::cast::prepare_cast(backend, compiler, s, n, &buffers)?))
+    };
+    Ok(LaunchTarget {
+        backend,
+        spec: (*spec).into(),
+        memory,
+        copies,
+        out: Output { index: y, n, elem: spec.to, poison: true },
+        reset: Vec::new(),
+        prepare: Box::new(prepare),
+        work: (n * (spec.from.size_bytes() + spec.to.size_bytes())) as f64,
+        unit: "GB/s",
+    })
+}
+
+/// Lengths of `tensors` unequal tensors summing to `total` (not multiples of any chunk).
+fn split(total: usize, tensors: usize) -> Vec<usize> {
+    let t = tensors.clamp(1, total.max(1));
+    let mut lens: Vec<usize> = (0..t).map(|i| total / t + if i % 2 == 0 { 7 } else { 0 }).collect();
+    let sum: usize = lens.iter().sum();
+    if sum > total {
+        let extra = sum - total;
+        let last = lens.len() - 1;
+        lens[last] = lens[last].saturating_sub(extra);
+    } else {
+        lens[0] += total - sum;
+    }
+    lens
+}
+
+/// In-place unscale (inv_scale 0.5; verification runs restore the data first) over `tensors` f16
+/// tensors totalling `total` elements; the first tensor is what verification compares. Bytes =
+/// 2 x total x 2.
+pub fn unscale_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec: &UnscaleSpec, total: usize, tensors: usize) -> Result<LaunchTarget<'a>> {
+    let mut rng = StdRng::seed_from_u64(0x0a5c);
+    let mut memory = HostUploads::new(backend);
+    let lens = split(total, tensors);
+    let mut reset = Vec::new();
+    for &n in &lens {
+        let bytes = encode_elems(&random(&mut rng, n), ElemType::F16);
+        let i = upload(&mut memory, bytes.clone())?;
+        reset.push((i, bytes));
+    }
+    let found = upload(&mut memory, 0f32.to_le_bytes().to_vec())?;
+    let inv = upload(&mut memory, 0.5f32.to_le_bytes().to_vec())?;
+    let lens_c = lens.clone();
+    let prepare = move |spec: &KernelSpec, _c: usize, b: &[DeviceBuffer]| {
+        let KernelSpec::Unscale(s) = spec else { return Err(RuntimeError::invalid("spec", "not unscale")) };
+        let grads: Vec<crate::unscale::GradTensor<'_>> =
+            lens_c.iter().enumerate().map(|(i, &n)| crate::unscale::GradTensor { buffer: &b[i], len: n, dtype: ElemType::F16 }).collect();
+        let launch: Box<dyn Launch + 'a> = Box::new(crate::unscale::prepare_unscale(backend, compiler, s, &grads, &b[found], &b[inv])?);
+        Ok(launch)
+    };
+    Ok(LaunchTarget {
+        backend,
+        spec: (*spec).into(),
+        memory,
+        copies: 1,
+        out: Output { index: 0, n: lens[0], elem: ElemType::F16, poison: false },
+        reset,
+        prepare: Box::new(prepare),
+        work: (total * 4) as f64,
+        unit: "GB/s",
+    })
+}
+
+/// One AdamW step over `tensors` tensors totalling `total` elements (bf16 grads and model, f32
+/// master and moments), from the same state before every verification run; the first tensor's
+/// master weights are what verification compares. Bytes = 28 x total.
+pub fn adamw_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec: &AdamWSpec, total: usize, tensors: usize) -> Result<LaunchTarget<'a>> {
+    use crate::adamw::{prepare_adamw, AdamWState, ParamTensors};
+    let mut rng = StdRng::seed_from_u64(0xada3);
+    let mut memory = HostUploads::new(backend);
+    let lens = split(total, tensors);
+    let mut reset = Vec::new();
+    for &n in &lens {
+        let f32s = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let master = random(&mut rng, n);
+        let tensors = [
+            encode_elems(&random(&mut rng, n), ElemType::BF16),
+            f32s(master.clone()),
+            f32s(vec![0.0; n]),
+            f32s(vec![0.0; n]),
+            encode_elems(&master, ElemType::BF16),
+        ];
+        for bytes in tensors {
+            let i = upload(&mut memory, bytes.clone())?;
+            reset.push((i, bytes));
+        }
+    }
+    let lr = upload(&mut memory, 1e-3f32.to_le_bytes().to_vec())?;
+    let step = upload(&mut memory, 0i32.to_le_bytes().to_vec())?;
+    let done = upload(&mut memory, 0u32.to_le_bytes().to_vec())?;
+    reset.push((step, 0i32.to_le_bytes().to_vec()));
+    let hyper = crate::reference::AdamWHyper { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
+    let lens_c = lens.clone();
+    let prepare = move |spec: &KernelSpec, _c: usize, b: &[DeviceBuffer]| {
+        let KernelSpec::AdamW(s) = spec else { return Err(RuntimeError::invalid("spec", "not AdamW")) };
+        let params: Vec<ParamTensors<'_>> = lens_c
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| ParamTensors {
+                len: n,
+                grad: &b[5 * i],
+                grad_dtype: ElemType::BF16,
+                master: &b[5 * i + 1],
+                exp_avg: &b[5 * i + 2],
+                exp_avg_sq: &b[5 * i + 3],
+                model: Some((&b[5 * i + 4], ElemType::BF16)),
+            })
+            .collect();
+        let state = AdamWState { lr: &b[lr], step: &b[step], done: &b[done], found_inf: None, inv_scale: None };
+        let launch: Box<dyn Launch + 'a> = Box::new(prepare_adamw(backend, compiler, s, &params, &state, &hyper)?);
+        Ok(launch)
+    };
+    Ok(LaunchTarget {
+        backend,
+        spec: (*spec).into(),
+        memory,
+        copies: 1,
+        out: Output { index: 1, n: lens[0], elem: ElemType::F32, poison: false },
+        reset,
+        prepare: Box::new(prepare),
+        work: (total * 28) as f64,
+        unit: "GB/s",
     })
 }

@@ -22,7 +22,8 @@ use crate::Result;
 #[derive(Args, Clone, Debug)]
 pub struct TuneCommon {
     /// Shapes, comma-separated, dimensions joined by `x` (attention: BATCHxSEQ_QxSEQ_K; gemm:
-    /// MxNxK; lora: MxNxK[xADAPTERS]; cast: N; unscale/adamw: ELEMENTS).
+    /// MxNxK; lora: MxNxK[xADAPTERS]; cast: N; unscale/adamw: ELEMENTS[xTENSORS], 100 tensors by
+    /// default).
     #[arg(long, value_delimiter = ',', required = true)]
     pub shapes: Vec<String>,
     /// List the pruned candidate space and exit (no GPU needed).
@@ -131,8 +132,8 @@ pub fn run(family: TuneFamily) -> Result<()> {
             (s.into(), common, (3, 4))
         }
         TuneFamily::Cast { from, to, common } => (CastSpec::new(from, to).into(), common, (1, 1)),
-        TuneFamily::Unscale { common } => (UnscaleSpec::default().into(), common, (1, 1)),
-        TuneFamily::Adamw { common } => (AdamWSpec::default().into(), common, (1, 1)),
+        TuneFamily::Unscale { common } => (UnscaleSpec::default().into(), common, (1, 2)),
+        TuneFamily::Adamw { common } => (AdamWSpec::default().into(), common, (1, 2)),
     };
     spec.validate(common.arch)?;
     let shapes: Vec<Vec<usize>> = common.shapes.iter().map(|s| parse_shape(s, dims.0, dims.1)).collect::<Result<_>>()?;
@@ -186,6 +187,8 @@ fn key_shape(spec: &KernelSpec, shape: &[usize]) -> Vec<usize> {
             s.resize(4, 1);
             s
         }
+        // The list kernels are keyed by their element count.
+        KernelSpec::Unscale(_) | KernelSpec::AdamW(_) => vec![shape[0]],
         _ => shape.to_vec(),
     }
 }
@@ -253,11 +256,11 @@ fn tune_shape(backend: &dyn Backend, compiler: &Compiler, spec: &KernelSpec, sha
             l,
             LoraProblem::new(shape[0], shape[1], shape[2], key_shape[3]),
         )?),
+        KernelSpec::Cast(c) => Box::new(targets::cast_target(backend, compiler, c, shape[0])?),
+        KernelSpec::Unscale(u) => Box::new(targets::unscale_target(backend, compiler, u, shape[0], shape.get(1).copied().unwrap_or(100))?),
+        KernelSpec::AdamW(a) => Box::new(targets::adamw_target(backend, compiler, a, shape[0], shape.get(1).copied().unwrap_or(100))?),
         other => {
-            return Err(TesseraError::input(
-                "family",
-                format!("timing {} candidates on the GPU is not implemented yet (use --dry-run, or tune attention, gemm, lora)", other.family()),
-            ))
+            return Err(TesseraError::input("family", format!("{} kernels have no tile to tune", other.family())));
         }
     };
     let bar = ProgressBar::new(candidates.len() as u64);
