@@ -69,6 +69,7 @@ struct Output {
 /// A problem on the device and how to launch it with a given spec.
 pub struct LaunchTarget<'a> {
     backend: &'a dyn Backend,
+    compiler: &'a Compiler,
     spec: KernelSpec,
     memory: HostUploads<'a>,
     copies: usize,
@@ -96,8 +97,20 @@ impl<'a> LaunchTarget<'a> {
 }
 
 impl TuneTarget for LaunchTarget<'_> {
+    /// Compiles and loads; where ptxas is installed, a candidate that spills registers or exceeds
+    /// shared memory (as ptxas reports it for the device's architecture) is rejected here, before
+    /// any timing.
     fn compile(&self, tile: &TileChoice) -> Result<()> {
-        self.launch(tile, 0).map(|_| ())
+        self.launch(tile, 0)?;
+        if crate::locate::find_ptxas().is_ok() {
+            let spec = self.spec.with_tile_choice(*tile).unwrap_or(self.spec);
+            let check = crate::check::check_spec_with(self.compiler, spec, self.backend.arch())?;
+            let problems = check.problems();
+            if !problems.is_empty() {
+                return Err(RuntimeError::invalid("tile", format!("{tile}: {}", problems.join("; "))));
+            }
+        }
+        Ok(())
     }
 
     fn run(&self, tile: &TileChoice) -> Result<Vec<f32>> {
@@ -191,6 +204,7 @@ pub fn attention_target<'a>(
     let work = 4.0 * (p.batch * p.heads_q * p.seq_q * p.seq_k * p.head_dim) as f64 * causal;
     Ok(LaunchTarget {
         backend,
+        compiler,
         spec: (*spec).into(),
         memory,
         copies,
@@ -229,6 +243,7 @@ pub fn gemm_target<'a>(
     };
     Ok(LaunchTarget {
         backend,
+        compiler,
         spec: (*spec).into(),
         memory,
         copies,
@@ -286,6 +301,7 @@ pub fn lora_target<'a>(
     let work = 2.0 * (p.m * p.n * p.k) as f64 * f64::from(u8::from(with_w)) + 2.0 * (p.m * p.k * r + p.m * r * p.n) as f64;
     Ok(LaunchTarget {
         backend,
+        compiler,
         spec: (*spec).into(),
         memory,
         copies,
@@ -317,6 +333,7 @@ pub fn cast_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec: &
     };
     Ok(LaunchTarget {
         backend,
+        compiler,
         spec: (*spec).into(),
         memory,
         copies,
@@ -368,6 +385,7 @@ pub fn unscale_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec
     };
     Ok(LaunchTarget {
         backend,
+        compiler,
         spec: (*spec).into(),
         memory,
         copies: 1,
@@ -430,6 +448,7 @@ pub fn adamw_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec: 
     };
     Ok(LaunchTarget {
         backend,
+        compiler,
         spec: (*spec).into(),
         memory,
         copies: 1,
