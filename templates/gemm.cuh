@@ -39,6 +39,8 @@ struct GemmParams {
     const void* bias;      // [N] TO, or null (read only when HAS_BIAS)
     const void* residual;  // [M, N] TO, or null (read only when HAS_RESIDUAL)
     void* y;               // [M, N] TO
+    float* workspace;      // split-K: [SPLIT_K, M, N] f32 partial tiles, else null
+    u32* counters;         // split-K: one per output tile, zero between launches, else null
     i64 ldx, ldw, ldc, ldr, ldy;
     int m, n, k;
     float alpha, beta;
@@ -104,6 +106,8 @@ template <typename T> struct MainloopOperands {
     int m_valid;     // rows of X left from m0
     int n_valid;     // columns of W left from n0
     int k;
+    int k_tile_begin;  // first BLOCK_K slice of K this CTA covers (split-K)
+    int k_tiles;       // slices it covers
 };
 
 // acc += X W over all of K (WITH_W) and, when R > 0 and op.a is set, tacc += X A.
@@ -141,10 +145,10 @@ struct GemmMainloop {
         const int wn0 = (warp % Grid::WARPS_N) * Grid::WARP_N;
         const int t_owner = warp % Grid::WARPS_N;
         const bool with_a = R > 0 && op.a != nullptr;
-        const int n_tiles = (op.k + BLOCK_K - 1) / BLOCK_K;
+        const int n_tiles = op.k_tiles;
 
         auto load = [&](int tile_index, int slot) {
-            const int k0 = tile_index * BLOCK_K;
+            const int k0 = (op.k_tile_begin + tile_index) * BLOCK_K;
             T* s = ring + slot * STAGE;
             if (X_COL) {
                 load_tile<T, BLOCK_K, BLOCK_M, THREADS, ALIGNED>(s, op.x + k0 * op.ldx, op.ldx, op.k - k0, op.m_valid);
@@ -216,8 +220,13 @@ struct GemmMainloop {
     }
 };
 
+// Split-K (SPLIT_K > 1): CTA z of an output tile covers the z-th run of BLOCK_K slices, stores its
+// f32 partial tile in the workspace, fences, and takes a ticket from the tile's counter. The CTA
+// that draws the last ticket adds the SPLIT_K partials in order z = 0, 1, ... (the same sum
+// whichever CTA finishes last), applies the epilogue, and re-arms the counter. Nobody waits for
+// anybody, so CTAs may run in any order.
 template <typename T, typename TO, bool X_COL, bool W_COL, int BLOCK_M, int BLOCK_N, int BLOCK_K, int WARPS,
-          int STAGES, bool ALIGNED, bool HAS_BIAS, int ACT, bool HAS_USER, bool HAS_RESIDUAL>
+          int STAGES, int SPLIT_K, bool ALIGNED, bool HAS_BIAS, int ACT, bool HAS_USER, bool HAS_RESIDUAL>
 TESSERA_DEVICE void gemm(const GemmParams& p) {
     typedef GemmMainloop<T, X_COL, W_COL, BLOCK_M, BLOCK_N, BLOCK_K, WARPS, STAGES, ALIGNED, true, 0> Mainloop;
     typedef WarpGrid<BLOCK_M, BLOCK_N, WARPS> Grid;
@@ -242,6 +251,12 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
     op.m_valid = p.m - m0;
     op.n_valid = p.n - n0;
     op.k = p.k;
+    const int k_tiles_total = (p.k + BLOCK_K - 1) / BLOCK_K;
+    const int split = SPLIT_K > 1 ? block_index_z() : 0;
+    const int per_split = (k_tiles_total + SPLIT_K - 1) / SPLIT_K;
+    op.k_tile_begin = split * per_split;
+    op.k_tiles = k_tiles_total - op.k_tile_begin < per_split ? k_tiles_total - op.k_tile_begin : per_split;
+    if (op.k_tiles < 0) op.k_tiles = 0;
 
     float acc[MI][NI][4];
 #pragma unroll
@@ -254,6 +269,47 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
     }
     float unused[Mainloop::T_M16][Mainloop::T_N8][4];
     Mainloop::run(op, reinterpret_cast<T*>(dynamic_smem()), acc, unused);
+
+    if constexpr (SPLIT_K > 1) {
+        // Publish this CTA's partial tile, then see whether it is the last of the tile's CTAs.
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi) {
+#pragma unroll
+            for (int ni = 0; ni < NI; ++ni) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    int row = m0 + wm0 + mi * 16 + lane / 4 + 8 * (e / 2);
+                    int col = n0 + wn0 + ni * 8 + (lane % 4) * 2 + (e % 2);
+                    if (row < p.m && col < p.n) p.workspace[((i64)split * p.m + row) * p.n + col] = acc[mi][ni][e];
+                }
+            }
+        }
+        fence_device();
+        sync_threads();  // every thread's partial is out, and the ring is no longer read
+        u32* ticket = reinterpret_cast<u32*>(dynamic_smem());
+        const int tile_id = block_index_y() * blocks_per_grid() + block_index_x();
+        if (thread_index() == 0) *ticket = atomic_add_u32(p.counters + tile_id, 1u);
+        sync_threads();
+        if (*ticket != (u32)(SPLIT_K - 1)) return;
+        fence_device();
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi) {
+#pragma unroll
+            for (int ni = 0; ni < NI; ++ni) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    int row = m0 + wm0 + mi * 16 + lane / 4 + 8 * (e / 2);
+                    int col = n0 + wn0 + ni * 8 + (lane % 4) * 2 + (e % 2);
+                    float sum = 0.f;
+                    if (row < p.m && col < p.n) {
+                        for (int z = 0; z < SPLIT_K; ++z) sum += load_global_f32_cg(p.workspace + ((i64)z * p.m + row) * p.n + col);
+                    }
+                    acc[mi][ni][e] = sum;
+                }
+            }
+        }
+        if (thread_index() == 0) p.counters[tile_id] = 0u;
+    }
 
     // C fragment element e of tile (mi, ni) is row g + 8(e/2), column 2t + e%2.
     const TO* c = static_cast<const TO*>(p.c);

@@ -125,6 +125,8 @@ TESSERA_DEVICE void lora(const LoraParams& p) {
     op.rank = p.rank;
     op.m_valid = p.m - m0;
     op.k = p.k;
+    op.k_tile_begin = 0;
+    op.k_tiles = (p.k + BLOCK_K - 1) / BLOCK_K;
 
     float tacc[T_M16][T_N8][4];
     auto zero_tacc = [&]() {

@@ -123,6 +123,12 @@ TESSERA_DEVICE u32 atomic_add_u32(u32* p, u32 v) { return atomicAdd(p, v); }
 TESSERA_DEVICE void fence_device() { __threadfence(); }
 TESSERA_DEVICE int threads_per_block() { return (int)blockDim.x; }
 TESSERA_DEVICE int blocks_per_grid() { return (int)gridDim.x; }
+// An f32 another CTA wrote (after its fence): read at L2, past this SM's L1.
+TESSERA_DEVICE float load_global_f32_cg(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+    return v;
+}
 // Widens one 16-bit value of type T held in the low half of `bits`.
 template <typename T> TESSERA_DEVICE float bits16_to_f32(u32 bits);
 template <> TESSERA_DEVICE float bits16_to_f32<f16>(u32 bits) {

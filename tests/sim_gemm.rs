@@ -27,12 +27,15 @@ use tessera::{Arch, DType};
 const ARCH: Arch = Arch::SM80;
 
 /// Non-default tiles drawn by the property test; each must be in `GemmSpec::space`.
-const TILES: [GemmTile; 4] = [
+const TILES: [GemmTile; 6] = [
     GemmTile::new(32, 32, 32, 4, 1),
     GemmTile::new(64, 32, 64, 4, 2),
     GemmTile::new(32, 64, 32, 8, 3),
     // 64 x 64 warp tiles: 128 accumulators per thread.
     GemmTile::new(128, 256, 32, 8, 2),
+    // Split-K: partial tiles reduced by the last CTA of each output tile (some splits get no K).
+    GemmTile::new(32, 32, 32, 4, 2).with_split_k(4),
+    GemmTile::new(64, 32, 64, 4, 1).with_split_k(2),
 ];
 
 fn backend() -> &'static SimBackend {
@@ -195,6 +198,12 @@ fn ring_wraps_and_grid_spans_several_ctas() {
             104,
         ),
     ];
+    let cases = [
+        cases[0],
+        cases[1],
+        // Split-K over several output tiles with the full epilogue and C.
+        (GemmSpec { epilogue: full, ..GemmSpec::new(DType::F16, OutType::BF16) }.with_tile(TILES[4]), 70, 67, 300),
+    ];
     for (i, (spec, m, n, k)) in cases.into_iter().enumerate() {
         check(&Case { spec, m, n, k, with_c: true, alpha: 0.5, beta: 2.0, seed: 100 + i as u64 }).unwrap();
     }
@@ -219,4 +228,42 @@ fn any_shape_runs_unaligned() {
     let p = GemmProblem::new(4, 8, 12);
     let err = tessera::runtime::gemm::check_problem(&spec, &p, 1.0, 0.0).unwrap_err().to_string();
     assert!(err.contains("problem.k") && err.contains("multiple of 8") && err.contains("aligned: false"), "{err}");
+}
+
+/// A split-K launch prepared once and run three times gives the same result each time: the last
+/// CTA of every tile re-arms its counter.
+#[test]
+fn split_k_launches_rearm_their_counters() {
+    use tessera::runtime::gemm::{encode_out, prepare_gemm, split_workspace_bytes, GemmBuffers, GemmStrides};
+    use tessera::runtime::Backend;
+    let b = backend();
+    let spec = GemmSpec::new(DType::BF16, OutType::F32).with_tile(TILES[4]);
+    let p = GemmProblem::new(40, 72, 256);
+    let mut rng = StdRng::seed_from_u64(77);
+    let (x, w) = (random(&mut rng, p.x_elements()), random(&mut rng, p.w_elements()));
+    let up = |bytes: Vec<u8>| {
+        let buf = b.alloc(bytes.len()).unwrap();
+        b.write(&buf, &bytes).unwrap();
+        buf
+    };
+    let (xb, wb) = (up(tessera::runtime::attention::encode(&x, spec.dtype)), up(tessera::runtime::attention::encode(&w, spec.dtype)));
+    let yb = up(encode_out(&vec![0.0; p.y_elements()], spec.out));
+    let ws = up(vec![0u8; split_workspace_bytes(&spec, &p, ARCH)]);
+    let buffers = GemmBuffers { x: &xb, w: &wb, c: None, bias: None, residual: None, y: &yb, workspace: Some(&ws) };
+    let launch = prepare_gemm(b, compiler(), &spec, &p, &GemmStrides::contiguous(&spec, &p), &buffers, 1.0, 0.0).unwrap();
+    let mut outputs = Vec::new();
+    for _ in 0..3 {
+        b.write(&yb, &tessera::runtime::gemm::poison_out(p.y_elements(), spec.out)).unwrap();
+        launch.run(b).unwrap();
+        let mut bytes = vec![0u8; p.y_elements() * 4];
+        b.read(&yb, &mut bytes).unwrap();
+        outputs.push(tessera::runtime::gemm::decode_out(&bytes, spec.out));
+    }
+    assert!(outputs[0].iter().all(|v| v.is_finite()));
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[1], outputs[2]);
+    // Without a workspace the split tile is refused before launch.
+    let no_ws = GemmBuffers { workspace: None, ..buffers };
+    let err = prepare_gemm(b, compiler(), &spec, &p, &GemmStrides::contiguous(&spec, &p), &no_ws, 1.0, 0.0).unwrap_err().to_string();
+    assert!(err.contains("workspace"), "{err}");
 }

@@ -31,6 +31,8 @@ const BLOCK_NS: [u32; 4] = [32, 64, 128, 256];
 const BLOCK_KS: [u32; 2] = [32, 64];
 const WARPS: [u32; 2] = [4, 8];
 const STAGES: [u32; 3] = [1, 2, 3];
+/// K slices one output tile is split into (1: no split-K).
+pub const SPLIT_KS: [u32; 4] = [1, 2, 4, 8];
 /// Warps form a 2 x (warps / 2) grid over the CTA tile.
 const WARPS_M: u32 = 2;
 /// Most f32 accumulators one thread may hold: a 64 x 64 warp tile (128 x 256 on 8 warps, the
@@ -196,11 +198,25 @@ pub struct GemmTile {
     pub block_k: u32,
     pub warps: u32,
     pub stages: u32,
+    /// Split-K: the K loop of one output tile is divided among this many CTAs, whose f32 partial
+    /// tiles the last CTA to finish adds in a fixed order before the epilogue (GEMM only; 1 = no
+    /// split). For shapes with few output tiles and a long K.
+    #[serde(default = "one")]
+    pub split_k: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl GemmTile {
     pub const fn new(block_m: u32, block_n: u32, block_k: u32, warps: u32, stages: u32) -> Self {
-        GemmTile { block_m, block_n, block_k, warps, stages }
+        GemmTile { block_m, block_n, block_k, warps, stages, split_k: 1 }
+    }
+
+    pub const fn with_split_k(mut self, split_k: u32) -> Self {
+        self.split_k = split_k;
+        self
     }
 
     pub fn threads(&self) -> u32 {
@@ -210,7 +226,11 @@ impl GemmTile {
 
 impl fmt::Display for GemmTile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "m{}n{}k{}w{}s{}", self.block_m, self.block_n, self.block_k, self.warps, self.stages)
+        write!(f, "m{}n{}k{}w{}s{}", self.block_m, self.block_n, self.block_k, self.warps, self.stages)?;
+        if self.split_k > 1 {
+            write!(f, "x{}", self.split_k)?;
+        }
+        Ok(())
     }
 }
 
@@ -304,7 +324,9 @@ impl GemmSpec {
             BLOCK_MS.into_iter().flat_map(move |block_m| {
                 BLOCK_NS.into_iter().flat_map(move |block_n| {
                     BLOCK_KS.into_iter().flat_map(move |block_k| {
-                        STAGES.into_iter().map(move |stages| GemmTile::new(block_m, block_n, block_k, warps, stages))
+                        STAGES.into_iter().flat_map(move |stages| {
+                            SPLIT_KS.into_iter().map(move |split| GemmTile::new(block_m, block_n, block_k, warps, stages).with_split_k(split))
+                        })
                     })
                 })
             })
@@ -334,7 +356,8 @@ impl GemmSpec {
         format!(
             "{user}extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
              {name}(const tessera::GemmParams params) {{\n    \
-             tessera::gemm<{ty}, {to}, {xcol}, {wcol}, {bm}, {bn}, {bk}, {w}, {s}, {aligned}, {bias}, {act}, {has_user}, {res}>(params);\n}}\n",
+             tessera::gemm<{ty}, {to}, {xcol}, {wcol}, {bm}, {bn}, {bk}, {w}, {s}, {split}, {aligned}, {bias}, {act}, {has_user}, {res}>(params);\n}}\n",
+            split = tile.split_k,
             user = self.epilogue.user.map_or(String::new(), |u| u.epilogue_definition()),
             has_user = self.epilogue.user.is_some(),
             threads = tile.threads(),
@@ -401,6 +424,9 @@ pub(crate) fn validate_tile(tile: GemmTile) -> Result<(), SpecError> {
     if !STAGES.contains(&tile.stages) {
         return Err(SpecError::unsupported("tile.stages", tile.stages, list(&STAGES)));
     }
+    if !SPLIT_KS.contains(&tile.split_k) {
+        return Err(SpecError::unsupported("tile.split_k", tile.split_k, list(&SPLIT_KS)));
+    }
     Ok(())
 }
 
@@ -438,7 +464,7 @@ mod tests {
     fn layouts_and_alignment_select_the_instantiation() {
         let s = GemmSpec { layout_x: Layout::ColMajor, aligned: false, ..spec() };
         let src = s.render(Arch::SM80).unwrap();
-        assert!(src.cuda_src.contains("gemm<tessera::bf16, float, true, true, 128, 128, 32, 8, 3, false,"), "{}", src.name);
+        assert!(src.cuda_src.contains("gemm<tessera::bf16, float, true, true, 128, 128, 32, 8, 3, 1, false,"), "{}", src.name);
         assert!(src.name.starts_with("tessera_gemm_bf16_f32_cc_") && src.name.contains("_unaligned_"), "{}", src.name);
         assert_ne!(src.hash, spec().render(Arch::SM80).unwrap().hash);
     }
@@ -452,6 +478,7 @@ mod tests {
             (GemmTile::new(64, 64, 16, 4, 2), "tile.block_k", "32, 64"),
             (GemmTile::new(64, 64, 32, 2, 2), "tile.warps", "4, 8"),
             (GemmTile::new(64, 64, 32, 4, 4), "tile.stages", "1, 2, 3"),
+            (GemmTile::new(64, 64, 32, 4, 2).with_split_k(3), "tile.split_k", "1, 2, 4, 8"),
             (GemmTile::new(128, 256, 32, 4, 2), "tile", "<= 128"),
         ];
         for (tile, field, allowed) in cases {
@@ -479,7 +506,7 @@ mod tests {
         assert_ne!(a.hash, b.hash);
         assert_ne!(a.name, b.name);
         assert!(a.cuda_src.contains(&format!("{}(const tessera::GemmParams params)", a.name)));
-        assert!(a.cuda_src.contains("gemm<tessera::bf16, float, false, true, 128, 128, 32, 8, 3, true, true, 2, false, true>"));
+        assert!(a.cuda_src.contains("gemm<tessera::bf16, float, false, true, 128, 128, 32, 8, 3, 1, true, true, 2, false, true>"));
         assert_eq!(a.geometry.threads_per_block, 256);
         assert_eq!(a.geometry.dynamic_shared_bytes, 3 * (128 + 128) * 32 * 2);
         assert_eq!(a.name, "tessera_gemm_bf16_f32_rc_bias_gelu_tanh_res_m128n128k32w8s3");

@@ -33,7 +33,7 @@ pub use dtype::DType;
 pub use elem::ElemType;
 pub use elementwise::ElementwiseTile;
 pub use error::SpecError;
-pub use gemm::{Activation, Epilogue, GemmSpec, GemmTile, Layout, OutType};
+pub use gemm::{Activation, Epilogue, GemmSpec, GemmTile, Layout, OutType, SPLIT_KS};
 pub use kernel_spec::KernelSpec;
 pub use map::MapSpec;
 pub use lora::{AdapterMode, LoraSpec, LoraVariant, LORA_RANKS};

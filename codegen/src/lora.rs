@@ -185,6 +185,9 @@ impl LoraSpec {
         }
         let tile = self.tile_for(arch);
         validate_tile(tile)?;
+        if tile.split_k != 1 {
+            return Err(SpecError::unsupported("tile.split_k", tile.split_k, "1 (split-K is a GEMM option)"));
+        }
         if tile.block_m < 16 * tile.warps {
             return Err(SpecError::unsupported(
                 "tile.block_m",

@@ -189,14 +189,15 @@ fn gemm_tile(args: &Args, default: GemmTile) -> syn::Result<Option<GemmTile>> {
         block_k: args.int("tile.block_k")?.unwrap_or(default.block_k),
         warps: args.int("tile.warps")?.unwrap_or(default.warps),
         stages: args.int("tile.stages")?.unwrap_or(default.stages),
+        split_k: args.int("tile.split_k")?.unwrap_or(default.split_k),
     }))
 }
 
 fn gemm_tile_tokens(tile: Option<GemmTile>) -> TokenStream {
     match tile {
         Some(t) => {
-            let (m, n, k, w, s) = (t.block_m, t.block_n, t.block_k, t.warps, t.stages);
-            quote!(::core::option::Option::Some(::tessera::codegen::GemmTile { block_m: #m, block_n: #n, block_k: #k, warps: #w, stages: #s }))
+            let (m, n, k, w, s, x) = (t.block_m, t.block_n, t.block_k, t.warps, t.stages, t.split_k);
+            quote!(::core::option::Option::Some(::tessera::codegen::GemmTile { block_m: #m, block_n: #n, block_k: #k, warps: #w, stages: #s, split_k: #x }))
         }
         None => quote!(::core::option::Option::None),
     }
@@ -229,7 +230,7 @@ fn epilogue(args: &Args) -> syn::Result<(Epilogue, TokenStream, TokenStream)> {
 }
 
 const EPILOGUE_KEYS: [&str; 4] = ["bias", "activation", "residual", "epilogue"];
-const TILE_KEYS: [&str; 5] = ["tile.block_m", "tile.block_n", "tile.block_k", "tile.warps", "tile.stages"];
+const TILE_KEYS: [&str; 6] = ["tile.block_m", "tile.block_n", "tile.block_k", "tile.warps", "tile.stages", "tile.split_k"];
 
 pub fn gemm(args: Args, item: ItemStruct, call: Span) -> syn::Result<TokenStream> {
     let mut known = vec!["dtype", "out", "layout_x", "layout_w", "unaligned"];

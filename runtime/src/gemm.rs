@@ -114,6 +114,8 @@ pub struct GemmSpans {
     pub bias: Option<BufferSpan>,
     pub residual: Option<BufferSpan>,
     pub y: BufferSpan,
+    /// Split-K partial tiles and tile counters ([`split_workspace_bytes`]).
+    pub workspace: Option<BufferSpan>,
 }
 
 /// Device buffers of one GEMM launch.
@@ -125,6 +127,9 @@ pub struct GemmBuffers<'a> {
     pub bias: Option<&'a DeviceBuffer>,
     pub residual: Option<&'a DeviceBuffer>,
     pub y: &'a DeviceBuffer,
+    /// Required by split-K tiles: at least [`split_workspace_bytes`], its counter part zeroed
+    /// before the first launch (every launch leaves it zeroed).
+    pub workspace: Option<&'a DeviceBuffer>,
 }
 
 impl GemmBuffers<'_> {
@@ -136,12 +141,30 @@ impl GemmBuffers<'_> {
             bias: self.bias.map(BufferSpan::from),
             residual: self.residual.map(BufferSpan::from),
             y: self.y.into(),
+            workspace: self.workspace.map(BufferSpan::from),
         }
     }
 
     fn all(&self) -> impl Iterator<Item = &DeviceBuffer> {
-        [Some(self.x), Some(self.w), self.c, self.bias, self.residual, Some(self.y)].into_iter().flatten()
+        [Some(self.x), Some(self.w), self.c, self.bias, self.residual, Some(self.y), self.workspace].into_iter().flatten()
     }
+}
+
+/// Bytes of the split-K workspace a launch of `spec` on `arch` needs, 0 without split-K: first
+/// one u32 counter per output tile of the smallest tile (so the layout does not depend on the tile
+/// and one workspace serves every split-K tile of a problem), zero before the first launch and
+/// left zero by every launch; then `split_k` f32 partial M x N tiles.
+pub fn split_workspace_bytes(spec: &GemmSpec, problem: &GemmProblem, arch: Arch) -> usize {
+    let split = spec.tile_for(arch).split_k as usize;
+    if split <= 1 {
+        return 0;
+    }
+    split_counter_bytes(problem) + split * problem.m * problem.n * 4
+}
+
+/// The counters' part of the workspace: one u32 per 32 x 32 tile, rounded to 16 bytes.
+fn split_counter_bytes(problem: &GemmProblem) -> usize {
+    (problem.m.div_ceil(32) * problem.n.div_ceil(32) * 4).div_ceil(16) * 16
 }
 
 /// The kernel's single by-value parameter; mirrors `tessera::GemmParams` in `templates/gemm.cuh`.
@@ -155,6 +178,10 @@ pub struct GemmParams {
     pub bias: u64,
     pub residual: u64,
     pub y: u64,
+    /// Split-K partials (f32), or 0.
+    pub workspace: u64,
+    /// Split-K tile counters, or 0.
+    pub counters: u64,
     pub ldx: i64,
     pub ldw: i64,
     pub ldc: i64,
@@ -168,8 +195,8 @@ pub struct GemmParams {
     pub reserved: i32,
 }
 
-/// 6 pointers, 5 strides, 6 four-byte fields: no padding, which [`GemmParams::as_bytes`] relies on.
-const PARAMS_BYTES: usize = 6 * 8 + 5 * 8 + 6 * 4;
+/// 8 pointers, 5 strides, 6 four-byte fields: no padding, which [`GemmParams::as_bytes`] relies on.
+const PARAMS_BYTES: usize = 8 * 8 + 5 * 8 + 6 * 4;
 const _: () = assert!(std::mem::size_of::<GemmParams>() == PARAMS_BYTES);
 
 impl GemmParams {
@@ -188,6 +215,8 @@ impl GemmParams {
             bias: spans.bias.map_or(0, |s| s.addr),
             residual: spans.residual.map_or(0, |s| s.addr),
             y: spans.y.addr,
+            workspace: 0,
+            counters: 0,
             ldx: long("x.stride", strides.x)?,
             ldw: long("w.stride", strides.w)?,
             ldc: long("c.stride", strides.c)?,
@@ -365,7 +394,7 @@ pub fn launch_config(spec: &GemmSpec, problem: &GemmProblem, arch: Arch) -> Resu
         ));
     }
     Ok(Some(LaunchConfig {
-        grid: [gx as u32, gy as u32, 1],
+        grid: [gx as u32, gy as u32, tile.split_k.max(1)],
         block: [tile.threads(), 1, 1],
         dynamic_shared_bytes: spec.shared_memory_bytes(tile),
     }))
@@ -391,17 +420,38 @@ pub fn prepare_gemm(
         backend.check_buffer(buffer)?;
     }
     // A spec that leaves its tile to the default takes the tuned one, if the database has it.
+    // A tuned split-K tile needs a workspace the caller did not give: keep the default then.
+    let arch = backend.arch();
     let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &[problem.m, problem.n, problem.k]) {
-        tessera_codegen::KernelSpec::Gemm(s) => s,
+        tessera_codegen::KernelSpec::Gemm(s)
+            if buffers.workspace.is_some_and(|w| w.bytes() >= split_workspace_bytes(&s, problem, arch)) =>
+        {
+            s
+        }
+        tessera_codegen::KernelSpec::Gemm(s) if s.tile_for(arch).split_k <= 1 => s,
         _ => *spec,
     };
     let spec = &tuned;
     let spans = buffers.spans();
     check(spec, problem, strides, &spans, alpha, beta)?;
-    let arch = backend.arch();
-    let source = spec.render(arch)?;
-    let params = GemmParams::new(problem, strides, &spans, alpha, beta)?;
+    let mut params = GemmParams::new(problem, strides, &spans, alpha, beta)?;
+    let needed = split_workspace_bytes(spec, problem, arch);
+    if needed > 0 {
+        let ws = buffers.workspace.ok_or_else(|| {
+            RuntimeError::invalid("workspace", format!("tile {} splits K and needs a workspace of {needed} bytes (see split_workspace_bytes)", spec.tile_for(arch)))
+        })?;
+        if ws.bytes() < needed || ws.addr() % 4 != 0 {
+            return Err(RuntimeError::invalid("workspace", format!("{} bytes at {:#x}; the split needs {needed}, 4-byte aligned", ws.bytes(), ws.addr())));
+        }
+        let (y, y_len) = (spans.y.addr, problem.y_elements() * spec.out.size_bytes());
+        if ws.addr() < y + y_len as u64 && y < ws.addr() + needed as u64 {
+            return Err(RuntimeError::invalid("workspace", "overlaps `y`"));
+        }
+        params.counters = ws.addr();
+        params.workspace = ws.addr() + split_counter_bytes(problem) as u64;
+    }
     let config = launch_config(spec, problem, arch)?;
+    let source = spec.render(arch)?;
     PreparedLaunch::new(backend, compiler, &source, config, params, buffers.all())
 }
 
@@ -500,6 +550,16 @@ pub fn run_gemm(
     let ri = residual.map(|r| upload(&mut memory, encode_out(r, spec.out))).transpose()?;
     let y_bytes = p.y_elements() * spec.out.size_bytes();
     let yi = upload(&mut memory, poison_out(p.y_elements(), spec.out))?;
+    // Split-K: counters zeroed, partials poisoned (every one is written before it is read).
+    let ws_bytes = split_workspace_bytes(spec, problem, backend.arch());
+    let wsi = if ws_bytes > 0 {
+        let counters = split_counter_bytes(problem);
+        let mut bytes = vec![0u8; counters];
+        bytes.extend(poison_out((ws_bytes - counters) / 4, OutType::F32));
+        Some(upload(&mut memory, bytes)?)
+    } else {
+        None
+    };
 
     let b = &memory.buffers;
     let buffers = GemmBuffers {
@@ -509,6 +569,7 @@ pub fn run_gemm(
         bias: bi.map(|i| &b[i]),
         residual: ri.map(|i| &b[i]),
         y: &b[yi],
+        workspace: wsi.map(|i| &b[i]),
     };
     let strides = GemmStrides::contiguous(spec, problem);
     gemm_forward(backend, compiler, spec, problem, &strides, &buffers, alpha, beta)?;
@@ -537,6 +598,7 @@ mod tests {
             bias: None,
             residual: None,
             y: span(0x400000, p.y_elements() * s.out.size_bytes()),
+            workspace: None,
         }
     }
 
@@ -546,7 +608,7 @@ mod tests {
 
     #[test]
     fn params_have_no_padding() {
-        assert_eq!(std::mem::size_of::<GemmParams>(), 112);
+        assert_eq!(std::mem::size_of::<GemmParams>(), 128);
     }
 
     #[test]

@@ -61,6 +61,26 @@ fn gemm_matches_the_reference() {
     }
 }
 
+/// Split-K on real hardware: CTAs of one output tile run concurrently and the last one reduces.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn split_k_gemm_matches_the_reference() {
+    use tessera_runtime::codegen::GemmTile;
+    let (backend, compiler) = (backend(), compiler());
+    for split in [2, 4, 8] {
+        let spec = GemmSpec::new(DType::BF16, OutType::F32).with_tile(GemmTile::new(64, 64, 32, 4, 3).with_split_k(split));
+        let (m, n, k) = (96, 160, 4096 + 40);
+        let mut rng = StdRng::seed_from_u64(split as u64);
+        let x = random(&mut rng, m * k);
+        let w = random(&mut rng, k * n);
+        let got = run_gemm(backend.as_ref(), &compiler, &spec, &GemmProblem::new(m, n, k), &x, &w, None, None, None, 1.0, 0.0).unwrap();
+        let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
+        let want = reference::gemm(&rin(&x), Layout::RowMajor, &rin(&w), Layout::RowMajor, (m, n, k), None, None, Activation::None, None, 1.0, 0.0);
+        let cmp = reference::compare(&got, &want);
+        assert!(cmp.passes(tolerance(spec.out)), "split {split}: {cmp:?}");
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn lora_matches_the_reference() {

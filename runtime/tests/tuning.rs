@@ -50,7 +50,7 @@ fn a_launch_uses_the_tuned_tile_from_the_database() {
 
     let alloc = |bytes: usize| backend.alloc(bytes).unwrap();
     let (x, w, y) = (alloc(40 * 32 * 2), alloc(32 * 48 * 2), alloc(40 * 48 * 2));
-    let buffers = GemmBuffers { x: &x, w: &w, c: None, bias: None, residual: None, y: &y };
+    let buffers = GemmBuffers { x: &x, w: &w, c: None, bias: None, residual: None, y: &y, workspace: None };
     let strides = GemmStrides::contiguous(&spec, &problem);
     let launch = prepare_gemm(&backend, &compiler, &spec, &problem, &strides, &buffers, 1.0, 0.0).unwrap();
     let name = launch.kernel().unwrap().name().to_string();

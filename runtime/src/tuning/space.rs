@@ -15,10 +15,12 @@ pub fn prune_for_shape(spec: &KernelSpec, tile: &TileChoice, shape: &[usize]) ->
         (KernelSpec::Attention(_), TileChoice::Attention(t)) => {
             u64::from(t.block_m) <= dim(1).max(64) && u64::from(t.block_n) <= dim(2).max(32)
         }
+        // Split-K only where every split still gets a few K slices.
         (KernelSpec::Gemm(_) | KernelSpec::Lora(_), TileChoice::Gemm(t)) => {
             u64::from(t.block_m) <= dim(0).max(32)
                 && u64::from(t.block_n) <= dim(1).max(32)
                 && u64::from(t.block_k) <= dim(2).max(32)
+                && (t.split_k <= 1 || dim(2) / u64::from(t.block_k * t.split_k) >= 4)
         }
         // One CTA's chunk should not exceed the elements (or a quarter of them, for big ones).
         (_, TileChoice::Elementwise(t)) => t.chunk() <= dim(0).max(512),

@@ -234,11 +234,17 @@ pub fn gemm_target<'a>(
         upload(&mut memory, encode(&random(&mut rng, problem.w_elements()), spec.dtype))?;
     }
     let y = upload(&mut memory, encode_out(&vec![0.0; problem.y_elements()], spec.out))?;
+    // One workspace for every split-K candidate: sized for the largest split of the smallest tile.
+    let widest = tessera_codegen::GemmSpec {
+        tile: Some(tessera_codegen::GemmTile::new(32, 32, 32, 4, 1).with_split_k(*tessera_codegen::SPLIT_KS.last().unwrap_or(&1))),
+        ..*spec
+    };
+    let ws = upload(&mut memory, vec![0u8; crate::gemm::split_workspace_bytes(&widest, &problem, backend.arch())])?;
     let strides = GemmStrides::contiguous(spec, &problem);
     let p = problem;
     let prepare = move |spec: &KernelSpec, c: usize, b: &[DeviceBuffer]| {
         let KernelSpec::Gemm(s) = spec else { return Err(RuntimeError::invalid("spec", "not a GEMM")) };
-        let buffers = GemmBuffers { x: &b[2 * c], w: &b[2 * c + 1], c: None, bias: None, residual: None, y: &b[y] };
+        let buffers = GemmBuffers { x: &b[2 * c], w: &b[2 * c + 1], c: None, bias: None, residual: None, y: &b[y], workspace: Some(&b[ws]) };
         Ok(plain(backend, prepare_gemm(backend, compiler, s, &p, &strides, &buffers, 1.0, 0.0)?))
     };
     Ok(LaunchTarget {

@@ -389,8 +389,10 @@ fn bench_gemm(args: BenchGemmArgs) -> Result<()> {
     let x = memory.upload(&encode(&rng.values(problem.x_elements(), 1.0), spec.dtype))?;
     let w = memory.upload(&encode(&rng.values(problem.w_elements(), 1.0), spec.dtype))?;
     let y = memory.alloc(problem.y_elements() * spec.out.size_bytes())?;
+    let ws_bytes = tessera::runtime::gemm::split_workspace_bytes(&spec, &problem, arch);
+    let ws = if ws_bytes > 0 { Some(memory.upload(&vec![0u8; ws_bytes])?) } else { None };
     let b = &memory.buffers;
-    let buffers = GemmBuffers { x: &b[x], w: &b[w], c: None, bias: None, residual: None, y: &b[y] };
+    let buffers = GemmBuffers { x: &b[x], w: &b[w], c: None, bias: None, residual: None, y: &b[y], workspace: ws.map(|i| &b[i]) };
     let compiler = Compiler::with_default_cache()?;
     let strides = GemmStrides::contiguous(&spec, &problem);
     let launch = prepare_gemm(backend.as_ref(), &compiler, &spec, &problem, &strides, &buffers, 1.0, 0.0)?;

@@ -58,18 +58,22 @@ pub struct GemmTileFlags {
     /// Slices in flight: 1, 2, 3.
     #[arg(long)]
     pub stages: Option<u32>,
+    /// GEMM split-K: 1, 2, 4, 8 CTAs per output tile.
+    #[arg(long)]
+    pub split_k: Option<u32>,
 }
 
 impl GemmTileFlags {
     /// `None` when no flag is given; otherwise `default` with the given fields replaced.
     pub fn tile(&self, default: GemmTile) -> Option<GemmTile> {
-        let any = [self.block_m, self.block_n, self.block_k, self.warps, self.stages].iter().any(Option::is_some);
+        let any = [self.block_m, self.block_n, self.block_k, self.warps, self.stages, self.split_k].iter().any(Option::is_some);
         any.then(|| GemmTile {
             block_m: self.block_m.unwrap_or(default.block_m),
             block_n: self.block_n.unwrap_or(default.block_n),
             block_k: self.block_k.unwrap_or(default.block_k),
             warps: self.warps.unwrap_or(default.warps),
             stages: self.stages.unwrap_or(default.stages),
+            split_k: self.split_k.unwrap_or(default.split_k),
         })
     }
 }
