@@ -76,3 +76,35 @@ fn bad_shapes_are_one_line_errors() {
         assert!(stderr(&o).contains("--shapes") && stderr(&o).lines().count() == 1, "{}", stderr(&o));
     }
 }
+
+#[test]
+fn db_export_import_and_show() {
+    use tessera::codegen::{GemmSpec, GemmTile, KernelSpec, OutType, TileChoice};
+    use tessera::runtime::tuning::{DbEntry, DeviceFingerprint, TuningDb, TuningKey};
+    use tessera::DType;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, shipped, dst) = (dir.path().join("src.json"), dir.path().join("shipped.json"), dir.path().join("dst.json"));
+    let (mut db, _) = TuningDb::open(&src);
+    let device = DeviceFingerprint { name: "NVIDIA H200".into(), compute_capability: (9, 0), driver: 13000, nvrtc: (13, 0) };
+    let spec = KernelSpec::from(GemmSpec::new(DType::BF16, OutType::BF16));
+    db.insert(DbEntry {
+        key: TuningKey::new(&spec, &[4096, 4096, 4096], device),
+        tile: TileChoice::Gemm(GemmTile::new(128, 256, 32, 8, 3)),
+        median_ms: 0.25,
+        throughput: 550.0,
+        unit: "TFLOP/s".into(),
+        candidates: 40,
+    });
+    db.save().unwrap();
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let o = tessera(&["db", "export", &s(&shipped), "--tuning-db", &s(&src)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tessera(&["db", "import", &s(&shipped), "--tuning-db", &s(&dst)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tessera(&["db", "show", "--tuning-db", &s(&dst)]);
+    let out = stdout(&o);
+    assert!(out.contains("1 entries") && out.contains("4096x4096x4096") && out.contains("m128n256k32w8s3") && out.contains("NVIDIA H200"), "{out}");
+    std::fs::write(dir.path().join("bad.json"), "{ not json").unwrap();
+    let o = tessera(&["db", "import", &s(&dir.path().join("bad.json")), "--tuning-db", &s(&dst)]);
+    assert!(!o.status.success() && stderr(&o).contains("not a tuning database"), "{}", stderr(&o));
+}

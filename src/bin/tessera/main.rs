@@ -6,6 +6,7 @@ mod bench;
 mod bench_all;
 mod bench_amp;
 mod check;
+mod db;
 mod declared;
 mod demo;
 mod flags;
@@ -54,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         family: tune::TuneFamily,
     },
+    /// The tuning database: show, export, import.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
     /// The main job: generate, compile, run attention on random inputs and check it against the
     /// CPU reference (on the GPU when present, else on the CPU simulator).
     Demo(demo::DemoArgs),
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
         Command::Bench { family } => bench::run(family),
         Command::Demo(args) => demo::run(args),
         Command::Tune { family } => tune::run(family),
+        Command::Db { command } => db::run(command),
         Command::Plot(args) => plot::run(args),
     };
     match result {
