@@ -93,3 +93,22 @@ fn elementwise_family_targets_verify_on_the_simulator() {
         }
     }
 }
+
+/// The whole timed path on the simulator (its "timings" are CPU wall time, fine for exercising
+/// rotation, medians and selection): a winner is chosen among verified candidates.
+#[test]
+fn timed_tuning_picks_a_verified_winner() {
+    if !common::nvrtc_available() {
+        return;
+    }
+    let backend = SimBackend::with_options(Arch::SM80, SimOptions { checks: false, ..SimOptions::default() });
+    let compiler = Compiler::new();
+    let spec = GemmSpec::new(DType::BF16, OutType::F32);
+    let candidates: Vec<TileChoice> = space::candidates(&spec.into(), Arch::SM80, &[32, 32, 512]).into_iter().take(3).collect();
+    let target = targets::gemm_target(&backend, &compiler, &spec, GemmProblem::new(32, 32, 512)).unwrap();
+    assert!(target.copies() >= 1);
+    let report = tuning::tune(&target, &candidates, &TuneOptions { warmup: 1, reps: 3, ..TuneOptions::default() }, &|_, _, _| {});
+    let winner = report.winner().expect("a winner");
+    assert!(matches!(winner.status, CandidateStatus::Timed { median_ms, throughput } if median_ms > 0.0 && throughput > 0.0));
+    assert!(report.results.iter().all(|r| matches!(r.status, CandidateStatus::Timed { .. })), "{:?}", report.results);
+}
