@@ -516,6 +516,11 @@ pub fn run_gemm(
     beta: f32,
 ) -> Result<Vec<f32>> {
     let spec = &GemmSpec { aligned: spec.aligned && fits_aligned(spec, problem), ..*spec };
+    // The tile a launch would take from the tuning database, so a tuned split-K tile gets its workspace.
+    let spec = &match crate::tuning::tuned_spec(backend, (*spec).into(), &[problem.m, problem.n, problem.k]) {
+        tessera_codegen::KernelSpec::Gemm(s) => s,
+        _ => *spec,
+    };
     check_problem(spec, problem, alpha, beta)?;
     let p = problem;
     let inputs = [
