@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AdamWSpec, Arch, AttentionSpec, CastSpec, GemmSpec, KernelSource, LoraSpec, MapSpec, ScaleUpdateSpec, SpecError, UnscaleSpec,
+    WindowSpec,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -17,6 +18,7 @@ pub enum KernelSpec {
     Unscale(UnscaleSpec),
     AdamW(AdamWSpec),
     ScaleUpdate(ScaleUpdateSpec),
+    Window(WindowSpec),
     /// A user-defined elementwise kernel; its CUDA text is compiled into the program, so it is
     /// not serialised.
     #[serde(skip)]
@@ -35,6 +37,7 @@ impl KernelSpec {
             KernelSpec::AdamW(_) => "adamw",
             KernelSpec::ScaleUpdate(_) => "scale_update",
             KernelSpec::Map(_) => "map",
+            KernelSpec::Window(_) => "window",
         }
     }
 
@@ -48,6 +51,7 @@ impl KernelSpec {
             KernelSpec::AdamW(s) => s.validate(arch),
             KernelSpec::ScaleUpdate(s) => s.validate(arch),
             KernelSpec::Map(s) => s.validate(arch),
+            KernelSpec::Window(s) => s.validate(arch),
         }
     }
 
@@ -61,6 +65,7 @@ impl KernelSpec {
             KernelSpec::AdamW(s) => s.render(arch),
             KernelSpec::ScaleUpdate(s) => s.render(arch),
             KernelSpec::Map(s) => s.render(arch),
+            KernelSpec::Window(s) => s.render(arch),
         }
     }
 
@@ -74,6 +79,7 @@ impl KernelSpec {
             KernelSpec::AdamW(s) => s.kernel_name(),
             KernelSpec::ScaleUpdate(s) => s.kernel_name(),
             KernelSpec::Map(s) => s.kernel_name(),
+            KernelSpec::Window(s) => s.kernel_name(),
         }
     }
 
@@ -88,6 +94,7 @@ impl KernelSpec {
             KernelSpec::AdamW(s) => s.tile().to_string(),
             KernelSpec::ScaleUpdate(_) => "t32".to_string(),
             KernelSpec::Map(s) => s.tile().to_string(),
+            KernelSpec::Window(s) => s.tile().to_string(),
         }
     }
 }
@@ -131,6 +138,12 @@ impl From<AdamWSpec> for KernelSpec {
 impl From<ScaleUpdateSpec> for KernelSpec {
     fn from(s: ScaleUpdateSpec) -> Self {
         KernelSpec::ScaleUpdate(s)
+    }
+}
+
+impl From<WindowSpec> for KernelSpec {
+    fn from(s: WindowSpec) -> Self {
+        KernelSpec::Window(s)
     }
 }
 

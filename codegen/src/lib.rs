@@ -23,6 +23,7 @@ mod tile;
 mod tile_choice;
 mod unscale;
 mod user_function;
+mod window;
 
 pub use adamw::AdamWSpec;
 pub use amp_scale::ScaleUpdateSpec;
@@ -43,6 +44,7 @@ pub use tile::TileConfig;
 pub use tile_choice::TileChoice;
 pub use unscale::UnscaleSpec;
 pub use user_function::{UserFunction, MAX_USER_INPUTS};
+pub use window::{WindowOp, WindowSpec, WINDOW_MAX_TILE};
 
 /// Threads per warp on every NVIDIA architecture Tessera targets.
 pub const WARP_SIZE: u32 = 32;

@@ -24,6 +24,8 @@ pub enum Template {
     AmpScale,
     /// User-defined elementwise kernels (`#[tessera::elementwise]`).
     Map,
+    /// Sliding-window max / min / sum.
+    Window,
 }
 
 impl Template {
@@ -38,6 +40,7 @@ impl Template {
             Template::AdamW => "adamw.cuh",
             Template::AmpScale => "amp_scale.cuh",
             Template::Map => "map.cuh",
+            Template::Window => "window.cuh",
         }
     }
 
@@ -52,6 +55,7 @@ impl Template {
             Template::AdamW => include_str!("../../templates/adamw.cuh"),
             Template::AmpScale => include_str!("../../templates/amp_scale.cuh"),
             Template::Map => include_str!("../../templates/map.cuh"),
+            Template::Window => include_str!("../../templates/window.cuh"),
         }
     }
 
@@ -59,7 +63,9 @@ impl Template {
     pub fn requires(self) -> &'static [Template] {
         match self {
             Template::Lora => &[Template::Gemm],
-            Template::Cast | Template::Unscale | Template::AdamW | Template::AmpScale | Template::Map => &[Template::Amp],
+            Template::Cast | Template::Unscale | Template::AdamW | Template::AmpScale | Template::Map | Template::Window => {
+                &[Template::Amp]
+            }
             _ => &[],
         }
     }

@@ -36,6 +36,7 @@ impl KernelSpec {
             KernelSpec::Unscale(s) => TileChoice::Elementwise(s.tile()),
             KernelSpec::AdamW(s) => TileChoice::Elementwise(s.tile()),
             KernelSpec::Map(s) => TileChoice::Elementwise(s.tile()),
+            KernelSpec::Window(s) => TileChoice::Elementwise(s.tile()),
             KernelSpec::ScaleUpdate(_) => return None,
         })
     }
@@ -62,6 +63,10 @@ impl KernelSpec {
                 s.tile = Some(t);
                 KernelSpec::Map(s)
             }
+            (KernelSpec::Window(mut s), TileChoice::Elementwise(t)) => {
+                s.tile = Some(t);
+                KernelSpec::Window(s)
+            }
             _ => return None,
         })
     }
@@ -77,6 +82,7 @@ impl KernelSpec {
             KernelSpec::Unscale(u) => u.tile = None,
             KernelSpec::AdamW(a) => a.tile = None,
             KernelSpec::Map(m) => m.tile = None,
+            KernelSpec::Window(w) => w.tile = None,
             KernelSpec::ScaleUpdate(_) => {}
         }
         s
@@ -92,6 +98,7 @@ impl KernelSpec {
             KernelSpec::Cast(s) => widest(s.from.size_bytes().max(s.to.size_bytes()) as u32).collect(),
             KernelSpec::Unscale(_) | KernelSpec::AdamW(_) => widest(4).collect(),
             KernelSpec::Map(_) => widest(4).collect(),
+            KernelSpec::Window(s) => widest(s.dtype.size_bytes() as u32).collect(),
             KernelSpec::ScaleUpdate(_) => Vec::new(),
         };
         candidates

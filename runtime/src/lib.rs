@@ -38,6 +38,7 @@ pub mod sim;
 pub mod tensor_list;
 pub mod tuning;
 pub mod unscale;
+pub mod window;
 
 pub use tessera_codegen as codegen;
 

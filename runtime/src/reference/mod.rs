@@ -10,6 +10,7 @@ mod attention;
 mod fp8;
 mod gemm;
 mod lora;
+mod window;
 
 pub use amp::{adamw_step, powi_exact, unscale_grads, update_scale, AdamWHyper, AdamWScalars, AmpFloat, LossScaler};
 pub use attention::{attention, ReferenceOutput};
@@ -18,6 +19,7 @@ pub use fp8::{
 };
 pub use gemm::{activate, gemm};
 pub use lora::{bottleneck, lora, LoraOperands};
+pub use window::{sliding_window, window_abs_sum, window_sum_bound, window_sum_f64};
 
 use half::{bf16, f16};
 use tessera_codegen::DType;

@@ -4,7 +4,7 @@ use clap::Args;
 use rayon::prelude::*;
 use tessera::codegen::{
     Activation, AdamWSpec, AdapterMode, CastSpec, ElemType, Epilogue, GemmSpec, KernelSpec, Layout, LoraSpec, OutType,
-    ScaleUpdateSpec, UnscaleSpec, ATTENTION_HEAD_DIMS, LORA_RANKS,
+    ScaleUpdateSpec, UnscaleSpec, WindowOp, WindowSpec, ATTENTION_HEAD_DIMS, LORA_RANKS,
 };
 use tessera::runtime::check::check_spec;
 use tessera::{Arch, AttentionSpec, DType, TesseraError};
@@ -23,8 +23,8 @@ pub struct CheckArgs {
     /// Only these head dims (comma-separated; default all).
     #[arg(long, value_delimiter = ',')]
     pub head_dim: Vec<u32>,
-    /// Only these families (comma-separated: attention, gemm, lora, amp; default all).
-    #[arg(long, value_delimiter = ',', value_parser = ["attention", "gemm", "lora", "amp"])]
+    /// Only these families (comma-separated: attention, gemm, lora, amp, window; default all).
+    #[arg(long, value_delimiter = ',', value_parser = ["attention", "gemm", "lora", "amp", "window"])]
     pub family: Vec<String>,
 }
 
@@ -62,6 +62,15 @@ pub fn run(args: CheckArgs) -> Result<()> {
     if wants("amp") {
         for &arch in &args.arch {
             jobs.extend(amp_specs().into_iter().map(|s| (s, arch)));
+        }
+    }
+    if wants("window") {
+        for &arch in &args.arch {
+            for op in [WindowOp::Max, WindowOp::Min, WindowOp::Sum] {
+                for dtype in ElemType::FLOAT {
+                    jobs.push((WindowSpec { op, dtype, tile: None }.into(), arch));
+                }
+            }
         }
     }
     let results: Vec<_> = jobs.par_iter().map(|(spec, arch)| (spec, arch, check_spec(*spec, *arch))).collect();

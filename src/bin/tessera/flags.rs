@@ -282,7 +282,9 @@ pub fn family_list() -> String {
          adamw      one AdamW step over a list: f32 master weights and moments, f32/f16/bf16 grads, f16/bf16 model\n\
          \x20 weights; lr and step on the device; skipped entirely when found_inf is set\n\
          \x20 elementwise tile flags: --threads 128, 256, 512  --elems-per-thread 4, 8, 16, 32  --vector 1, 2, 4, 8\n\
-         scale updates (library): GradScaler loss-scale rules; fp8 delayed scaling from an amax history\n",
+         scale updates (library): GradScaler loss-scale rules; fp8 delayed scaling from an amax history\n\
+         window-max / window-min / window-sum   max, min or sum over every width-k window of each row\n\
+         \x20 (van Herk / Gil-Werman: O(n) per row for any k); --k K --x x.npy [--dtype f32|f16|bf16]\n",
         dims.join(", "),
         archs.join(", "),
         LORA_RANKS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")

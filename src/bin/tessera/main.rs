@@ -14,6 +14,7 @@ mod plot;
 mod run;
 mod run_amp;
 mod run_gemm;
+mod run_window;
 mod tune;
 
 use std::process::ExitCode;

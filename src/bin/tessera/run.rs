@@ -12,6 +12,7 @@ use tessera::{Arch, AttentionSpec, DType, TesseraError};
 use crate::flags::{parse_dtype, TileFlags};
 use crate::run_amp::{run_adamw_cmd, run_cast_cmd, run_unscale_cmd, RunAdamWArgs, RunCastArgs, RunUnscaleArgs};
 use crate::run_gemm::{run_gemm_cmd, run_lora_cmd, RunGemmArgs, RunLoraArgs};
+use crate::run_window::{run_window_cmd, RunWindowArgs};
 use crate::Result;
 
 #[derive(Subcommand)]
@@ -28,6 +29,9 @@ pub enum RunFamily {
     Unscale(RunUnscaleArgs),
     /// One fused AdamW step over a list of parameters with f32 master weights.
     Adamw(RunAdamWArgs),
+    WindowMax(RunWindowArgs),
+    WindowMin(RunWindowArgs),
+    WindowSum(RunWindowArgs),
 }
 
 #[derive(Args)]
@@ -67,6 +71,9 @@ pub fn run(family: RunFamily) -> Result<()> {
         RunFamily::Cast(args) => run_cast_cmd(args),
         RunFamily::Unscale(args) => run_unscale_cmd(args),
         RunFamily::Adamw(args) => run_adamw_cmd(args),
+        RunFamily::WindowMax(args) => run_window_cmd(tessera::codegen::WindowOp::Max, args),
+        RunFamily::WindowMin(args) => run_window_cmd(tessera::codegen::WindowOp::Min, args),
+        RunFamily::WindowSum(args) => run_window_cmd(tessera::codegen::WindowOp::Sum, args),
     }
 }
 
