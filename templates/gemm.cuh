@@ -93,6 +93,24 @@ template <int BLOCK_M, int BLOCK_N, int WARPS> struct WarpGrid {
     static_assert(WARP_M % 16 == 0 && WARP_N % 16 == 0, "a warp tile is whole 16x16 fragments");
 };
 
+// Calls f(acc element, row, col) for every element of a warp's MI x NI accumulator tiles, with the
+// element's row and column in the output: C fragment element e of tile (mi, ni) is row
+// g + 8(e/2), column 2t + e%2 of that m16n8 tile (tessera.cuh's fragment conventions).
+template <int MI, int NI, typename F>
+TESSERA_DEVICE void for_each_acc(float (&acc)[MI][NI][4], int row0, int col0, F&& f) {
+    const int lane = thread_index() % 32;
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) {
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                f(acc[mi][ni][e], row0 + mi * 16 + lane / 4 + 8 * (e / 2), col0 + ni * 8 + (lane % 4) * 2 + (e % 2));
+            }
+        }
+    }
+}
+
 // Where one CTA's main loop reads: X and W at the CTA's tile origin, and an optional low-rank
 // operand A ([K, rank], row-major) whose product with X accumulates beside X @ W.
 template <typename T> struct MainloopOperands {
@@ -272,18 +290,9 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
 
     if constexpr (SPLIT_K > 1) {
         // Publish this CTA's partial tile, then see whether it is the last of the tile's CTAs.
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-#pragma unroll
-            for (int ni = 0; ni < NI; ++ni) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    int row = m0 + wm0 + mi * 16 + lane / 4 + 8 * (e / 2);
-                    int col = n0 + wn0 + ni * 8 + (lane % 4) * 2 + (e % 2);
-                    if (row < p.m && col < p.n) p.workspace[((i64)split * p.m + row) * p.n + col] = acc[mi][ni][e];
-                }
-            }
-        }
+        for_each_acc(acc, m0 + wm0, n0 + wn0, [&](float& a, int row, int col) {
+            if (row < p.m && col < p.n) p.workspace[((i64)split * p.m + row) * p.n + col] = a;
+        });
         fence_device();
         sync_threads();  // every thread's partial is out, and the ring is no longer read
         u32* ticket = reinterpret_cast<u32*>(dynamic_smem());
@@ -292,47 +301,28 @@ TESSERA_DEVICE void gemm(const GemmParams& p) {
         sync_threads();
         if (*ticket != (u32)(SPLIT_K - 1)) return;
         fence_device();
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-#pragma unroll
-            for (int ni = 0; ni < NI; ++ni) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    int row = m0 + wm0 + mi * 16 + lane / 4 + 8 * (e / 2);
-                    int col = n0 + wn0 + ni * 8 + (lane % 4) * 2 + (e % 2);
-                    float sum = 0.f;
-                    if (row < p.m && col < p.n) {
-                        for (int z = 0; z < SPLIT_K; ++z) sum += load_global_f32_cg(p.workspace + ((i64)z * p.m + row) * p.n + col);
-                    }
-                    acc[mi][ni][e] = sum;
-                }
+        for_each_acc(acc, m0 + wm0, n0 + wn0, [&](float& a, int row, int col) {
+            float sum = 0.f;
+            if (row < p.m && col < p.n) {
+                for (int z = 0; z < SPLIT_K; ++z) sum += load_global_f32_cg(p.workspace + ((i64)z * p.m + row) * p.n + col);
             }
-        }
+            a = sum;
+        });
         if (thread_index() == 0) p.counters[tile_id] = 0u;
     }
 
-    // C fragment element e of tile (mi, ni) is row g + 8(e/2), column 2t + e%2.
     const TO* c = static_cast<const TO*>(p.c);
     const TO* bias = static_cast<const TO*>(p.bias);
     const TO* residual = static_cast<const TO*>(p.residual);
     TO* y = static_cast<TO*>(p.y);
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi) {
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                int row = m0 + wm0 + mi * 16 + lane / 4 + 8 * (e / 2);
-                int col = n0 + wn0 + ni * 8 + (lane % 4) * 2 + (e % 2);
-                if (row < p.m && col < p.n) {
-                    float v = p.alpha * acc[mi][ni][e];
-                    if (c != nullptr) v += p.beta * load_global_f32(c + row * p.ldc + col);
-                    v = gemm_finish<TO, HAS_BIAS, ACT, HAS_USER, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
-                    store_global_elem(y + row * p.ldy + col, v);
-                }
-            }
+    for_each_acc(acc, m0 + wm0, n0 + wn0, [&](float& a, int row, int col) {
+        if (row < p.m && col < p.n) {
+            float v = p.alpha * a;
+            if (c != nullptr) v += p.beta * load_global_f32(c + row * p.ldc + col);
+            v = gemm_finish<TO, HAS_BIAS, ACT, HAS_USER, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
+            store_global_elem(y + row * p.ldy + col, v);
         }
-    }
+    });
 }
 
 }  // namespace tessera

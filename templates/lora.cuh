@@ -346,31 +346,22 @@ TESSERA_DEVICE void lora(const LoraParams& p) {
             }
         }
 
-        // Epilogue; C fragment element e of tile (mi, ni) is row g + 8(e/2), column 2t + e%2.
+        // Epilogue.
         const TO* bias = static_cast<const TO*>(p.bias);
         const TO* residual = static_cast<const TO*>(p.residual);
         TO* y = static_cast<TO*>(p.y);
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-#pragma unroll
-            for (int ni = 0; ni < NI; ++ni) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    int row = m0 + wm0 + mi * 16 + group + 8 * (e / 2);
-                    int col = n0 + wn0 + ni * 8 + in_group * 2 + (e % 2);
-                    if (row < p.m && col < p.n) {
-                        float v = acc[mi][ni][e];
-                        if (KIND == 1) {
-                            // The bottleneck's residual is X itself (N == K).
-                            v += load_global_f32(x + (X_COL ? col * p.ldx + row : row * p.ldx + col));
-                        } else {
-                            v = gemm_finish<TO, HAS_BIAS, ACT, HAS_USER, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
-                        }
-                        store_global_elem(y + row * p.ldy + col, v);
-                    }
+        for_each_acc(acc, m0 + wm0, n0 + wn0, [&](float& a, int row, int col) {
+            if (row < p.m && col < p.n) {
+                float v = a;
+                if (KIND == 1) {
+                    // The bottleneck's residual is X itself (N == K).
+                    v += load_global_f32(x + (X_COL ? col * p.ldx + row : row * p.ldx + col));
+                } else {
+                    v = gemm_finish<TO, HAS_BIAS, ACT, HAS_USER, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
                 }
+                store_global_elem(y + row * p.ldy + col, v);
             }
-        }
+        });
     }
 }
 

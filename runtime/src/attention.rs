@@ -13,6 +13,7 @@ use tessera_codegen::{Arch, AttentionSpec, DType, LaunchGeometry};
 
 use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
+use crate::tensor_list::check_span;
 use crate::error::{Result, RuntimeError};
 use crate::launch::{KernelParams, PreparedLaunch};
 
@@ -404,25 +405,6 @@ fn tensor_bytes(extents: [usize; 4], strides: [usize; 4], elem: usize) -> Option
         last = last.checked_add((extent - 1).checked_mul(stride)?)?;
     }
     last.checked_add(1)?.checked_mul(elem)
-}
-
-fn check_span(name: &str, span: BufferSpan, needed: usize, align: usize) -> Result<()> {
-    if needed == 0 {
-        return Ok(());
-    }
-    if span.bytes < needed {
-        return Err(RuntimeError::invalid(
-            name,
-            format!("the buffer has {} bytes, but the shape and strides address {needed}", span.bytes),
-        ));
-    }
-    if span.addr % align as u64 != 0 {
-        return Err(RuntimeError::invalid(name, format!("address {:#x} is not {align}-byte aligned", span.addr)));
-    }
-    if span.addr.checked_add(needed as u64).is_none() {
-        return Err(RuntimeError::invalid(name, "the address range wraps around"));
-    }
-    Ok(())
 }
 
 /// Distinct output elements must have distinct addresses, or CTAs race. Sufficient condition:

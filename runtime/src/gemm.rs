@@ -20,6 +20,7 @@ use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
 use crate::launch::{HostUploads, KernelParams, PreparedLaunch};
+pub(crate) use crate::tensor_list::check_matrices;
 
 /// Elements per 16-byte cp.async chunk of a 16-bit tensor.
 pub const CHUNK_ELEMS: usize = 8;
@@ -315,66 +316,10 @@ pub fn check(
         ("y", p.m, p.n, strides.y, Some(spans.y), out, out, false),
     ];
     tensors.push(("bias", 1, p.n, p.n, spans.bias, out, out, false));
-    let mut ranges = Vec::new();
-    for (name, rows, cols, stride, span, elem, align, chunked) in tensors {
-        let Some(span) = span else { continue };
-        if rows > 1 && stride < cols {
-            return Err(RuntimeError::invalid(
-                format!("{name}.stride"),
-                format!("{stride} is smaller than the row length {cols}: rows would overlap"),
-            ));
-        }
-        if chunked && rows > 1 && stride % CHUNK_ELEMS != 0 {
-            return Err(RuntimeError::invalid(
-                format!("{name}.stride"),
-                format!(
-                    "{stride} is not a multiple of {CHUNK_ELEMS}: an aligned kernel needs every row 16-byte aligned for cp.async (use a spec with aligned: false)"
-                ),
-            ));
-        }
-        let needed = if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1)
-                .checked_mul(stride)
-                .and_then(|v| v.checked_add(cols))
-                .and_then(|v| v.checked_mul(elem))
-                .ok_or_else(|| RuntimeError::invalid(name, "the addressed range overflows"))?
-        };
-        check_span(name, span, needed, align)?;
-        ranges.push((name, span.addr, needed));
-    }
     // Y must not overlap any input: other CTAs may still be reading it.
-    let (_, y_addr, y_len) = *ranges.iter().find(|r| r.0 == "y").expect("y is always present");
-    for &(name, addr, len) in &ranges {
-        if name == "y" || len == 0 || y_len == 0 {
-            continue;
-        }
-        if addr < y_addr + y_len as u64 && y_addr < addr + len as u64 {
-            return Err(RuntimeError::invalid("y", format!("its memory overlaps `{name}`'s")));
-        }
-    }
-    Ok(())
+    check_matrices(tensors, "y")
 }
 
-pub(crate) fn check_span(name: &str, span: BufferSpan, needed: usize, align: usize) -> Result<()> {
-    if needed == 0 {
-        return Ok(());
-    }
-    if span.bytes < needed {
-        return Err(RuntimeError::invalid(
-            name,
-            format!("the buffer has {} bytes, but the shape and strides address {needed}", span.bytes),
-        ));
-    }
-    if span.addr % align as u64 != 0 {
-        return Err(RuntimeError::invalid(name, format!("address {:#x} is not {align}-byte aligned", span.addr)));
-    }
-    if span.addr.checked_add(needed as u64).is_none() {
-        return Err(RuntimeError::invalid(name, "the address range wraps around"));
-    }
-    Ok(())
-}
 
 /// The launch shape: `(ceil(M / block_m), ceil(N / block_n), 1)`. `None` when Y is empty.
 pub fn launch_config(spec: &GemmSpec, problem: &GemmProblem, arch: Arch) -> Result<Option<LaunchConfig>> {

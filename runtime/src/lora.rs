@@ -16,7 +16,7 @@ use crate::attention::{encode, BufferSpan};
 use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
-use crate::gemm::{check_span, decode_out, encode_out, poison_out, stored_shape, CHUNK_ELEMS, MAX_DIM};
+use crate::gemm::{check_matrices, decode_out, encode_out, poison_out, stored_shape, CHUNK_ELEMS, MAX_DIM};
 use crate::launch::{HostUploads, KernelParams, PreparedLaunch};
 
 const MAX_GRID_Y: usize = 65_535;
@@ -218,40 +218,7 @@ pub fn check(spec: &LoraSpec, p: &LoraProblem, strides: &LoraStrides, buffers: &
         ("residual", p.m, p.n, strides.residual, span(buffers.residual), out, out, false),
         ("y", p.m, p.n, strides.y, span(Some(buffers.y)), out, out, false),
     ];
-    let mut ranges = Vec::new();
-    for (name, rows, cols, stride, span, elem, align, chunked) in tensors {
-        let Some(span) = span else { continue };
-        if rows > 1 && stride < cols {
-            return Err(RuntimeError::invalid(
-                format!("{name}.stride"),
-                format!("{stride} is smaller than the row length {cols}: rows would overlap"),
-            ));
-        }
-        if chunked && rows > 1 && stride % CHUNK_ELEMS != 0 {
-            return Err(RuntimeError::invalid(
-                format!("{name}.stride"),
-                format!("{stride} is not a multiple of {CHUNK_ELEMS}: an aligned kernel needs every row 16-byte aligned for cp.async (use a spec with aligned: false)"),
-            ));
-        }
-        let needed = if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1)
-                .checked_mul(stride)
-                .and_then(|v| v.checked_add(cols))
-                .and_then(|v| v.checked_mul(elem))
-                .ok_or_else(|| RuntimeError::invalid(name, "the addressed range overflows"))?
-        };
-        check_span(name, span, needed, align)?;
-        ranges.push((name, span.addr, needed));
-    }
-    let (_, y_addr, y_len) = *ranges.iter().find(|r| r.0 == "y").expect("y is always present");
-    for &(name, addr, len) in &ranges {
-        if name != "y" && len > 0 && y_len > 0 && addr < y_addr + y_len as u64 && y_addr < addr + len as u64 {
-            return Err(RuntimeError::invalid("y", format!("its memory overlaps `{name}`'s")));
-        }
-    }
-    Ok(())
+    check_matrices(tensors.to_vec(), "y")
 }
 
 /// Column tiles per CTA. Every CTA recomputes `X A` for its row tile once per group, so larger

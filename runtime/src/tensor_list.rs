@@ -6,6 +6,73 @@ use tessera_codegen::ElemType;
 use crate::backend::{DeviceBuffer, LaunchConfig};
 use crate::error::{Result, RuntimeError};
 
+/// One strided 2-D tensor argument of a launch: (name, rows, row length, row stride in elements,
+/// span if given, element bytes, required alignment, whether the stride must be whole 16-byte chunks).
+pub type MatrixArg<'a> = (&'a str, usize, usize, usize, Option<crate::attention::BufferSpan>, usize, usize, bool);
+
+/// Checks every given tensor's stride, extent, size and alignment, and that `output` overlaps none
+/// of the others (other CTAs may still be reading them while it is written).
+pub fn check_matrices(tensors: Vec<MatrixArg<'_>>, output: &str) -> Result<()> {
+    let mut ranges = Vec::new();
+    for (name, rows, cols, stride, span, elem, align, chunked) in tensors {
+        let Some(span) = span else { continue };
+        if rows > 1 && stride < cols {
+            return Err(RuntimeError::invalid(
+                format!("{name}.stride"),
+                format!("{stride} is smaller than the row length {cols}: rows would overlap"),
+            ));
+        }
+        if chunked && rows > 1 && stride % crate::gemm::CHUNK_ELEMS != 0 {
+            return Err(RuntimeError::invalid(
+                format!("{name}.stride"),
+                format!(
+                    "{stride} is not a multiple of {}: an aligned kernel needs every row 16-byte aligned for cp.async (use a spec with aligned: false)",
+                    crate::gemm::CHUNK_ELEMS
+                ),
+            ));
+        }
+        let needed = if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1)
+                .checked_mul(stride)
+                .and_then(|v| v.checked_add(cols))
+                .and_then(|v| v.checked_mul(elem))
+                .ok_or_else(|| RuntimeError::invalid(name, "the addressed range overflows"))?
+        };
+        check_span(name, span, needed, align)?;
+        ranges.push((name, span.addr, needed));
+    }
+    if let Some(&(_, out_addr, out_len)) = ranges.iter().find(|r| r.0 == output) {
+        for &(name, addr, len) in &ranges {
+            if name != output && len > 0 && out_len > 0 && addr < out_addr + out_len as u64 && out_addr < addr + len as u64 {
+                return Err(RuntimeError::invalid(output, format!("its memory overlaps `{name}`'s")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `span` covers `needed` bytes, aligned to `align`, without wrapping around.
+pub fn check_span(name: &str, span: crate::attention::BufferSpan, needed: usize, align: usize) -> Result<()> {
+    if needed == 0 {
+        return Ok(());
+    }
+    if span.bytes < needed {
+        return Err(RuntimeError::invalid(
+            name,
+            format!("the buffer has {} bytes, but the shape and strides address {needed}", span.bytes),
+        ));
+    }
+    if span.addr % align as u64 != 0 {
+        return Err(RuntimeError::invalid(name, format!("address {:#x} is not {align}-byte aligned", span.addr)));
+    }
+    if span.addr.checked_add(needed as u64).is_none() {
+        return Err(RuntimeError::invalid(name, "the address range wraps around"));
+    }
+    Ok(())
+}
+
 /// One CTA per chunk; grid x is limited to 2^31 - 1.
 const MAX_CHUNKS: u64 = i32::MAX as u64;
 
