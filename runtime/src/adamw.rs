@@ -8,7 +8,7 @@ use tessera_codegen::{AdamWSpec, ElemType};
 use crate::backend::{Backend, DeviceBuffer};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
-use crate::launch::{HostUploads, KernelParams, PreparedLaunch, TableLaunch};
+use crate::launch::{kernel_params, HostUploads, PreparedLaunch, TableLaunch};
 use crate::reference::AdamWHyper;
 use crate::tensor_list::{check_disjoint, check_elems, check_scalar, chunk_grid, chunk_offsets, table_bytes};
 use crate::unscale::HostTensor;
@@ -46,14 +46,8 @@ pub struct AdamWParams {
     pub n_tensors: i32,
     pub reserved: i32,
 }
-const _: () = assert!(std::mem::size_of::<AdamWParams>() == 72);
 
-impl KernelParams for AdamWParams {
-    fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `repr(C)`, integer and float fields, no padding (asserted above).
-        unsafe { std::slice::from_raw_parts((self as *const AdamWParams).cast::<u8>(), 72) }
-    }
-}
+kernel_params!(AdamWParams, 72);
 
 /// One parameter tensor on the device: `len` elements in every buffer.
 #[derive(Clone, Copy, Debug)]

@@ -6,7 +6,7 @@ use tessera_codegen::{ElemType, ScaleUpdateSpec};
 use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
-use crate::launch::{KernelParams, PreparedLaunch};
+use crate::launch::{kernel_params, PreparedLaunch};
 use crate::tensor_list::{check_disjoint, check_elems, check_scalar};
 
 /// Mirrors `tessera::LossScaleParams` in `templates/amp_scale.cuh`.
@@ -21,7 +21,6 @@ pub struct LossScaleParams {
     pub growth_interval: i32,
     pub reserved: i32,
 }
-const _: () = assert!(std::mem::size_of::<LossScaleParams>() == 40);
 
 /// Mirrors `tessera::Fp8ScaleParams`.
 #[repr(C)]
@@ -36,20 +35,9 @@ pub struct Fp8ScaleParams {
     pub margin: i32,
     pub reserved: i32,
 }
-const _: () = assert!(std::mem::size_of::<Fp8ScaleParams>() == 48);
 
-macro_rules! params_bytes {
-    ($t:ty, $n:expr) => {
-        impl KernelParams for $t {
-            fn as_bytes(&self) -> &[u8] {
-                // SAFETY: `repr(C)`, integer and float fields, no padding (asserted above).
-                unsafe { std::slice::from_raw_parts((self as *const $t).cast::<u8>(), $n) }
-            }
-        }
-    };
-}
-params_bytes!(LossScaleParams, 40);
-params_bytes!(Fp8ScaleParams, 48);
+kernel_params!(LossScaleParams, 40);
+kernel_params!(Fp8ScaleParams, 48);
 
 fn one_thread() -> Option<LaunchConfig> {
     Some(LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], dynamic_shared_bytes: 0 })

@@ -15,7 +15,7 @@ use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::tensor_list::check_span;
 use crate::error::{Result, RuntimeError};
-use crate::launch::{KernelParams, PreparedLaunch};
+use crate::launch::{kernel_params, PreparedLaunch};
 
 /// The kernel moves rows in 16-byte `cp.async` chunks, so row starts must be 16-byte aligned.
 const ACCESS_ALIGN_BYTES: usize = 16;
@@ -207,7 +207,6 @@ pub struct AttentionParams {
 /// 5 pointers, 12 strides, 4 four-byte fields: no padding anywhere, which [`AttentionParams::as_bytes`]
 /// relies on.
 const PARAMS_BYTES: usize = 5 * 8 + 12 * 8 + 4 * 4;
-const _: () = assert!(std::mem::size_of::<AttentionParams>() == PARAMS_BYTES);
 
 /// The kernel works in base 2 (`ex2.approx`), so the softmax scale is premultiplied by log2(e).
 /// The one place this conversion happens.
@@ -257,14 +256,7 @@ impl AttentionParams {
     }
 }
 
-impl KernelParams for AttentionParams {
-    /// The struct's bytes, as `cuLaunchKernel` copies them.
-    fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `repr(C)`, plain integer and float fields, and no padding (asserted at compile
-        // time against the sum of the field sizes), so every byte is initialised.
-        unsafe { std::slice::from_raw_parts((self as *const AttentionParams).cast::<u8>(), PARAMS_BYTES) }
-    }
-}
+kernel_params!(AttentionParams, PARAMS_BYTES);
 
 /// Checks every argument of an attention launch against the spec and the buffers, without touching
 /// a device. Each error names the tensor and field.
@@ -602,6 +594,7 @@ impl Drop for Allocations<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::launch::KernelParams;
     use std::mem::offset_of;
     use tessera_codegen::TileConfig;
 

@@ -7,7 +7,7 @@ use crate::backend::{Backend, DeviceBuffer};
 use crate::compiler::Compiler;
 use crate::elems::{decode_elems, encode_elems, poison_elems};
 use crate::error::{Result, RuntimeError};
-use crate::launch::{HostUploads, KernelParams, PreparedLaunch};
+use crate::launch::{kernel_params, HostUploads, PreparedLaunch};
 use crate::tensor_list::{check_disjoint, check_elems, check_scalar, chunk_grid, chunk_offsets};
 
 /// Mirrors `tessera::CastParams` in `templates/cast.cuh`.
@@ -21,14 +21,8 @@ pub struct CastParams {
     pub n: i64,
 }
 
-const _: () = assert!(std::mem::size_of::<CastParams>() == 40);
 
-impl KernelParams for CastParams {
-    fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `repr(C)`, integer fields only, no padding (asserted above).
-        unsafe { std::slice::from_raw_parts((self as *const CastParams).cast::<u8>(), 40) }
-    }
-}
+kernel_params!(CastParams, 40);
 
 /// Device buffers of one cast: `n` elements in, `n` out, and the scalars the spec asks for.
 #[derive(Clone, Copy, Debug)]

@@ -19,7 +19,7 @@ use crate::attention::{encode, BufferSpan, POISON_16, POISON_F32};
 use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
-use crate::launch::{HostUploads, KernelParams, PreparedLaunch};
+use crate::launch::{kernel_params, HostUploads, PreparedLaunch};
 pub(crate) use crate::tensor_list::check_matrices;
 
 /// Elements per 16-byte cp.async chunk of a 16-bit tensor.
@@ -198,7 +198,6 @@ pub struct GemmParams {
 
 /// 8 pointers, 5 strides, 6 four-byte fields: no padding, which [`GemmParams::as_bytes`] relies on.
 const PARAMS_BYTES: usize = 8 * 8 + 5 * 8 + 6 * 4;
-const _: () = assert!(std::mem::size_of::<GemmParams>() == PARAMS_BYTES);
 
 impl GemmParams {
     /// Builds the parameters from arguments that passed [`check`].
@@ -233,13 +232,7 @@ impl GemmParams {
     }
 }
 
-impl KernelParams for GemmParams {
-    /// The struct's bytes, as `cuLaunchKernel` copies them.
-    fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `repr(C)`, plain integer and float fields, no padding (asserted at compile time).
-        unsafe { std::slice::from_raw_parts((self as *const GemmParams).cast::<u8>(), PARAMS_BYTES) }
-    }
-}
+kernel_params!(GemmParams, PARAMS_BYTES);
 
 /// The shape part of [`check`]: sizes, the kernel's integer and grid limits, the chunk alignment
 /// of K and N, and finite alpha / beta. Needs no buffers.

@@ -12,6 +12,22 @@ pub trait KernelParams {
     fn as_bytes(&self) -> &[u8];
 }
 
+/// `kernel_params!(Type, bytes)`: asserts at compile time that the `#[repr(C)]` struct `Type` of
+/// plain integer / float / pointer-sized fields is exactly `bytes` long (the sum of its fields, so
+/// it has no padding and every byte is initialised) and implements [`KernelParams`] by viewing it.
+macro_rules! kernel_params {
+    ($t:ty, $bytes:expr) => {
+        const _: () = assert!(std::mem::size_of::<$t>() == $bytes);
+        impl $crate::launch::KernelParams for $t {
+            fn as_bytes(&self) -> &[u8] {
+                // SAFETY: `repr(C)`, plain fields, no padding (asserted above).
+                unsafe { std::slice::from_raw_parts((self as *const $t).cast::<u8>(), $bytes) }
+            }
+        }
+    };
+}
+pub(crate) use kernel_params;
+
 /// A launch of one kernel with fixed parameters. `config` is `None` for an empty problem, which
 /// launches (and compiles) nothing.
 #[derive(Debug)]

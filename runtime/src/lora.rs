@@ -17,7 +17,7 @@ use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
 use crate::gemm::{check_matrices, decode_out, encode_out, poison_out, stored_shape, CHUNK_ELEMS, MAX_DIM};
-use crate::launch::{HostUploads, KernelParams, PreparedLaunch};
+use crate::launch::{kernel_params, HostUploads, PreparedLaunch};
 
 const MAX_GRID_Y: usize = 65_535;
 
@@ -111,14 +111,8 @@ pub struct LoraParams {
 }
 
 const PARAMS_BYTES: usize = 8 * 8 + 4 * 8 + 8 * 4;
-const _: () = assert!(std::mem::size_of::<LoraParams>() == PARAMS_BYTES);
 
-impl KernelParams for LoraParams {
-    fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `repr(C)`, plain integer and float fields, no padding (asserted at compile time).
-        unsafe { std::slice::from_raw_parts((self as *const LoraParams).cast::<u8>(), PARAMS_BYTES) }
-    }
-}
+kernel_params!(LoraParams, PARAMS_BYTES);
 
 /// Why the aligned (16-byte chunk) kernel cannot run this problem, if it cannot.
 pub fn unaligned_reason(spec: &LoraSpec, p: &LoraProblem) -> Option<String> {

@@ -6,7 +6,7 @@ use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::elems::{decode_elems, encode_elems, poison_elems};
 use crate::error::{Result, RuntimeError};
-use crate::launch::{HostUploads, KernelParams, PreparedLaunch};
+use crate::launch::{kernel_params, HostUploads, PreparedLaunch};
 use crate::tensor_list::{check_disjoint, check_elems, chunk_offsets};
 
 /// Mirrors `tessera::MapParams` in `templates/map.cuh`.
@@ -17,14 +17,8 @@ pub struct MapParams {
     pub out: u64,
     pub n: i64,
 }
-const _: () = assert!(std::mem::size_of::<MapParams>() == 48);
 
-impl KernelParams for MapParams {
-    fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `repr(C)`, integer fields only, no padding (asserted above).
-        unsafe { std::slice::from_raw_parts((self as *const MapParams).cast::<u8>(), 48) }
-    }
-}
+kernel_params!(MapParams, 48);
 
 /// CTAs per multiprocessor of the grid-stride loop.
 const CTAS_PER_SM: u64 = 8;

@@ -8,7 +8,7 @@ use crate::backend::{Backend, DeviceBuffer};
 use crate::compiler::Compiler;
 use crate::elems::{decode_elems, encode_elems};
 use crate::error::{Result, RuntimeError};
-use crate::launch::{HostUploads, KernelParams, PreparedLaunch, TableLaunch};
+use crate::launch::{kernel_params, HostUploads, PreparedLaunch, TableLaunch};
 use crate::tensor_list::{check_disjoint, check_elems, check_scalar, chunk_grid, chunk_offsets, table_bytes};
 
 /// Mirrors `tessera::UnscaleEntry` in `templates/unscale.cuh`.
@@ -33,14 +33,8 @@ pub struct UnscaleParams {
     pub n_tensors: i32,
     pub reserved: i32,
 }
-const _: () = assert!(std::mem::size_of::<UnscaleParams>() == 32);
 
-impl KernelParams for UnscaleParams {
-    fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `repr(C)`, integer fields only, no padding (asserted above).
-        unsafe { std::slice::from_raw_parts((self as *const UnscaleParams).cast::<u8>(), 32) }
-    }
-}
+kernel_params!(UnscaleParams, 32);
 
 /// One gradient tensor on the device.
 #[derive(Clone, Copy, Debug)]

@@ -11,7 +11,7 @@ use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::elems::{decode_elems, encode_elems, poison_elems};
 use crate::error::{Result, RuntimeError};
-use crate::launch::{HostUploads, KernelParams, PreparedLaunch};
+use crate::launch::{kernel_params, HostUploads, PreparedLaunch};
 use crate::tensor_list::{check_disjoint, check_elems};
 
 /// Mirrors `tessera::WindowParams` in `templates/window.cuh`.
@@ -29,14 +29,8 @@ pub struct WindowParams {
     pub ctas_per_row: i64,
 }
 
-const _: () = assert!(std::mem::size_of::<WindowParams>() == 72);
 
-impl KernelParams for WindowParams {
-    fn as_bytes(&self) -> &[u8] {
-        // SAFETY: `repr(C)`, integer fields only, no padding (asserted above).
-        unsafe { std::slice::from_raw_parts((self as *const WindowParams).cast::<u8>(), 72) }
-    }
-}
+kernel_params!(WindowParams, 72);
 
 /// `rows` independent rows of `n` elements, windows of width `k`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
