@@ -6,11 +6,23 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use tessera::codegen::{AdapterMode, GemmSpec, KernelSpec, LoraSpec, OutType};
 use tessera::runtime::{CacheKey, Compiler, KernelCache, Target};
-use tessera::{Arch, AttentionSpec, DType};
+use tessera::{Arch, AttentionFeatures, AttentionSpec, DType};
 
-fn specs() -> [(&'static str, KernelSpec); 4] {
+fn features(list: &str) -> AttentionFeatures {
+    AttentionFeatures::parse(list).expect("feature names")
+}
+
+fn specs() -> [(&'static str, KernelSpec); 6] {
     [
         ("bf16_d128_causal_gqa", AttentionSpec::new(DType::BF16, 128, true, 16, 4).into()),
+        (
+            "bf16_d128_paged_decode",
+            AttentionSpec::new(DType::BF16, 128, true, 32, 4).with_features(features("paged,pack_gqa,split_kv")).into(),
+        ),
+        (
+            "bf16_d64_all_variants",
+            AttentionSpec::new(DType::BF16, 64, true, 8, 2).with_features(features(&AttentionFeatures::NAMES.join(","))).into(),
+        ),
         ("f16_d64_full_mha", AttentionSpec::new(DType::F16, 64, false, 8, 8).into()),
         ("gemm_bf16", GemmSpec::new(DType::BF16, OutType::BF16).into()),
         (

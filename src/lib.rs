@@ -21,7 +21,7 @@ mod error;
 
 pub use error::TesseraError;
 pub use tessera_codegen as codegen;
-pub use tessera_codegen::{Arch, AttentionSpec, DType, KernelSource, SpecError, TileConfig};
+pub use tessera_codegen::{Arch, AttentionFeatures, AttentionSpec, DType, KernelSource, SpecError, TileConfig};
 pub use tessera_runtime as runtime;
 
 /// The `half` crate the typed entry points use (`half::bf16` buffers for bf16 kernels).

@@ -56,7 +56,7 @@ fn emit_prints_the_specialised_source() {
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
     assert!(s.contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"));
-    assert!(s.contains("attention_fwd<tessera::f16, 64, 128, 64, 8, 2, true, 4, true>"), "{s}");
+    assert!(s.contains("attention_fwd<tessera::f16, 64, 128, 64, 8, 2, true, 4, true, 0>"), "{s}");
     assert!(s.contains("extern \"C\" __global__"));
 }
 

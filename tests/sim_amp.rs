@@ -5,8 +5,6 @@
 //! never multiples of the chunk only; outputs poisoned before each launch; the simulator's checks
 //! on. `TESSERA_SIM_AMP_CASES` sets the cases per property (default 12). Needs NVRTC.
 
-use std::sync::OnceLock;
-
 use half::{bf16, f16};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -17,23 +15,10 @@ use tessera::runtime::adamw::{run_adamw, GradScaling, HostParam};
 use tessera::runtime::cast::run_cast;
 use tessera::runtime::elems::{decode_elems, encode_elems, fp8_format};
 use tessera::runtime::reference::{self, AdamWHyper, AmpFloat, LossScaler};
-use tessera::runtime::simulator::SimOptions;
 use tessera::runtime::unscale::{run_unscale, HostTensor};
-use tessera::runtime::{Compiler, KernelCache, SimBackend};
-use tessera::Arch;
 
-fn backend() -> &'static SimBackend {
-    static BACKEND: OnceLock<SimBackend> = OnceLock::new();
-    BACKEND.get_or_init(|| SimBackend::with_options(Arch::SM80, SimOptions { checks: true, ..SimOptions::default() }))
-}
-
-fn compiler() -> &'static Compiler {
-    static COMPILER: OnceLock<Compiler> = OnceLock::new();
-    COMPILER.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tessera-sim-kernels");
-        Compiler::new().with_cache(KernelCache::open(dir).expect("kernel cache folder"))
-    })
-}
+mod common;
+use common::{backend, compiler};
 
 fn cases() -> u32 {
     std::env::var("TESSERA_SIM_AMP_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12)

@@ -12,8 +12,6 @@
 //! of specs: 12 cases per head dimension (72 in all, about 40 s of a debug test run on two cores,
 //! most of it NVRTC). Set `TESSERA_SIM_CASES=N` for N per head dimension.
 
-use std::sync::OnceLock;
-
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
@@ -22,32 +20,19 @@ use tessera::codegen::ATTENTION_HEAD_DIMS;
 use tessera::runtime::attention::{decode, encode, launch_config, AttentionParams, POISON_16};
 use tessera::runtime::reference;
 use tessera::runtime::KernelParams;
-use tessera::runtime::simulator::SimOptions;
 use tessera::runtime::{
-    attention_forward, run_attention, AttentionBuffers, AttentionProblem, AttentionStrides, Backend, Compiler,
-    KernelCache, SimBackend, TensorStrides,
+    attention_forward, run_attention, AttentionBuffers, AttentionProblem, AttentionStrides, Backend, TensorStrides,
 };
 use tessera::{Arch, AttentionSpec, DType, KernelSource, TileConfig};
+
+mod common;
+use common::{backend, compiler};
 
 const ARCH: Arch = Arch::SM80;
 /// Largest |lse - reference| accepted, relative to max(1, |reference|). The kernel's LSE is
 /// (m + log2 l) ln 2 in f32; the host emulation measures 1.6e-7, so this leaves ample margin for
 /// the simulator's ex2/lg2 while still catching any real error.
 const LSE_TOL: f64 = 1e-4;
-
-fn backend() -> &'static SimBackend {
-    static BACKEND: OnceLock<SimBackend> = OnceLock::new();
-    // Checks on whatever the environment says: the tests are also a sanitizer run.
-    BACKEND.get_or_init(|| SimBackend::with_options(ARCH, SimOptions { checks: true, ..SimOptions::default() }))
-}
-
-fn compiler() -> &'static Compiler {
-    static COMPILER: OnceLock<Compiler> = OnceLock::new();
-    COMPILER.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tessera-sim-kernels");
-        Compiler::new().with_cache(KernelCache::open(dir).expect("kernel cache folder"))
-    })
-}
 
 fn cases_per_head_dim() -> u32 {
     std::env::var("TESSERA_SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12)

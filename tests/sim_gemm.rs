@@ -12,17 +12,17 @@
 //! cache under `CARGO_TARGET_TMPDIR` is shared, and each run draws `TESSERA_SIM_GEMM_CASES`
 //! (default 24) cases, so at most that many distinct specs.
 
-use std::sync::OnceLock;
-
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::{Activation, Epilogue, GemmSpec, GemmTile, Layout, OutType};
 use tessera::runtime::reference;
-use tessera::runtime::simulator::SimOptions;
-use tessera::runtime::{run_gemm, Compiler, GemmProblem, KernelCache, SimBackend};
+use tessera::runtime::{run_gemm, GemmProblem};
 use tessera::{Arch, DType};
+
+mod common;
+use common::{backend, compiler};
 
 const ARCH: Arch = Arch::SM80;
 
@@ -37,19 +37,6 @@ const TILES: [GemmTile; 6] = [
     GemmTile::new(32, 32, 32, 4, 2).with_split_k(4),
     GemmTile::new(64, 32, 64, 4, 1).with_split_k(2),
 ];
-
-fn backend() -> &'static SimBackend {
-    static BACKEND: OnceLock<SimBackend> = OnceLock::new();
-    BACKEND.get_or_init(|| SimBackend::with_options(ARCH, SimOptions { checks: true, ..SimOptions::default() }))
-}
-
-fn compiler() -> &'static Compiler {
-    static COMPILER: OnceLock<Compiler> = OnceLock::new();
-    COMPILER.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tessera-sim-kernels");
-        Compiler::new().with_cache(KernelCache::open(dir).expect("kernel cache folder"))
-    })
-}
 
 fn cases() -> u32 {
     std::env::var("TESSERA_SIM_GEMM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)

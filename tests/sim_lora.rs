@@ -10,36 +10,23 @@
 //! races, reads of in-flight cp.async data). `TESSERA_SIM_LORA_CASES` sets the number of cases
 //! (default 24; each is a distinct kernel, about a second of NVRTC).
 
-use std::sync::OnceLock;
-
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmTile, Layout, LoraSpec, OutType, LORA_RANKS};
 use tessera::runtime::reference::{self, LoraOperands};
-use tessera::runtime::simulator::SimOptions;
-use tessera::runtime::{run_lora, Compiler, KernelCache, LoraInputs, LoraProblem, SimBackend};
+use tessera::runtime::{run_lora, LoraInputs, LoraProblem};
 use tessera::{Arch, DType};
+
+mod common;
+use common::{backend, compiler};
 
 const ARCH: Arch = Arch::SM80;
 
 /// Tiles small enough to simulate quickly; each must be in `LoraSpec::space` for every rank.
 const TILES: [GemmTile; 3] =
     [GemmTile::new(64, 64, 32, 4, 2), GemmTile::new(64, 32, 32, 4, 1), GemmTile::new(128, 64, 32, 8, 3)];
-
-fn backend() -> &'static SimBackend {
-    static BACKEND: OnceLock<SimBackend> = OnceLock::new();
-    BACKEND.get_or_init(|| SimBackend::with_options(ARCH, SimOptions { checks: true, ..SimOptions::default() }))
-}
-
-fn compiler() -> &'static Compiler {
-    static COMPILER: OnceLock<Compiler> = OnceLock::new();
-    COMPILER.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tessera-sim-kernels");
-        Compiler::new().with_cache(KernelCache::open(dir).expect("kernel cache folder"))
-    })
-}
 
 fn cases() -> u32 {
     std::env::var("TESSERA_SIM_LORA_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)

@@ -6,8 +6,6 @@
 //! outputs poisoned before each launch. `TESSERA_SIM_WINDOW_CASES` sets the cases (default 48).
 //! Needs NVRTC.
 
-use std::sync::OnceLock;
-
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
@@ -15,23 +13,10 @@ use rand::{Rng, SeedableRng};
 use tessera::codegen::{ElemType, ElementwiseTile, WindowOp, WindowSpec};
 use tessera::runtime::elems::{decode_elems, encode_elems};
 use tessera::runtime::reference;
-use tessera::runtime::simulator::SimOptions;
 use tessera::runtime::window::{run_window, WindowProblem};
-use tessera::runtime::{Compiler, KernelCache, SimBackend};
-use tessera::Arch;
 
-fn backend() -> &'static SimBackend {
-    static BACKEND: OnceLock<SimBackend> = OnceLock::new();
-    BACKEND.get_or_init(|| SimBackend::with_options(Arch::SM80, SimOptions { checks: true, ..SimOptions::default() }))
-}
-
-fn compiler() -> &'static Compiler {
-    static COMPILER: OnceLock<Compiler> = OnceLock::new();
-    COMPILER.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tessera-sim-kernels");
-        Compiler::new().with_cache(KernelCache::open(dir).expect("kernel cache folder"))
-    })
-}
+mod common;
+use common::{backend, compiler};
 
 fn cases() -> u32 {
     std::env::var("TESSERA_SIM_WINDOW_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)

@@ -8,8 +8,10 @@ the timings), each as a subprocess writing into DIR/<family>/:
   - gemm_lora.py --warmup 5 --reps 20;
   - amp.py --warmup 5 --reps 20 --total 268435456 (2^28 elements over the 1,000 unscale / AdamW
     tensors instead of 2^30: still far beyond the L2 cache);
+  - attention_variants.py --warmup 5 --reps 20 (its own defaults too: about 1-3 minutes);
   (--full: each script's own defaults). Each family gets a timeout: its share (weights 0.25, 0.35,
-  0.40) of the budget left when it starts, so time one family leaves unused goes to the next.
+  0.40, 0.20) of the budget left when it starts, so time one family leaves unused goes to the next
+  (the last family gets all that is left).
   Its output streams through, prefixed with the family, and into DIR/<family>/log.txt; the exit
   status, time and timeout go to DIR/<family>/run.json. A family that times out or crashes
   before writing its results.json is merged from its log (the PASS/FAIL lines of the checks and
@@ -30,14 +32,15 @@ DIR/results.json:
   {"schema": "tessera-gpu-bench/1", "mode": "run" | "merge-only", "created", "command",
    "budget_s", "elapsed_s", "env": {device, torch, cuda, ...: the first family's},
    "families": [
-     {"family": "attention" | "gemm_lora" | "amp", "script", "status": "ok" | "checks_failed" |
+     {"family": "attention" | "gemm_lora" | "amp" | "attention_variants", "script",
+      "status": "ok" | "checks_failed" |
         "timeout" | "error" | "missing" | "skipped", "partial": bool (merged from the log),
       "returncode", "elapsed_s", "timeout_s", "args" (run mode; null when unknown),
-      "title", "unit": "TFLOP/s" | "GB/s", "x_label": "sequence length" | "M" | "kernel",
+      "title", "unit": "TFLOP/s" | "GB/s", "x_label": "sequence length" | "M" | "kernel" | "context",
       "checks": {"passed", "total", "failed": [case names]},
       "points": [{"series", "x", "x_label", "category" (amp only: the kernel), "tessera", "torch",
                   "unit"}],   one per timing row; a value is null when that side has none
-      "reference_lines": [{"label", "value"}],   amp: the device copy bandwidth
+      "reference_lines": [{"label", "value"}],   amp, attention_variants: the device copy bandwidth
       "best_ratio": {"ratio": tessera / torch, "series", "x"} | null,
       "target": {"text", "met": true | false | null, "rows_met", "rows"},
       "raw": the script's own results.json object (or the part read from its log) | null}],
@@ -69,6 +72,7 @@ FAMILIES = [
     Family("attention", "attention.py", 0.25, ["--quick"]),
     Family("gemm_lora", "gemm_lora.py", 0.35, ["--warmup", "5", "--reps", "20"]),
     Family("amp", "amp.py", 0.40, ["--warmup", "5", "--reps", "20", "--total", str(2 ** 28)]),
+    Family("attention_variants", "attention_variants.py", 0.20, ["--warmup", "5", "--reps", "20"]),
 ]
 
 
@@ -161,7 +165,7 @@ def raw_from_log(name, path):
         raw.update(gemm=[], lora=[])
     else:
         raw["bench"] = []
-    if name == "amp":
+    if name in ("amp", "attention_variants"):
         raw["copy"] = None
     for line in lines:
         for tag, ok in (("PASS ", True), ("ok  ", True), ("FAIL ", False)):
@@ -181,7 +185,7 @@ def raw_from_log(name, path):
                 continue
             if name == "gemm_lora":
                 raw["lora" if "rank" in row else "gemm"].append(row)
-            elif name == "amp" and "copy" in row:
+            elif name in ("amp", "attention_variants") and "copy" in row:
                 raw["copy"] = row["copy"]
             else:
                 raw["bench"].append(row)
@@ -256,7 +260,23 @@ def amp_view(raw):
             "x_label": "kernel", "points": points, "reference_lines": refs, "target": target}
 
 
-VIEWS = {"attention": attention_view, "gemm_lora": gemm_lora_view, "amp": amp_view}
+def attention_variants_view(raw):
+    rows = [r for r in raw.get("bench") or [] if isinstance(r, dict)]
+    points = [point(f"paged decode, pages of {r.get('page_size')}", r.get("context"), "context",
+                    r.get("tessera_kv_gbps"), r.get("torch_kv_gbps"), "GB/s")
+              for r in rows if r.get("kind") == "paged_decode" and isinstance(r.get("context"), (int, float))]
+    copy = raw.get("copy") if isinstance(raw.get("copy"), dict) else {}
+    refs = [{"label": "device copy", "value": float(copy["gbps"])}] if num(copy.get("gbps")) is not None else []
+    flags = [r["target_met"] for r in rows if isinstance(r.get("target_met"), bool)]
+    target = {"text": "paged decode KV bandwidth >= 80 % of the device copy bandwidth; local attention "
+                      "(window 1024, seq 32k) >= 10x faster than full causal",
+              "met": all(flags) if flags else None, "rows_met": sum(flags), "rows": len(flags)}
+    return {"title": "paged decode KV bandwidth vs SDPA (bf16, d128, batch 64, GQA 32:4)", "unit": "GB/s",
+            "x_label": "context", "points": points, "reference_lines": refs, "target": target}
+
+
+VIEWS = {"attention": attention_view, "gemm_lora": gemm_lora_view, "amp": amp_view,
+         "attention_variants": attention_variants_view}
 
 
 def best_ratio(points):

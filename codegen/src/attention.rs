@@ -6,12 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Arch, DType, KernelSource, LaunchGeometry, SpecError, Template, TileConfig};
+use crate::{Arch, AttentionFeatures, DType, KernelSource, LaunchGeometry, SpecError, Template, TileConfig};
 
 /// Head dimensions the template supports: multiples of 16 (the mma k-step) whose rows are whole
 /// 16-byte cp.async chunks and whose register budget fits one thread.
 pub const ATTENTION_HEAD_DIMS: [u32; 6] = [32, 64, 96, 128, 192, 256];
-const BLOCK_NS: [u32; 4] = [32, 64, 128, 256];
+const BLOCK_NS: [u32; 5] = [16, 32, 64, 128, 256];
 const WARPS: [u32; 2] = [4, 8];
 const STAGES: [u32; 3] = [1, 2, 3];
 /// Query rows owned by one warp: the M of one `mma.m16n8k16`.
@@ -35,17 +35,35 @@ pub struct AttentionSpec {
     pub heads_kv: u32,
     /// `None` picks [`AttentionSpec::default_tile`] for the target.
     pub tile: Option<TileConfig>,
+    /// Masks, score modifiers and layouts beyond plain (causal) attention; absent in older JSON.
+    #[serde(default)]
+    pub features: AttentionFeatures,
 }
 
 impl AttentionSpec {
     /// Multi-head attention with the default tile configuration.
     pub fn new(dtype: DType, head_dim: u32, causal: bool, heads_q: u32, heads_kv: u32) -> Self {
-        AttentionSpec { dtype, head_dim, causal, heads_q, heads_kv, tile: None }
+        AttentionSpec { dtype, head_dim, causal, heads_q, heads_kv, tile: None, features: AttentionFeatures::default() }
     }
 
     pub fn with_tile(mut self, tile: TileConfig) -> Self {
         self.tile = Some(tile);
         self
+    }
+
+    pub fn with_features(mut self, features: AttentionFeatures) -> Self {
+        self.features = features;
+        self
+    }
+
+    /// Rows of the query tile a CTA covers per query position: GROUP with GQA packing (each query
+    /// position contributes one row per head of the group), else 1.
+    pub fn rows_per_query(&self) -> u32 {
+        if self.features.pack_gqa {
+            self.group()
+        } else {
+            1
+        }
     }
 
     /// Query heads that share one key/value head (1 = MHA, heads_q = MQA).
@@ -55,7 +73,23 @@ impl AttentionSpec {
 
     /// The tile configuration that will be rendered for `arch`.
     pub fn tile_for(&self, arch: Arch) -> TileConfig {
-        self.tile.unwrap_or_else(|| Self::default_tile(self.head_dim, arch))
+        self.tile.unwrap_or_else(|| self.default_tile_for(arch))
+    }
+
+    /// The default tile for this spec's features: [`AttentionSpec::default_tile`], except for decode
+    /// kernels (paged or split-KV). Those take 64-row query tiles (a packed decode step has
+    /// seq_q x group rows, often 8-64) and key tiles small enough that the block-table addressing
+    /// and the split epilogue fit beside the O accumulator without spilling (measured with
+    /// `ptxas -v`: 184-226 registers at head_dim 128-256).
+    pub fn default_tile_for(&self, arch: Arch) -> TileConfig {
+        if !(self.features.paged || self.features.split_kv) {
+            return Self::default_tile(self.head_dim, arch);
+        }
+        match self.head_dim {
+            0..=128 => TileConfig::new(64, 64, 4, 2),
+            129..=192 => TileConfig::new(64, 32, 4, 2),
+            _ => TileConfig::new(64, 16, 4, 2),
+        }
     }
 
     /// Heuristic default: the largest query block whose K/V ring (2 stages) fits every supported
@@ -74,6 +108,13 @@ impl AttentionSpec {
         }
         if self.heads_q == 0 || self.heads_kv == 0 || self.heads_q % self.heads_kv != 0 {
             return Err(SpecError::HeadsNotDivisible { heads_q: self.heads_q, heads_kv: self.heads_kv });
+        }
+        if self.features.tree && !self.causal {
+            return Err(SpecError::unsupported(
+                "features.tree",
+                "with causal = false",
+                "tree only with causal = true (the tree mask refines the causal mask of the candidate block)",
+            ));
         }
         Arch::new(arch.sm)?;
         let tile = self.tile_for(arch);
@@ -129,8 +170,12 @@ impl AttentionSpec {
     /// accumulator alone takes head_dim/2 registers and ptxas spills on sm_90 (measured with
     /// `ptxas -v`; `tests/ptxas_report.rs` holds the line), so each warp re-reads its Q fragments
     /// from the Q tile in shared memory with `ldmatrix` instead: shared-memory bandwidth, no spills.
+    ///
+    /// Paged and split-KV kernels (decode: few query rows, many keys) re-read Q at every head_dim:
+    /// their block-table addressing and partial-result epilogue need the registers, and a decode
+    /// step is bound by K/V bandwidth, not by the Q fragment reads.
     pub fn q_in_registers(&self, _tile: TileConfig) -> bool {
-        self.head_dim <= Q_IN_REGISTERS_MAX_HEAD_DIM
+        self.head_dim <= Q_IN_REGISTERS_MAX_HEAD_DIM && !(self.features.paged || self.features.split_kv)
     }
 
     /// Every valid tile configuration for `arch`: the tuning space, pruned by shared memory and
@@ -149,7 +194,7 @@ impl AttentionSpec {
     /// The entry point's name: every spec value, so logs and `ptxas -v` reports are readable.
     pub fn kernel_name(&self, arch: Arch) -> String {
         let tile = self.tile_for(arch);
-        format!(
+        let mut name = format!(
             "tessera_attention_fwd_{}_d{}_{}_h{}x{}_{}",
             self.dtype,
             self.head_dim,
@@ -157,7 +202,12 @@ impl AttentionSpec {
             self.heads_q,
             self.heads_kv,
             tile
-        )
+        );
+        for feature in self.features.enabled() {
+            name.push('_');
+            name.push_str(feature);
+        }
+        name
     }
 
     /// The `extern "C"` instantiation of the template for this spec.
@@ -166,7 +216,7 @@ impl AttentionSpec {
         format!(
             "extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
              {name}(const tessera::AttentionParams params) {{\n    \
-             tessera::attention_fwd<{ty}, {d}, {bm}, {bn}, {w}, {s}, {causal}, {group}, {qreg}>(params);\n}}\n",
+             tessera::attention_fwd<{ty}, {d}, {bm}, {bn}, {w}, {s}, {causal}, {group}, {qreg}, {features}>(params);\n}}\n",
             threads = tile.threads(),
             name = self.kernel_name(arch),
             ty = self.dtype.cuda_type(),
@@ -178,6 +228,7 @@ impl AttentionSpec {
             causal = self.causal,
             group = self.group(),
             qreg = self.q_in_registers(tile),
+            features = self.features.bits(),
         )
     }
 
@@ -188,8 +239,8 @@ impl AttentionSpec {
         let tile = self.tile_for(arch);
         let header = format!(
             "// Generated by tessera-codegen: attention forward\n\
-             // dtype={} head_dim={} causal={} heads_q={} heads_kv={} tile={}\n",
-            self.dtype, self.head_dim, self.causal, self.heads_q, self.heads_kv, tile
+             // dtype={} head_dim={} causal={} heads_q={} heads_kv={} tile={} features={}\n",
+            self.dtype, self.head_dim, self.causal, self.heads_q, self.heads_kv, tile, self.features
         );
         let src = Template::AttentionForward.assemble(&header, &self.entry_point(arch));
         let geometry = LaunchGeometry {
@@ -199,7 +250,7 @@ impl AttentionSpec {
         Ok(KernelSource::new(self.kernel_name(arch), src, geometry))
     }
 
-    /// Query rows per CTA: the grid is `(ceil(seq_q / rows_per_cta), heads_q, batch)`.
+    /// Tile rows per CTA: the grid is `(ceil(seq_q * rows_per_query / rows_per_cta), heads, batch)`.
     pub fn rows_per_cta(&self, arch: Arch) -> u32 {
         self.tile_for(arch).block_m
     }
@@ -290,7 +341,7 @@ mod tests {
         let c = AttentionSpec { causal: false, ..spec() }.render(Arch::SM80).unwrap();
         assert_ne!(a.hash, c.hash);
         assert!(a.cuda_src.contains(&format!("{}(const tessera::AttentionParams params)", a.name)));
-        assert!(a.cuda_src.contains("attention_fwd<tessera::bf16, 128, 128, 64, 8, 2, true, 4, true>"));
+        assert!(a.cuda_src.contains("attention_fwd<tessera::bf16, 128, 128, 64, 8, 2, true, 4, true, 0>"));
         assert_eq!(a.geometry.threads_per_block, 256);
         assert_eq!(a.geometry.dynamic_shared_bytes, (128 * 128 + 2 * 2 * 64 * 128) * 2);
     }
@@ -321,5 +372,33 @@ mod tests {
         assert!(spec().q_in_registers(t));
         let s256 = AttentionSpec { head_dim: 256, ..spec() };
         assert!(!s256.q_in_registers(AttentionSpec::default_tile(256, Arch::SM80)));
+    }
+
+    #[test]
+    fn features_are_named_rendered_and_checked() {
+        let f = AttentionFeatures { paged: true, split_kv: true, pack_gqa: true, ..AttentionFeatures::default() };
+        let s = spec().with_features(f);
+        let name = s.kernel_name(Arch::SM90);
+        assert!(name.ends_with("_m64n64w4s2_paged_pack_gqa_split_kv"), "{name}");
+        let src = s.render(Arch::SM90).unwrap();
+        assert!(src.cuda_src.contains("attention_fwd<tessera::bf16, 128, 64, 64, 4, 2, true, 4, false, 448>"), "{}", src.name);
+        assert!(src.cuda_src.contains("features=paged+pack_gqa+split_kv"));
+        assert_ne!(src.hash, spec().render(Arch::SM90).unwrap().hash);
+        // Decode kernels re-read Q (no Q fragments in registers) and take smaller tiles.
+        assert!(!s.q_in_registers(s.tile_for(Arch::SM90)));
+        assert_eq!(AttentionSpec { head_dim: 256, ..s }.tile_for(Arch::SM90), TileConfig::new(64, 16, 4, 2));
+        // The tree mask refines a causal mask.
+        let tree = AttentionFeatures { tree: true, ..AttentionFeatures::default() };
+        let err = AttentionSpec { causal: false, ..spec() }.with_features(tree).validate(Arch::SM80).unwrap_err();
+        assert!(err.to_string().contains("features.tree") && err.to_string().contains("causal"), "{err}");
+        assert!(spec().with_features(tree).validate(Arch::SM80).is_ok());
+    }
+
+    #[test]
+    fn specs_without_features_read_from_old_json() {
+        let json = r#"{"dtype":"bf16","head_dim":64,"causal":true,"heads_q":8,"heads_kv":2,"tile":null}"#;
+        let s: AttentionSpec = serde_json::from_str(json).unwrap();
+        assert!(s.features.is_plain());
+        assert_eq!(s, AttentionSpec::new(DType::BF16, 64, true, 8, 2));
     }
 }

@@ -150,7 +150,7 @@ pub fn attention(args: Args, item: ItemStruct, call: Span) -> syn::Result<TokenS
         None => quote!(::core::option::Option::None),
     };
     let spec_tokens = quote! {
-        ::tessera::AttentionSpec { dtype: #d, head_dim: #head_dim, causal: #causal, heads_q: #heads_q, heads_kv: #heads_kv, tile: #tile }
+        ::tessera::AttentionSpec { dtype: #d, head_dim: #head_dim, causal: #causal, heads_q: #heads_q, heads_kv: #heads_kv, tile: #tile, features: ::tessera::codegen::AttentionFeatures::PLAIN }
     };
     let elem = elem16_tokens(dtype);
     let name = &item.ident;

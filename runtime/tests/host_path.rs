@@ -118,6 +118,7 @@ impl Backend for Recorder {
 
 fn read_params(bytes: &[u8]) -> AttentionParams {
     assert_eq!(bytes.len(), std::mem::size_of::<AttentionParams>());
+    assert!(bytes[152..].iter().all(|&b| b == 0), "a plain launch sets no variant field");
     let u64_at = |i: usize| u64::from_ne_bytes(bytes[i..i + 8].try_into().unwrap());
     let i32_at = |i: usize| i32::from_ne_bytes(bytes[i..i + 4].try_into().unwrap());
     let strides: Vec<i64> = (0..12).map(|n| u64_at(40 + 8 * n) as i64).collect();
@@ -143,6 +144,8 @@ fn read_params(bytes: &[u8]) -> AttentionParams {
         seq_k: i32_at(140),
         heads_q: i32_at(144),
         scale_log2: f32::from_ne_bytes(bytes[148..152].try_into().unwrap()),
+        // Plain attention: every variant field is zero.
+        ..AttentionParams::zeroed()
     }
 }
 

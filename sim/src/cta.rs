@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::checks::Shadow;
 use crate::ir::{special, Coll, Kernel, Op, NONE};
 use crate::memory::GlobalMemory;
-use crate::space::{tid3, GlobalView, SharedMem};
+use crate::space::{tid3, GlobalView, SharedMem, Traffic};
 use crate::{Report, SimError};
 
 /// What every CTA of a launch shares.
@@ -82,6 +82,8 @@ pub(crate) struct Cta<'a> {
     pub warp_epochs: Vec<u32>,
     /// Instructions executed.
     pub executed: u64,
+    /// Global-memory traffic of all threads.
+    pub traffic: Traffic,
     pub arrivals: u64,
     /// `bar.arrive` counts per barrier id.
     pub arrive_counts: [u32; 16],
@@ -148,6 +150,7 @@ impl<'a> Cta<'a> {
             epoch: 0,
             warp_epochs: vec![0; nwarps],
             executed: 0,
+            traffic: Traffic::default(),
             arrivals: 0,
             arrive_counts: [0; 16],
         }

@@ -7,7 +7,7 @@ use crate::checks::Who;
 use crate::cta::{AsyncCopy, Cta, State};
 use crate::ir::*;
 use crate::numerics::*;
-use crate::space::{conflict_fault, region, Fault, Mem, Region};
+use crate::space::{conflict_fault, region, Fault, Mem, Region, Traffic};
 use crate::SimError;
 
 #[inline(always)]
@@ -75,6 +75,7 @@ impl<'a> Cta<'a> {
             who,
             block: ctx.block,
             hint: 0,
+            traffic: Traffic::default(),
         };
         let result = interpret(
             ctx.kernel,
@@ -88,6 +89,7 @@ impl<'a> Cta<'a> {
             arrive_counts,
             ctx.memory,
         );
+        let traffic = mem.traffic;
         th.pc = pc as u32;
         let executed = th.steps - start_steps;
         let line = ctx.kernel.code.get(pc).map_or(0, |i| i.line);
@@ -110,6 +112,7 @@ impl<'a> Cta<'a> {
             Err(e) => Err(e),
         };
         self.executed += executed;
+        self.traffic += traffic;
         match outcome {
             Ok(()) => Ok(()),
             Err(Trouble::Fault(f)) => Err(SimError::Fault(self.report(t, line, f.address, f.kind))),
@@ -604,6 +607,7 @@ fn issue_copy(mem: &mut Mem, copies: &mut Vec<AsyncCopy>, group: u32, dst: u64, 
             .map_err(|c| conflict_fault(c, mem.who.tid as usize, mem.block, "cp.async"))?;
     }
     copies.push(AsyncCopy { group, dst: dst as u32, src, size, src_size: src_size as u8 });
+    mem.traffic.async_copy += src_size;
     Ok(())
 }
 

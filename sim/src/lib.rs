@@ -121,7 +121,7 @@ use rayon::prelude::*;
 use crate::cta::{Cta, LaunchCtx};
 use crate::ir::Kernel;
 use crate::memory::Allocation;
-use crate::space::GlobalView;
+use crate::space::{GlobalView, Traffic};
 
 /// The most shared memory one CTA may use (sm_90's 227 KiB).
 pub const MAX_SHARED_BYTES: usize = 227 * 1024;
@@ -245,6 +245,19 @@ pub struct LaunchStats {
     pub thread_instructions: u64,
     /// CTAs run.
     pub ctas: u64,
+    /// Bytes `cp.async` copies read from global memory, summed over threads and CTAs: each copy's
+    /// src-size, so a zero-filling copy (src-size 0, or the ignore-src predicate true) counts 0 and a
+    /// 16-byte copy with src-size 8 counts 8. Guarded-off copies count nothing.
+    pub async_copy_bytes: u64,
+    /// Bytes loaded from global memory by executed `ld` / `ldu` instructions (`ld.global` with any
+    /// cache hint, `.nc`, and generic loads of global addresses), all lanes of vector loads
+    /// included, summed over threads and CTAs. Loads of `.const` or parameter memory, atomics,
+    /// `cp.async` and guarded-off loads do not count.
+    pub global_load_bytes: u64,
+    /// Bytes stored to global memory by executed `st` instructions (`st.global` and generic stores
+    /// to global addresses), all lanes of vector stores included, summed over threads and CTAs.
+    /// Atomics and `red` and guarded-off stores do not count.
+    pub global_store_bytes: u64,
     /// Wall time of the launch.
     pub elapsed: Duration,
 }
@@ -310,21 +323,21 @@ pub fn launch(
         abort: AtomicBool::new(false),
     };
     let count = gx as u64 * gy as u64 * gz as u64;
-    let run_one = |i: u64| -> Result<u64, SimError> {
+    let run_one = |i: u64| -> Result<(u64, Traffic), SimError> {
         if ctx.abort.load(Ordering::Relaxed) {
-            return Ok(0);
+            return Ok((0, Traffic::default()));
         }
         let ctaid = [(i % gx as u64) as u32, ((i / gx as u64) % gy as u64) as u32, (i / (gx as u64 * gy as u64)) as u32];
         let mut cta = Cta::new(&ctx, ctaid);
         match cta.run() {
-            Ok(()) => Ok(cta.executed),
+            Ok(()) => Ok((cta.executed, cta.traffic)),
             Err(e) => {
                 ctx.abort.store(true, Ordering::Relaxed);
                 Err(e)
             }
         }
     };
-    let results: Vec<Result<u64, SimError>> = if options.parallel {
+    let results: Vec<Result<(u64, Traffic), SimError>> = if options.parallel {
         (0..count).into_par_iter().map(run_one).collect()
     } else {
         let mut out = Vec::new();
@@ -339,8 +352,18 @@ pub fn launch(
         out
     };
     let mut total = 0;
+    let mut traffic = Traffic::default();
     for r in results {
-        total += r?;
+        let (executed, t) = r?;
+        total += executed;
+        traffic += t;
     }
-    Ok(LaunchStats { thread_instructions: total, ctas: count, elapsed: start.elapsed() })
+    Ok(LaunchStats {
+        thread_instructions: total,
+        ctas: count,
+        async_copy_bytes: traffic.async_copy,
+        global_load_bytes: traffic.global_load,
+        global_store_bytes: traffic.global_store,
+        elapsed: start.elapsed(),
+    })
 }

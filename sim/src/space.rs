@@ -150,6 +150,25 @@ pub(crate) fn conflict_fault(c: Conflict, this_tid: usize, block: [u32; 3], what
     }
 }
 
+/// Global-memory traffic of executed instructions, in bytes (see [`crate::LaunchStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Traffic {
+    /// Source bytes of `cp.async` copies (their src-size).
+    pub async_copy: u64,
+    /// Bytes loaded from global (not `.const`) memory by `ld` / `ldu`.
+    pub global_load: u64,
+    /// Bytes stored to global memory by `st`.
+    pub global_store: u64,
+}
+
+impl std::ops::AddAssign for Traffic {
+    fn add_assign(&mut self, o: Traffic) {
+        self.async_copy += o.async_copy;
+        self.global_load += o.global_load;
+        self.global_store += o.global_store;
+    }
+}
+
 /// Everything a thread's loads and stores reach.
 pub(crate) struct Mem<'m> {
     pub shared: &'m mut SharedMem,
@@ -159,6 +178,8 @@ pub(crate) struct Mem<'m> {
     pub who: Who,
     pub block: [u32; 3],
     pub hint: usize,
+    /// What this thread's instructions moved to and from global memory so far in this run.
+    pub traffic: Traffic,
 }
 
 impl<'m> Mem<'m> {
@@ -200,6 +221,10 @@ impl<'m> Mem<'m> {
                     Some((alloc, off)) => {
                         for (i, o) in out.iter_mut().enumerate() {
                             *o = alloc.load(off + i * size, size);
+                        }
+                        // `.const` variables live in read-only allocations: not global traffic.
+                        if alloc.writable {
+                            self.traffic.global_load += total as u64;
                         }
                         Ok(())
                     }
@@ -248,6 +273,7 @@ impl<'m> Mem<'m> {
                         for (i, &v) in vals.iter().enumerate() {
                             alloc.store(off + i * size, size, v);
                         }
+                        self.traffic.global_store += total as u64;
                         Ok(())
                     }
                     Some(_) => Err(Fault::new(Some(a), "store to read-only (.const) memory")),

@@ -87,6 +87,7 @@ struct Dim3 {
 
 int current_thread_index();
 Dim3 current_block_index();
+Dim3 current_grid_dim();
 void cta_barrier();
 void warp_barrier();
 unsigned char* cta_shared_memory();
@@ -264,6 +265,12 @@ TESSERA_DEVICE void store_global_16(void* p, chunk16 v) { tessera_host::global_s
 TESSERA_DEVICE void store_global_f32(float* p, float v) { tessera_host::global_store(p, &v, 4); }
 
 TESSERA_DEVICE float load_global_f32(const float* p) { return *p; }
+TESSERA_DEVICE float load_global_f32_cg(const float* p) { return *p; }
+TESSERA_DEVICE int blocks_per_grid() { return tessera_host::current_grid_dim().x; }
+// CTAs of one launch run as host threads: a sequentially consistent fence and atomic are at least
+// as strong as __threadfence / atomicAdd.
+TESSERA_DEVICE void fence_device() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+TESSERA_DEVICE u32 atomic_add_u32(u32* p, u32 v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 TESSERA_DEVICE float load_global_f32(const f16* p) { return tessera_host::f16_to_f32(p->bits); }
 TESSERA_DEVICE float load_global_f32(const bf16* p) { return tessera_host::bf16_to_f32(p->bits); }
 TESSERA_DEVICE void store_global_elem(float* p, float v) { tessera_host::global_store(p, &v, 4); }

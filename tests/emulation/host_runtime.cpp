@@ -551,6 +551,10 @@ void fail(const char* fmt, ...) {
 int current_thread_index() { return me().tid; }
 Dim3 current_block_index() { return me().cta->block; }
 
+// The grid of the launch in progress (one launch at a time).
+static Dim3 g_grid{0, 0, 0};
+Dim3 current_grid_dim() { return g_grid; }
+
 void cta_barrier() {
     ThreadState& t = me();
     yield_to_scheduler(t, LANE_AT_BARRIER, "sync_threads");
@@ -685,6 +689,7 @@ void register_global(const void* p, size_t bytes, bool writable) {
 void launch_raw(Dim3 grid, int threads, size_t smem_bytes, void (*kernel)(void*), void* context) {
     if (threads <= 0 || threads % 32 != 0 || threads > 1024) fail("launch: bad block size %d", threads);
     if (grid.x <= 0 || grid.y <= 0 || grid.z <= 0) fail("launch: empty grid (%d, %d, %d)", grid.x, grid.y, grid.z);
+    g_grid = grid;
     for (auto& b : globals())
         if (b.writes) std::fill(b.writes->begin(), b.writes->end(), 0);
     const long total = (long)grid.x * grid.y * grid.z;

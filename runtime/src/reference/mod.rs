@@ -13,7 +13,10 @@ mod lora;
 mod window;
 
 pub use amp::{adamw_step, powi_exact, unscale_grads, update_scale, AdamWHyper, AdamWScalars, AmpFloat, LossScaler};
-pub use attention::{attention, ReferenceOutput};
+pub use attention::{
+    attention, attention_paged, attention_sequence, attention_variant, attention_varlen, PrefixKv, ReferenceOutput,
+    SequenceDims, VariantOptions,
+};
 pub use fp8::{
     exp2_i32, f32_to_fp8, fp8_to_f32, next_fp8_scale, scaled_cast_bf16_to_fp8, scaled_cast_to_fp8, Fp8Format, FP8_NAN,
 };

@@ -1,23 +1,25 @@
 //! `tessera bench attention|gemm|lora|cast|unscale|adamw`: device time of one kernel with CUDA
-//! events (median of repetitions) on random inputs. The mixed-precision training kernels (cast,
-//! unscale, AdamW) are in `bench_amp.rs` and report bandwidth instead of FLOP/s.
+//! events (median of repetitions) on random inputs. Attention (plain and its variants) is in
+//! `bench_attention.rs`; the mixed-precision training kernels (cast, unscale, AdamW) are in
+//! `bench_amp.rs` and report bandwidth instead of FLOP/s.
 
 use clap::{Args, Subcommand, ValueEnum};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::{AdapterMode, GemmSpec, Layout, LoraSpec, OutType};
 use tessera::runtime::attention::encode;
 use tessera::runtime::gemm::fits_aligned as gemm_fits_aligned;
 use tessera::runtime::lora::fits_aligned as lora_fits_aligned;
 use tessera::runtime::{
-    open_backend, prepare_attention, prepare_gemm, prepare_lora, AttentionBuffers, AttentionProblem, AttentionStrides,
-    Backend, BackendKind, Compiler, DeviceBuffer, GemmBuffers, GemmProblem, GemmStrides, LoraBuffers, LoraProblem,
-    LoraStrides,
+    open_backend, prepare_gemm, prepare_lora, Backend, BackendKind, Compiler, DeviceBuffer, GemmBuffers, GemmProblem,
+    GemmStrides, LoraBuffers, LoraProblem, LoraStrides,
 };
 use tessera::{Arch, DType, TesseraError};
 
 use crate::bench_amp::{bench_adamw, bench_cast, bench_unscale, BenchAdamWArgs, BenchCastArgs, BenchUnscaleArgs};
-use crate::flags::{parse_dtype, parse_layout, parse_out_type, same_out_type, GemmTileFlags, TileFlags};
+use crate::bench_attention::{bench_attention, BenchAttentionArgs};
+use crate::flags::{parse_dtype, parse_layout, parse_out_type, same_out_type, GemmTileFlags};
 use crate::Result;
 
 #[derive(Subcommand)]
@@ -38,37 +40,6 @@ pub enum BenchFamily {
     Adamw(BenchAdamWArgs),
     /// Every family at a representative shape, as one table.
     All(crate::bench_all::BenchAllArgs),
-}
-
-#[derive(Args)]
-pub struct BenchAttentionArgs {
-    #[arg(long, value_parser = parse_dtype)]
-    pub dtype: tessera::DType,
-    #[arg(long)]
-    pub head_dim: u32,
-    #[arg(long)]
-    pub causal: bool,
-    #[arg(long, default_value_t = 16)]
-    pub heads_q: u32,
-    /// Default: heads_q (MHA).
-    #[arg(long)]
-    pub heads_kv: Option<u32>,
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
-    #[arg(long)]
-    pub seq_q: usize,
-    /// Default: seq_q.
-    #[arg(long)]
-    pub seq_k: Option<usize>,
-    #[arg(long, default_value_t = 10)]
-    pub warmup: usize,
-    #[arg(long, default_value_t = 30)]
-    pub reps: usize,
-    /// Print one JSON object instead of a line of text.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub tile: TileFlags,
 }
 
 #[derive(Args)]
@@ -239,15 +210,20 @@ impl Drop for DeviceMemory<'_> {
 }
 
 /// Random data, not zeros: zeros can run faster than real inputs and hide unwritten outputs.
-struct RandomData(StdRng);
+pub(crate) struct RandomData(StdRng);
 
 impl RandomData {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         RandomData(StdRng::seed_from_u64(0x7e55e7a))
     }
 
-    fn values(&mut self, n: usize, range: f32) -> Vec<f32> {
+    pub(crate) fn values(&mut self, n: usize, range: f32) -> Vec<f32> {
         (0..n).map(|_| self.0.random_range(-range..range)).collect()
+    }
+
+    /// A uniformly random permutation of `items`.
+    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+        items.shuffle(&mut self.0);
     }
 }
 
@@ -287,7 +263,7 @@ impl Timing {
 }
 
 /// Prints the common report: one JSON object (with `extra` fields merged in) or one line of text.
-fn report(
+pub(crate) fn report(
     json: bool,
     kernel: &str,
     device: &str,
@@ -324,49 +300,6 @@ fn report(
             timing.median
         );
     }
-}
-
-fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
-    check_run_args(args.reps, &[])?;
-    let backend = open_backend(BackendKind::Cuda)?;
-    let arch = backend.arch();
-    let heads_kv = args.heads_kv.unwrap_or(args.heads_q);
-    let mut spec = tessera::AttentionSpec::new(args.dtype, args.head_dim, args.causal, args.heads_q, heads_kv);
-    spec.tile = args.tile.tile(&spec, arch);
-    spec.validate(arch)?;
-    let problem = AttentionProblem::for_spec(&spec, args.batch, args.seq_q, args.seq_k.unwrap_or(args.seq_q));
-
-    let mut rng = RandomData::new();
-    let mut memory = DeviceMemory::new(backend.as_ref());
-    let q = memory.upload(&encode(&rng.values(problem.q_elements(), 2.0), spec.dtype))?;
-    let k = memory.upload(&encode(&rng.values(problem.kv_elements(), 2.0), spec.dtype))?;
-    let v = memory.upload(&encode(&rng.values(problem.kv_elements(), 2.0), spec.dtype))?;
-    let o = memory.upload(&encode(&rng.values(problem.q_elements(), 2.0), spec.dtype))?;
-    let b = &memory.buffers;
-    let buffers = AttentionBuffers { q: &b[q], k: &b[k], v: &b[v], o: &b[o], lse: None };
-    let compiler = Compiler::with_default_cache()?;
-    let launch = prepare_attention(
-        backend.as_ref(),
-        &compiler,
-        &spec,
-        &problem,
-        &AttentionStrides::contiguous(&problem),
-        &buffers,
-        None,
-    )?;
-    let timing = Timing::of(launch.time(backend.as_ref(), args.warmup, args.reps)?);
-    memory.free_all()?;
-    let causal_factor = if args.causal { 0.5 } else { 1.0 };
-    let flops = 4.0
-        * problem.batch as f64
-        * problem.heads_q as f64
-        * problem.seq_q as f64
-        * problem.seq_k as f64
-        * problem.head_dim as f64
-        * causal_factor;
-    let name = spec.kernel_name(arch);
-    report(args.json, &name, &backend.device_name(), &timing, flops, args.reps, serde_json::Map::new());
-    Ok(())
 }
 
 fn bench_gemm(args: BenchGemmArgs) -> Result<()> {

@@ -7,7 +7,7 @@ use tessera::codegen::{
     ScaleUpdateSpec, UnscaleSpec, WindowOp, WindowSpec, ATTENTION_HEAD_DIMS, LORA_RANKS,
 };
 use tessera::runtime::check::check_spec;
-use tessera::{Arch, AttentionSpec, DType, TesseraError};
+use tessera::{Arch, AttentionFeatures, AttentionSpec, DType, TesseraError};
 
 use crate::flags::parse_arch;
 use crate::Result;
@@ -23,8 +23,9 @@ pub struct CheckArgs {
     /// Only these head dims (comma-separated; default all).
     #[arg(long, value_delimiter = ',')]
     pub head_dim: Vec<u32>,
-    /// Only these families (comma-separated: attention, gemm, lora, amp, window; default all).
-    #[arg(long, value_delimiter = ',', value_parser = ["attention", "gemm", "lora", "amp", "window"])]
+    /// Only these families (comma-separated: attention, variants, gemm, lora, amp, window; default
+    /// all). `variants`: every attention variant feature alone and all of them together.
+    #[arg(long, value_delimiter = ',', value_parser = ["attention", "variants", "gemm", "lora", "amp", "window"])]
     pub family: Vec<String>,
 }
 
@@ -49,6 +50,22 @@ pub fn run(args: CheckArgs) -> Result<()> {
     let jobs: Vec<(KernelSpec, Arch)> = jobs.into_iter().map(|(s, a)| (KernelSpec::from(s), a)).collect();
     let wants = |f: &str| args.family.is_empty() || args.family.iter().any(|x| x == f);
     let mut jobs: Vec<(KernelSpec, Arch)> = if wants("attention") { jobs } else { Vec::new() };
+    if wants("variants") {
+        let all = AttentionFeatures::parse(&AttentionFeatures::NAMES.join(",")).map_err(TesseraError::from)?;
+        let mut variants: Vec<AttentionFeatures> =
+            AttentionFeatures::NAMES.iter().map(|n| AttentionFeatures::parse(n)).collect::<std::result::Result<_, _>>()?;
+        variants.push(all);
+        for &arch in &args.arch {
+            for &dtype in &dtypes {
+                for &d in &dims {
+                    for &f in &variants {
+                        // GQA 8:2 exercises the packing; the tree refines a causal mask.
+                        jobs.push((AttentionSpec::new(dtype, d, f.tree, 8, 2).with_features(f).into(), arch));
+                    }
+                }
+            }
+        }
+    }
     for &arch in &args.arch {
         for &dtype in &dtypes {
             if wants("gemm") {

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use tessera::codegen::ATTENTION_HEAD_DIMS;
 use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmSpec, GemmTile, Layout, LoraSpec, OutType, LORA_RANKS};
-use tessera::{Arch, AttentionSpec, DType, TesseraError, TileConfig};
+use tessera::{Arch, AttentionFeatures, AttentionSpec, DType, TesseraError, TileConfig};
 
 use crate::Result;
 
@@ -29,7 +29,7 @@ impl TileFlags {
         if self.block_m.is_none() && self.block_n.is_none() && self.warps.is_none() && self.stages.is_none() {
             return None;
         }
-        let d = AttentionSpec::default_tile(spec.head_dim, arch);
+        let d = spec.default_tile_for(arch);
         let warps = self.warps.unwrap_or(d.warps);
         Some(TileConfig {
             block_m: self.block_m.unwrap_or(16 * warps),
@@ -219,13 +219,22 @@ pub struct AttentionSpecFlags {
     /// Target architecture.
     #[arg(long, default_value = "sm_80", value_parser = parse_arch)]
     pub arch: Arch,
+    /// Attention variants, comma-separated: local, alibi, softcap, prefix, tree, varlen, paged,
+    /// pack_gqa, split_kv (default: none).
+    #[arg(long, default_value = "", value_parser = parse_features)]
+    pub features: AttentionFeatures,
     #[command(flatten)]
     pub tile: TileFlags,
 }
 
+pub fn parse_features(s: &str) -> std::result::Result<AttentionFeatures, String> {
+    AttentionFeatures::parse(s).map_err(|e| e.to_string())
+}
+
 impl AttentionSpecFlags {
     pub fn spec(&self) -> AttentionSpec {
-        let mut spec = AttentionSpec::new(self.dtype, self.head_dim, self.causal, self.heads_q, self.heads_kv.unwrap_or(self.heads_q));
+        let mut spec = AttentionSpec::new(self.dtype, self.head_dim, self.causal, self.heads_q, self.heads_kv.unwrap_or(self.heads_q))
+            .with_features(self.features);
         spec.tile = self.tile.tile(&spec, self.arch);
         spec
     }
@@ -263,9 +272,23 @@ pub fn family_list() -> String {
          \x20 --causal      causal mask, aligned bottom-right when seq_q != seq_k\n\
          \x20 --heads-q/--heads-kv  MHA (equal), GQA (heads_q a multiple of heads_kv), MQA (heads_kv 1)\n\
          \x20 --block-m/--block-n/--warps/--stages  tile config: block_m = 16 x warps (64, 128),\n\
-         \x20               block_n 32, 64, 128, 256, warps 4, 8, stages 1, 2, 3 (pruned by shared memory and registers)\n\
+         \x20               block_n 16, 32, 64, 128, 256, warps 4, 8, stages 1, 2, 3 (pruned by shared memory and registers)\n\
          \x20 --arch        {}\n\
+         \x20 --features    variants (emit/check), comma-separated: {}\n\
          \x20 outputs       O in the input layout, optional LSE [batch, heads_q, seq_q] (natural log, f32)\n\
+         \x20 variants on `run attention` (each turns its feature on; they combine):\n\
+         \x20   --window-left L --window-right R   sliding window around the diagonal (either side alone)\n\
+         \x20   --softcap CAP                      score = CAP tanh(score / CAP)\n\
+         \x20   --alibi-slopes s.npy               f32 [heads_q]: score -= slope |qpos - kpos|\n\
+         \x20   --prefix-k pk.npy --prefix-v pv.npy  [prefix_len, heads_kv, head_dim], visible to every query\n\
+         \x20   --tree-parents p.npy               int [n_tree] or [batch, n_tree] (-1 root, parent < node); the last\n\
+         \x20                                      n_tree queries and keys are the candidates (needs --causal)\n\
+         \x20   --cu-seqlens-q cq.npy --cu-seqlens-k ck.npy  int [batch + 1]: Q [total_q, heads_q, d],\n\
+         \x20                                      K/V [total_k, heads_kv, d], LSE [heads_q, total_q]\n\
+         \x20   --block-table bt.npy --seq-lens n.npy  int [batch, max_pages], [batch]: paged K/V\n\
+         \x20                                      [num_pages, page_size, heads_kv, d], page_size a power of two >= 16\n\
+         \x20   --pack-gqa                         all query heads of one KV head in one CTA (decode)\n\
+         \x20   --num-splits N                     split keys across N CTAs, merged through the LSE (0: automatic)\n\
          gemm       Y = act(alpha X W + beta C + bias) + residual on mma.sync.m16n8k16, f32 accumulation\n\
          \x20 --dtype f16, bf16   --out-type f16, bf16, f32   --x-layout/--w-layout row, col\n\
          \x20 --bias --activation none, relu, gelu_tanh, silu --residual\n\
@@ -287,6 +310,7 @@ pub fn family_list() -> String {
          \x20 (van Herk / Gil-Werman: O(n) per row for any k); --k K --x x.npy [--dtype f32|f16|bf16]\n",
         dims.join(", "),
         archs.join(", "),
+        AttentionFeatures::NAMES.join(", "),
         LORA_RANKS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
     )
 }

@@ -17,11 +17,23 @@ use crate::tensor_list::check_span;
 use crate::error::{Result, RuntimeError};
 use crate::launch::{kernel_params, PreparedLaunch};
 
+mod inputs;
+mod tree;
+mod variant;
+
+pub use inputs::{run_attention_variant, AttentionInputs, PagedKv, PrefixInputs, TreeInputs, VarlenInputs};
+pub use tree::TreeMask;
+pub use variant::{
+    check_variant, default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, VariantArgs,
+    VariantBuffers, VariantCall, Window, MAX_SPLITS, MIN_PAGE_SIZE,
+};
+
 /// The kernel moves rows in 16-byte `cp.async` chunks, so row starts must be 16-byte aligned.
 const ACCESS_ALIGN_BYTES: usize = 16;
-/// Sequence lengths, head indices and tile-rounded row indices are `int` in the kernel; leave
-/// room for rounding up to a whole tile (at most 256 rows) so that `row0 + BLOCK` cannot overflow.
-pub const MAX_SEQ_LEN: usize = i32::MAX as usize - 1024;
+/// Sequence lengths, head indices and tile-rounded row indices are `int` in the kernel. 2^30 leaves
+/// room for the sums it forms: a query position (seq_q + seq_k) plus a window bound or a tile, and
+/// a GQA-packed row index (seq_q * group, checked separately).
+pub const MAX_SEQ_LEN: usize = 1 << 30;
 /// `gridDim.y` and `gridDim.z` limits, which carry heads and batch.
 const MAX_GRID_YZ: usize = 65_535;
 
@@ -170,7 +182,7 @@ impl AttentionBuffers<'_> {
         }
     }
 
-    fn all(&self) -> impl Iterator<Item = &DeviceBuffer> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &DeviceBuffer> {
         [Some(self.q), Some(self.k), Some(self.v), Some(self.o), self.lse].into_iter().flatten()
     }
 }
@@ -202,11 +214,39 @@ pub struct AttentionParams {
     pub seq_k: i32,
     pub heads_q: i32,
     pub scale_log2: f32,
+    // Variant arguments (see `variant.rs`); zero for plain attention.
+    pub alibi_slopes: u64,
+    pub prefix_k: u64,
+    pub prefix_v: u64,
+    pub tree_bits: u64,
+    pub cu_seqlens_q: u64,
+    pub cu_seqlens_k: u64,
+    pub block_table: u64,
+    pub seq_lens: u64,
+    pub partial_o: u64,
+    pub partial_lse: u64,
+    pub counters: u64,
+    pub prefix_k_seq_stride: i64,
+    pub prefix_k_head_stride: i64,
+    pub prefix_v_seq_stride: i64,
+    pub prefix_v_head_stride: i64,
+    pub tree_batch_stride: i64,
+    pub block_table_stride: i64,
+    pub prefix_len: i32,
+    pub n_tree: i32,
+    pub tree_words: i32,
+    pub page_shift: i32,
+    pub window_left: i32,
+    pub window_right: i32,
+    pub num_splits: i32,
+    pub total_q: i32,
+    pub softcap_scale: f32,
+    pub softcap_log2: f32,
 }
 
-/// 5 pointers, 12 strides, 4 four-byte fields: no padding anywhere, which [`AttentionParams::as_bytes`]
-/// relies on.
-const PARAMS_BYTES: usize = 5 * 8 + 12 * 8 + 4 * 4;
+/// 16 pointers, 18 strides, 14 four-byte fields: no padding anywhere, which
+/// [`AttentionParams::as_bytes`] relies on.
+const PARAMS_BYTES: usize = 16 * 8 + 18 * 8 + 14 * 4;
 
 /// The kernel works in base 2 (`ex2.approx`), so the softmax scale is premultiplied by log2(e).
 /// The one place this conversion happens.
@@ -252,7 +292,62 @@ impl AttentionParams {
             seq_k: int("problem.seq_k", problem.seq_k)?,
             heads_q: int("problem.heads_q", problem.heads_q)?,
             scale_log2: scale_log2(scale),
+            ..AttentionParams::zeroed()
         })
+    }
+
+    /// Every field zero: plain attention's values for the variant fields.
+    pub fn zeroed() -> AttentionParams {
+        AttentionParams {
+            q: 0,
+            k: 0,
+            v: 0,
+            o: 0,
+            lse: 0,
+            q_batch_stride: 0,
+            q_seq_stride: 0,
+            q_head_stride: 0,
+            k_batch_stride: 0,
+            k_seq_stride: 0,
+            k_head_stride: 0,
+            v_batch_stride: 0,
+            v_seq_stride: 0,
+            v_head_stride: 0,
+            o_batch_stride: 0,
+            o_seq_stride: 0,
+            o_head_stride: 0,
+            seq_q: 0,
+            seq_k: 0,
+            heads_q: 0,
+            scale_log2: 0.0,
+            alibi_slopes: 0,
+            prefix_k: 0,
+            prefix_v: 0,
+            tree_bits: 0,
+            cu_seqlens_q: 0,
+            cu_seqlens_k: 0,
+            block_table: 0,
+            seq_lens: 0,
+            partial_o: 0,
+            partial_lse: 0,
+            counters: 0,
+            prefix_k_seq_stride: 0,
+            prefix_k_head_stride: 0,
+            prefix_v_seq_stride: 0,
+            prefix_v_head_stride: 0,
+            tree_batch_stride: 0,
+            block_table_stride: 0,
+            prefix_len: 0,
+            n_tree: 0,
+            tree_words: 0,
+            page_shift: 0,
+            window_left: 0,
+            window_right: 0,
+            num_splits: 0,
+            total_q: 0,
+            softcap_scale: 0.0,
+            softcap_log2: 0.0,
+        }
     }
 }
 
@@ -272,34 +367,68 @@ pub fn check(
     scale: f32,
 ) -> Result<()> {
     check_problem(spec, problem, scale)?;
+    if !spec.features.is_plain() {
+        // The variant kernels read launch inputs this path does not have (tables, slopes, ...).
+        return Err(RuntimeError::invalid(
+            "spec.features",
+            format!("`{}` needs the variant launcher: prepare_attention_variant / run_attention_variant", spec.features),
+        ));
+    }
     let p = problem;
+    let layout = TensorExtents {
+        q: [p.batch, p.seq_q, p.heads_q, p.head_dim],
+        kv: [p.batch, p.seq_k, p.heads_kv, p.head_dim],
+        lse_elements: p.lse_elements(),
+    };
+    check_layout(spec, &layout, strides, spans, &[])
+}
+
+/// The memory extents of Q/O and K/V (`[outer, rows, heads, head_dim]`) and the LSE's element
+/// count. Plain attention's are the problem's; a packed (varlen) Q or a paged K/V has others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TensorExtents {
+    pub q: [usize; 4],
+    pub kv: [usize; 4],
+    pub lse_elements: usize,
+}
+
+/// Strides, alignment, buffer sizes and overlaps of Q, K, V, O and LSE laid out as `extents`.
+/// `extra` are further checked ranges `(name, address, bytes)` of the call: none may overlap an
+/// output (`o`, `lse`, `workspace`).
+pub(crate) fn check_layout(
+    spec: &AttentionSpec,
+    extents: &TensorExtents,
+    strides: &AttentionStrides,
+    spans: &AttentionSpans,
+    extra: &[(&'static str, u64, usize)],
+) -> Result<()> {
     let elem = spec.dtype.size_bytes();
     let tensors = [
-        ("q", [p.batch, p.seq_q, p.heads_q, p.head_dim], strides.q, spans.q),
-        ("k", [p.batch, p.seq_k, p.heads_kv, p.head_dim], strides.k, spans.k),
-        ("v", [p.batch, p.seq_k, p.heads_kv, p.head_dim], strides.v, spans.v),
-        ("o", [p.batch, p.seq_q, p.heads_q, p.head_dim], strides.o, spans.o),
+        ("q", extents.q, strides.q, spans.q),
+        ("k", extents.kv, strides.k, spans.k),
+        ("v", extents.kv, strides.v, spans.v),
+        ("o", extents.q, strides.o, spans.o),
     ];
-    let mut ranges = Vec::new();
+    let mut ranges = extra.to_vec();
     for (name, extents, strides, span) in tensors {
         let needed = check_tensor(name, extents, strides, span, elem)?;
         ranges.push((name, span.addr, needed));
     }
     if let Some(span) = spans.lse {
-        let needed = p.lse_elements().saturating_mul(4);
+        let needed = extents.lse_elements.saturating_mul(4);
         check_span("lse", span, needed, 4)?;
         ranges.push(("lse", span.addr, needed));
     }
-    check_no_self_overlap(
-        "o",
-        [p.batch, p.seq_q, p.heads_q, p.head_dim],
-        [strides.o.batch, strides.o.seq, strides.o.head, strides.o.dim],
-    )?;
-    // Outputs must not overlap inputs (other CTAs may still be reading) or each other.
+    let o = strides.o;
+    check_no_self_overlap("o", extents.q, [o.batch, o.seq, o.head, o.dim])?;
+    check_disjoint_outputs(&ranges, &["o", "lse", "workspace"])
+}
+
+/// Outputs must not overlap inputs (other CTAs may still be reading) or each other.
+pub(crate) fn check_disjoint_outputs(ranges: &[(&str, u64, usize)], outputs: &[&str]) -> Result<()> {
     for (i, &(a, a_addr, a_len)) in ranges.iter().enumerate() {
         for &(b, b_addr, b_len) in &ranges[..i] {
-            let is_output = |name| name == "o" || name == "lse";
-            if !(is_output(a) || is_output(b)) || a_len == 0 || b_len == 0 {
+            if !(outputs.contains(&a) || outputs.contains(&b)) || a_len == 0 || b_len == 0 {
                 continue;
             }
             let (a_end, b_end) = (a_addr + a_len as u64, b_addr + b_len as u64);
@@ -424,12 +553,17 @@ fn check_no_self_overlap(name: &str, extents: [usize; 4], strides: [usize; 4]) -
 /// The launch shape: `(ceil(seq_q / block_m), heads_q, batch)` CTAs of the rendered kernel's
 /// threads. `None` when there is nothing to compute.
 pub fn launch_config(problem: &AttentionProblem, block_m: u32, geometry: LaunchGeometry) -> Option<LaunchConfig> {
+    let blocks = problem.seq_q.div_ceil(block_m.max(1) as usize);
+    launch_config_grid(problem, [blocks, problem.heads_q, problem.batch], geometry)
+}
+
+/// The launch of `grid` CTAs; `None` when the problem is empty (or a dimension does not fit).
+pub(crate) fn launch_config_grid(problem: &AttentionProblem, grid: [usize; 3], geometry: LaunchGeometry) -> Option<LaunchConfig> {
     if problem.batch == 0 || problem.seq_q == 0 {
         return None;
     }
-    let blocks = problem.seq_q.div_ceil(block_m.max(1) as usize);
     Some(LaunchConfig {
-        grid: [u32::try_from(blocks).ok()?, u32::try_from(problem.heads_q).ok()?, u32::try_from(problem.batch).ok()?],
+        grid: [u32::try_from(grid[0]).ok()?, u32::try_from(grid[1]).ok()?, u32::try_from(grid[2]).ok()?],
         block: [geometry.threads_per_block, 1, 1],
         dynamic_shared_bytes: geometry.dynamic_shared_bytes,
     })
@@ -495,6 +629,7 @@ pub struct AttentionOutput {
 /// Runs attention on contiguous host tensors: rounds them to the spec dtype (round to nearest
 /// even, like [`crate::reference::round_to_dtype`]), uploads, fills the outputs with NaN ([`POISON_16`], [`POISON_F32`]) so
 /// that unwritten elements show, launches, and downloads. Device memory is freed on every path.
+/// Plain attention's case of [`run_attention_variant`].
 #[allow(clippy::too_many_arguments)]
 pub fn run_attention(
     backend: &dyn Backend,
@@ -507,48 +642,7 @@ pub fn run_attention(
     scale: Option<f32>,
     want_lse: bool,
 ) -> Result<AttentionOutput> {
-    // Shape errors first: nothing is allocated for a call that cannot run.
-    check_problem(spec, problem, scale.unwrap_or_else(|| problem.default_scale()))?;
-    for (name, data, expected) in
-        [("q", q, problem.q_elements()), ("k", k, problem.kv_elements()), ("v", v, problem.kv_elements())]
-    {
-        if data.len() != expected {
-            return Err(RuntimeError::invalid(
-                name,
-                format!("{} elements, but a contiguous tensor of this problem has {expected}", data.len()),
-            ));
-        }
-    }
-    let dtype = spec.dtype;
-    let elem = dtype.size_bytes();
-    // Bounded by the input lengths just checked (and heads_q / head_dim by the spec).
-    let out_bytes = problem.q_elements() * elem;
-    let lse_bytes = if want_lse { problem.lse_elements() * 4 } else { 0 };
-
-    let mut memory = Allocations { backend, buffers: Vec::new() };
-    let q_buf = memory.upload(&encode(q, dtype))?;
-    let k_buf = memory.upload(&encode(k, dtype))?;
-    let v_buf = memory.upload(&encode(v, dtype))?;
-    let o_buf = memory.upload(&POISON_16.to_le_bytes().repeat(out_bytes / 2))?;
-    let lse_buf = if want_lse { Some(memory.upload(&POISON_F32.to_le_bytes().repeat(lse_bytes / 4))?) } else { None };
-
-    let b = &memory.buffers;
-    let buffers =
-        AttentionBuffers { q: &b[q_buf], k: &b[k_buf], v: &b[v_buf], o: &b[o_buf], lse: lse_buf.map(|i| &b[i]) };
-    let strides = AttentionStrides::contiguous(problem);
-    attention_forward(backend, compiler, spec, problem, &strides, &buffers, scale)?;
-
-    let mut out = vec![0u8; out_bytes];
-    backend.read(&b[o_buf], &mut out)?;
-    let lse = match lse_buf {
-        Some(i) => {
-            let mut raw = vec![0u8; lse_bytes];
-            backend.read(&b[i], &mut raw)?;
-            Some(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-        }
-        None => None,
-    };
-    Ok(AttentionOutput { out: decode(&out, dtype), lse })
+    run_attention_variant(backend, compiler, spec, &AttentionInputs::dense(*problem, q, k, v), scale, want_lse)
 }
 
 /// Little-endian 16-bit encoding, round to nearest even.
@@ -564,30 +658,6 @@ pub fn decode(bytes: &[u8], dtype: DType) -> Vec<f32> {
     match dtype {
         DType::F16 => halves.map(|b| f16::from_le_bytes(b).to_f32()).collect(),
         DType::BF16 => halves.map(|b| bf16::from_le_bytes(b).to_f32()).collect(),
-    }
-}
-
-/// Device buffers of one host call, freed when it ends however it ends.
-struct Allocations<'a> {
-    backend: &'a dyn Backend,
-    buffers: Vec<DeviceBuffer>,
-}
-
-impl Allocations<'_> {
-    fn upload(&mut self, data: &[u8]) -> Result<usize> {
-        let buffer = self.backend.alloc(data.len())?;
-        self.buffers.push(buffer);
-        let index = self.buffers.len() - 1;
-        self.backend.write(&self.buffers[index], data)?;
-        Ok(index)
-    }
-}
-
-impl Drop for Allocations<'_> {
-    fn drop(&mut self) {
-        for buffer in self.buffers.drain(..) {
-            let _ = self.backend.free(buffer);
-        }
     }
 }
 
@@ -638,7 +708,14 @@ mod tests {
 
     #[test]
     fn params_mirror_the_cuda_struct() {
-        assert_eq!(std::mem::size_of::<AttentionParams>(), 152);
+        assert_eq!(std::mem::size_of::<AttentionParams>(), 328);
+        assert_eq!(offset_of!(AttentionParams, alibi_slopes), 152);
+        assert_eq!(offset_of!(AttentionParams, counters), 232);
+        assert_eq!(offset_of!(AttentionParams, prefix_k_seq_stride), 240);
+        assert_eq!(offset_of!(AttentionParams, block_table_stride), 280);
+        assert_eq!(offset_of!(AttentionParams, prefix_len), 288);
+        assert_eq!(offset_of!(AttentionParams, total_q), 316);
+        assert_eq!(offset_of!(AttentionParams, softcap_log2), 324);
         assert_eq!(std::mem::align_of::<AttentionParams>(), 8);
         assert_eq!(offset_of!(AttentionParams, lse), 32);
         assert_eq!(offset_of!(AttentionParams, q_batch_stride), 40);
@@ -656,7 +733,8 @@ mod tests {
         let b = spans(&p, true);
         let params = AttentionParams::new(&p, &s, &b, 0.125).unwrap();
         let bytes = params.as_bytes();
-        assert_eq!(bytes.len(), 152);
+        assert_eq!(bytes.len(), 328);
+        assert!(bytes[152..].iter().all(|&b| b == 0), "plain attention leaves every variant field zero");
         assert_eq!(&bytes[0..8], &b.q.addr.to_ne_bytes());
         assert_eq!(&bytes[32..40], &b.lse.unwrap().addr.to_ne_bytes());
         assert_eq!(&bytes[48..56], &(s.q.seq as i64).to_ne_bytes());
