@@ -419,6 +419,19 @@ fn varlen_with_empty_and_single_token_sequences() {
 }
 
 #[test]
+fn trees_wider_than_one_mask_word() {
+    // 70 and 130 candidates: two and three 64-bit ancestor words per node, one tree per sequence.
+    for (n_tree, context, seed) in [(70usize, 30usize, 21u64), (130, 5, 22)] {
+        let mut c = base(features("tree"), true, 64, (2, 1), DType::BF16, seed);
+        c.n_tree = n_tree;
+        c.tree_per_sequence = true;
+        c.seq_q = vec![n_tree; 2];
+        c.seq_k = vec![n_tree + context; 2];
+        run(c);
+    }
+}
+
+#[test]
 fn fully_masked_rows_are_zero_with_neg_inf_lse() {
     // A window of (0, 0) without causal: each query sees exactly its diagonal key, and with
     // seq_q > seq_k the first queries have a diagonal before key 0 and see nothing.
