@@ -35,6 +35,8 @@ fn help_lists_the_variant_flags() {
     let help = stdout(&o);
     for flag in [
         "--window-left", "--window-right", "--softcap", "--alibi", "--page-size", "--pack-gqa", "--num-splits",
+        // The kernel choice: auto (sm_90a where it applies) or mma-sync.
+        "--path", "auto", "mma-sync",
         // The existing interface stays.
         "--dtype", "--head-dim", "--causal", "--heads-q", "--heads-kv", "--batch", "--seq-q", "--seq-k", "--warmup",
         "--reps", "--json", "--block-m", "--block-n", "--warps", "--stages",
@@ -71,6 +73,23 @@ fn bad_variant_values_are_one_line_errors_before_the_gpu() {
     let o = bench(&["--heads-q", "6", "--heads-kv", "4", "--seq-q", "1", "--page-size", "16"]);
     assert!(!o.status.success());
     assert!(!stderr(&o).contains("CUDA"), "spec checked before the GPU: {}", stderr(&o));
+}
+
+#[test]
+fn bad_path_values_are_rejected_before_the_gpu() {
+    for bad in ["wgmma", "sm90a", "mma_sync", ""] {
+        let o = bench(&["--seq-q", "256", "--path", bad]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "--path {bad:?} was accepted: {}", stdout(&o));
+        assert!(err.contains("--path"), "--path {bad:?}: the error does not name --path: {err}");
+        assert!(err.contains("auto") && err.contains("mma-sync"), "--path {bad:?}: the allowed values are not listed: {err}");
+        assert!(!err.contains("CUDA") && !err.contains("GPU"), "--path {bad:?}: looked for a GPU first: {err}");
+    }
+    // A valid --path with a bad variant value: still the variant's one-line error, before the GPU.
+    let o = bench(&["--seq-q", "256", "--path", "mma-sync", "--softcap", "0"]);
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.contains("--softcap") && !err.contains("CUDA"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
 /// A valid invocation either times on a GPU or stops at the clear no-GPU error.
@@ -113,13 +132,31 @@ fn valid_variants_reach_the_cuda_backend() {
     if let Some(v) = gpu_or_no_gpu(&bench(&["--seq-q", "256", "--json"])) {
         assert_eq!(v["features"], "plain", "{v}");
         assert_eq!(v["kv_bytes"].as_u64(), Some(256 * 16 * 128 * 2 * 2), "{v}");
+        check_path(&v);
+    }
+    // The mma.sync kernel forced: the same shape, never the sm_90a kernel.
+    if let Some(v) = gpu_or_no_gpu(&bench(&["--seq-q", "256", "--path", "mma-sync", "--json"])) {
+        assert_eq!(v["path"], "mma.sync", "{v}");
+        check_path(&v);
+    }
+    // Variants always run the mma.sync kernel.
+    if let Some(v) = gpu_or_no_gpu(&bench(&["--seq-q", "256", "--softcap", "30", "--path", "auto", "--json"])) {
+        assert_eq!(v["path"], "mma.sync", "{v}");
     }
     // Text output (no --json) with an explicit split count and a two-sided window.
     let o = bench(&["--seq-q", "300", "--window-left", "10", "--window-right", "5", "--num-splits", "3"]);
     if o.status.success() {
         let text = stdout(&o);
         assert!(text.contains("features local+split_kv") && text.contains("num_splits 3") && text.contains("kv_gbps"), "{text}");
+        assert!(text.contains("path mma.sync"), "{text}");
     } else {
         assert!(stderr(&o).contains("CUDA") && stderr(&o).trim_end().lines().count() == 1, "{}", stderr(&o));
     }
+}
+
+/// `path` agrees with the reported kernel's name.
+fn check_path(v: &serde_json::Value) {
+    let kernel = v["kernel"].as_str().unwrap_or_else(|| panic!("no kernel name: {v}"));
+    let expected = if kernel.contains("_sm90a_") { "sm90a" } else { "mma.sync" };
+    assert_eq!(v["path"], expected, "{v}");
 }

@@ -97,26 +97,16 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
     )
     .map_err(|e| TestCaseError::fail(format!("{label}: {e}")))?;
 
-    let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
-    let rout = |v: &Option<Vec<f32>>| {
-        v.as_ref().map(|v| match spec.out.as_dtype() {
-            Some(d) => reference::round_to_dtype(v, d),
-            None => v.clone(),
-        })
-    };
-    let (c, bias, residual) = (rout(&c), rout(&bias), rout(&residual));
-    let want = reference::gemm(
-        &rin(&x),
-        spec.layout_x,
-        &rin(&w),
-        spec.layout_w,
+    let want = common::gemm_reference(
+        &spec,
         (p.m, p.n, p.k),
+        &x,
+        &w,
         c.as_deref(),
         bias.as_deref(),
-        spec.epilogue.activation,
         residual.as_deref(),
-        f64::from(case.alpha),
-        f64::from(case.beta),
+        case.alpha,
+        case.beta,
     );
     let cmp = reference::compare(&got, &want);
     prop_assert!(cmp.passes(tolerance(spec.out)), "{}: {:?}", label, cmp);

@@ -10,11 +10,13 @@ mod arch;
 mod cast;
 mod attention;
 mod attention_features;
+mod attention_hopper;
 mod dtype;
 mod elem;
 mod elementwise;
 mod error;
 mod gemm;
+mod gemm_hopper;
 mod kernel_spec;
 mod lora;
 mod map;
@@ -25,6 +27,7 @@ mod tile_choice;
 mod unscale;
 mod user_function;
 mod window;
+mod wgmma_asm;
 
 pub use adamw::AdamWSpec;
 pub use amp_scale::ScaleUpdateSpec;
@@ -32,11 +35,15 @@ pub use arch::Arch;
 pub use cast::CastSpec;
 pub use attention::{AttentionSpec, ATTENTION_HEAD_DIMS};
 pub use attention_features::AttentionFeatures;
+pub use attention_hopper::{hopper_route, HopperTile, HOPPER_BLOCK_M, HOPPER_HEAD_DIMS, HOPPER_THREADS};
 pub use dtype::DType;
 pub use elem::ElemType;
 pub use elementwise::ElementwiseTile;
 pub use error::SpecError;
 pub use gemm::{Activation, Epilogue, GemmSpec, GemmTile, Layout, OutType, SPLIT_KS};
+pub use gemm_hopper::{
+    gemm_hopper_route, HopperGemmTile, HOPPER_GEMM_BLOCK_K, HOPPER_GEMM_BLOCK_M, HOPPER_GEMM_THREADS,
+};
 pub use kernel_spec::KernelSpec;
 pub use map::MapSpec;
 pub use lora::{AdapterMode, LoraSpec, LoraVariant, LORA_RANKS};

@@ -11,7 +11,15 @@ pub const TILES: &str = include_str!("../../templates/tiles.cuh");
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Template {
     AttentionForward,
+    /// sm_90a primitives: mbarriers, tensor-map copies, wgmma control, descriptors.
+    Hopper,
+    /// Attention forward on TMA + wgmma (sm_90a); builds on [`Template::Hopper`] and
+    /// [`Template::AttentionForward`] (its parameter struct and helpers).
+    AttentionHopper,
     Gemm,
+    /// GEMM on TMA + wgmma (sm_90a); builds on [`Template::Hopper`] and [`Template::Gemm`] (its
+    /// parameter struct and epilogue).
+    GemmHopper,
     /// Fused LoRA / bottleneck adapters; builds on [`Template::Gemm`].
     Lora,
     /// What the mixed-precision training kernels share (element types, fp8, vector I/O, tensor
@@ -32,7 +40,10 @@ impl Template {
     pub fn file_name(self) -> &'static str {
         match self {
             Template::AttentionForward => "attention_fwd.cuh",
+            Template::Hopper => "hopper.cuh",
+            Template::AttentionHopper => "attention_hopper.cuh",
             Template::Gemm => "gemm.cuh",
+            Template::GemmHopper => "gemm_hopper.cuh",
             Template::Lora => "lora.cuh",
             Template::Amp => "amp.cuh",
             Template::Cast => "cast.cuh",
@@ -47,7 +58,10 @@ impl Template {
     pub fn text(self) -> &'static str {
         match self {
             Template::AttentionForward => include_str!("../../templates/attention_fwd.cuh"),
+            Template::Hopper => include_str!("../../templates/hopper.cuh"),
+            Template::AttentionHopper => include_str!("../../templates/attention_hopper.cuh"),
             Template::Gemm => include_str!("../../templates/gemm.cuh"),
+            Template::GemmHopper => include_str!("../../templates/gemm_hopper.cuh"),
             Template::Lora => include_str!("../../templates/lora.cuh"),
             Template::Amp => include_str!("../../templates/amp.cuh"),
             Template::Cast => include_str!("../../templates/cast.cuh"),
@@ -63,6 +77,8 @@ impl Template {
     pub fn requires(self) -> &'static [Template] {
         match self {
             Template::Lora => &[Template::Gemm],
+            Template::AttentionHopper => &[Template::Hopper, Template::AttentionForward],
+            Template::GemmHopper => &[Template::Hopper, Template::Gemm],
             Template::Cast | Template::Unscale | Template::AdamW | Template::AmpScale | Template::Map | Template::Window => {
                 &[Template::Amp]
             }

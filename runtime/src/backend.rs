@@ -209,6 +209,13 @@ pub trait Backend: Send + Sync {
     /// Ok if `buffer` is a live allocation of this backend.
     fn check_buffer(&self, buffer: &DeviceBuffer) -> Result<()>;
 
+    /// The 128-byte tensor map (`CUtensorMap`) a TMA copy reads, for `map` (validated the way
+    /// `cuTensorMapEncodeTiled` validates it). A backend without tensor-map copies says so.
+    fn encode_tensor_map(&self, map: &tessera_sim::TensorMap) -> Result<[u8; 128]> {
+        let _ = map;
+        Err(RuntimeError::invalid("tensor map", format!("the {} backend has no tensor-map copies", self.kind())))
+    }
+
     /// Loads a compiled module and returns its entry point. Loading the same module twice returns
     /// the same kernel.
     fn load(&self, module: &CompiledModule) -> Result<Kernel>;

@@ -55,6 +55,7 @@ const REQUIRED_SYMBOLS: &[&str] = &[
     "cuEventSynchronize",
     "cuEventElapsedTime_v2",
     "cuEventDestroy_v2",
+    "cuTensorMapEncodeTiled",
 ];
 /// Optional (CUDA 12.4+): lets `launch` check the parameter struct's size against the kernel's.
 const PARAM_INFO_SYMBOL: &str = "cuFuncGetParamInfo";
@@ -137,6 +138,9 @@ impl CudaBackend {
                 reason: format!("compute capability {major}.{minor}: {e}"),
             }
         })?;
+        // A 9.0 device runs sm_90a code (its architecture-specific features: wgmma, TMA), and
+        // everything this backend loads is compiled for exactly this device.
+        let arch = if arch == Arch::SM90 { Arch::SM90A } else { arch };
         // SAFETY: `device` came from `cuDeviceGet`; released in `Drop`.
         let context = unsafe { cu::primary_ctx::retain(device) }.map_err(cuda_error("cuDevicePrimaryCtxRetain"))?;
         let backend = CudaBackend {
@@ -271,6 +275,60 @@ impl Backend for CudaBackend {
 
     fn check_buffer(&self, buffer: &DeviceBuffer) -> Result<()> {
         check_live_buffer(self.id, &self.state().buffers, buffer)
+    }
+
+    /// `cuTensorMapEncodeTiled` (a host call: no context needed). Elements are copied as raw
+    /// 1/2/4/8-byte values: only the out-of-bounds NaN fill would care about the float type.
+    fn encode_tensor_map(&self, map: &tessera_sim::TensorMap) -> Result<[u8; 128]> {
+        use sys::{
+            CUtensorMapDataType as Data, CUtensorMapFloatOOBfill as Fill, CUtensorMapInterleave as Interleave,
+            CUtensorMapL2promotion as L2, CUtensorMapSwizzle as Swizzle,
+        };
+        map.validate().map_err(|e| RuntimeError::invalid("tensor map", e.to_string()))?;
+        let data = match map.elem_bytes {
+            1 => Data::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            2 => Data::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+            4 => Data::CU_TENSOR_MAP_DATA_TYPE_UINT32,
+            _ => Data::CU_TENSOR_MAP_DATA_TYPE_UINT64,
+        };
+        let swizzle = match map.swizzle {
+            tessera_sim::Swizzle::None => Swizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+            tessera_sim::Swizzle::B32 => Swizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+            tessera_sim::Swizzle::B64 => Swizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+            tessera_sim::Swizzle::B128 => Swizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+        };
+        let fill = match map.oob_fill {
+            tessera_sim::OobFill::Zero => Fill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            tessera_sim::OobFill::Nan => Fill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA,
+        };
+        let element_strides = [1u32; 5];
+        let mut encoded = sys::CUtensorMap { opaque: [0; 16] };
+        // SAFETY: the symbol was checked by `probe_driver`; every array holds at least `rank`
+        // entries and `encoded` is a valid out-pointer. The address is only recorded, not read.
+        let status = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut encoded,
+                data,
+                map.rank,
+                map.global_address as *mut c_void,
+                map.global_dims.as_ptr(),
+                map.global_strides.as_ptr(),
+                map.box_dims.as_ptr(),
+                element_strides.as_ptr(),
+                Interleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle,
+                L2::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                fill,
+            )
+        };
+        if status != sys::CUresult::CUDA_SUCCESS {
+            return Err(RuntimeError::Cuda { call: "cuTensorMapEncodeTiled", message: format!("{status:?}") });
+        }
+        let mut bytes = [0u8; 128];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(encoded.opaque) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        Ok(bytes)
     }
 
     fn load(&self, module: &CompiledModule) -> Result<Kernel> {

@@ -47,6 +47,10 @@ pub enum RuntimeError {
     #[error("ptxas ({}) failed: {message}", .path.display())]
     Ptxas { path: PathBuf, message: String },
 
+    /// cuobjdump could not be run or did not accept the CUBIN.
+    #[error("cuobjdump ({}) failed: {message}", .path.display())]
+    Cuobjdump { path: PathBuf, message: String },
+
     /// The kernel cache folder could not be created or written.
     #[error("kernel cache {}: {source}", .path.display())]
     Cache {

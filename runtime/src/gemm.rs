@@ -11,6 +11,11 @@
 //! multiples of 8 elements, with X and W 16-byte aligned. [`check`] rejects anything else with an
 //! error naming the field; [`fits_aligned`] tells whether a problem qualifies, and [`run_gemm`]
 //! picks the element-wise kernel (`aligned: false`, any shape) when it does not.
+//!
+//! On sm_90a, an aligned spec without a user epilogue or an explicit tile runs the TMA + wgmma
+//! kernel (`tessera_codegen::gemm_hopper_route`); [`prepare_gemm`] builds its tensor maps, and
+//! when a map cannot describe the operands (K = 0, say) runs the mma.sync kernel instead, with the
+//! reason in the launch's note and on standard error.
 
 use half::{bf16, f16};
 use tessera_codegen::{Arch, GemmSpec, Layout, OutType};
@@ -19,6 +24,8 @@ use crate::attention::{encode, BufferSpan, POISON_16, POISON_F32};
 use crate::backend::{Backend, DeviceBuffer, LaunchConfig};
 use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
+use crate::gemm_hopper::hopper_gemm_params;
+pub use crate::gemm_hopper::{GemmLaunchParams, HopperGemmParams};
 use crate::launch::{kernel_params, HostUploads, PreparedLaunch};
 pub(crate) use crate::tensor_list::check_matrices;
 
@@ -314,14 +321,16 @@ pub fn check(
 }
 
 
-/// The launch shape: `(ceil(M / block_m), ceil(N / block_n), 1)`. `None` when Y is empty.
+/// The launch shape: `(ceil(M / block_m), ceil(N / block_n), split_k)` for the kernel the spec
+/// renders on `arch` (the sm_90a kernel's tile is 128 x 256). `None` when Y is empty.
 pub fn launch_config(spec: &GemmSpec, problem: &GemmProblem, arch: Arch) -> Result<Option<LaunchConfig>> {
     if problem.m == 0 || problem.n == 0 {
         return Ok(None);
     }
-    let tile = spec.tile_for(arch);
-    let gx = problem.m.div_ceil(tile.block_m as usize);
-    let gy = problem.n.div_ceil(tile.block_n as usize);
+    let (threads, block_m, block_n) = spec.cta_shape(arch);
+    let split_k = spec.tile_for(arch).split_k.max(1);
+    let gx = problem.m.div_ceil(block_m as usize);
+    let gy = problem.n.div_ceil(block_n as usize);
     if gx > MAX_GRID_X {
         return Err(RuntimeError::invalid("problem.m", format!("needs {gx} CTAs; the grid allows {MAX_GRID_X}")));
     }
@@ -332,17 +341,19 @@ pub fn launch_config(spec: &GemmSpec, problem: &GemmProblem, arch: Arch) -> Resu
         ));
     }
     Ok(Some(LaunchConfig {
-        grid: [gx as u32, gy as u32, tile.split_k.max(1)],
-        block: [tile.threads(), 1, 1],
-        dynamic_shared_bytes: spec.shared_memory_bytes(tile),
+        grid: [gx as u32, gy as u32, split_k],
+        block: [threads, 1, 1],
+        dynamic_shared_bytes: spec.shared_memory_bytes_for(arch),
     }))
 }
 
 /// A checked, compiled and loaded GEMM launch.
-pub type GemmLaunch = PreparedLaunch<GemmParams>;
+pub type GemmLaunch = PreparedLaunch<GemmLaunchParams>;
 
 /// Checks the arguments, renders for the backend's architecture, compiles and loads. Nothing is
-/// launched.
+/// launched. On sm_90a the TMA + wgmma kernel is prepared where the spec routes there and tensor
+/// maps can describe X and W; otherwise the mma.sync kernel, with the reason for a fallback in the
+/// launch's note (and on standard error).
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_gemm(
     backend: &dyn Backend,
@@ -388,9 +399,27 @@ pub fn prepare_gemm(
         params.counters = ws.addr();
         params.workspace = ws.addr() + split_counter_bytes(problem) as u64;
     }
-    let config = launch_config(spec, problem, arch)?;
+    let mut spec = *spec;
+    let mut note = None;
+    if let (Ok(tile), Some(config)) = (spec.hopper_tile(arch), launch_config(&spec, problem, arch)?) {
+        match hopper_gemm_params(backend, &spec, tile, problem, strides, params) {
+            Ok(hopper) => {
+                let source = spec.render(arch)?;
+                let params = GemmLaunchParams::Hopper(hopper);
+                return PreparedLaunch::new(backend, compiler, &source, Some(config), params, buffers.all());
+            }
+            Err(reason) => {
+                let message = format!("sm_90a GEMM kernel not used ({reason}); running the mma.sync kernel");
+                eprintln!("tessera: note: {message}");
+                note = Some(message);
+                spec = spec.with_tile(GemmSpec::default_tile(arch));
+            }
+        }
+    }
+    let config = launch_config(&spec, problem, arch)?;
     let source = spec.render(arch)?;
-    PreparedLaunch::new(backend, compiler, &source, config, params, buffers.all())
+    let launch = PreparedLaunch::new(backend, compiler, &source, config, GemmLaunchParams::MmaSync(params), buffers.all())?;
+    Ok(launch.with_note(note))
 }
 
 /// Runs the GEMM on device buffers and waits for it.

@@ -37,6 +37,9 @@ pub struct PreparedLaunch<P> {
     params: P,
     /// Re-validated before each launch: a buffer freed since preparation must not be written.
     buffers: Vec<(u64, usize)>,
+    /// Why the launcher chose the kernel it did, when that is not the obvious one (e.g. a
+    /// fallback from the sm_90a path).
+    note: Option<String>,
 }
 
 impl<P: KernelParams> PreparedLaunch<P> {
@@ -55,7 +58,7 @@ impl<P: KernelParams> PreparedLaunch<P> {
             None => None,
         };
         let buffers = buffers.map(|b| (b.addr(), b.bytes())).collect();
-        Ok(PreparedLaunch { kernel, config, params, buffers })
+        Ok(PreparedLaunch { kernel, config, params, buffers, note: None })
     }
 
     /// The launch shape; `None` for an empty problem, which launches nothing.
@@ -69,6 +72,16 @@ impl<P: KernelParams> PreparedLaunch<P> {
 
     pub fn kernel(&self) -> Option<&Kernel> {
         self.kernel.as_ref()
+    }
+
+    /// Why this kernel was chosen over the default one, if it was (see [`PreparedLaunch::with_note`]).
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
+    pub(crate) fn with_note(mut self, note: Option<String>) -> Self {
+        self.note = note;
+        self
     }
 
     fn recheck(&self, backend: &dyn Backend, kernel: &Kernel) -> Result<()> {

@@ -27,6 +27,7 @@ pub mod cuda;
 pub mod elems;
 pub mod error;
 pub mod gemm;
+pub mod gemm_hopper;
 pub mod launch;
 pub mod locate;
 pub mod lora;
@@ -34,6 +35,7 @@ pub mod map;
 pub mod nvrtc;
 pub mod ptxas;
 pub mod reference;
+pub mod sass;
 pub mod sim;
 pub mod tensor_list;
 pub mod tuning;
@@ -48,8 +50,8 @@ pub use attention::{
     AttentionStrides, BufferSpan, TensorStrides,
 };
 pub use gemm::{
-    check as check_gemm, gemm_forward, prepare_gemm, run_gemm, GemmBuffers, GemmLaunch, GemmParams, GemmProblem,
-    GemmSpans, GemmStrides,
+    check as check_gemm, gemm_forward, prepare_gemm, run_gemm, GemmBuffers, GemmLaunch, GemmLaunchParams, GemmParams,
+    GemmProblem, GemmSpans, GemmStrides, HopperGemmParams,
 };
 pub use launch::{KernelParams, PreparedLaunch};
 pub use lora::{prepare_lora, run_lora, LoraBuffers, LoraInputs, LoraLaunch, LoraParams, LoraProblem, LoraStrides};

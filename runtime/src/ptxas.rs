@@ -151,9 +151,9 @@ fn counts(line: &str) -> Vec<(u32, &str)> {
 }
 
 fn parse_arch(name: &str) -> Option<Arch> {
-    name.strip_prefix("sm_")
-        .and_then(|n| n.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse().ok())
-        .map(|sm| Arch { sm })
+    let digits = name.strip_prefix("sm_")?;
+    let sm = digits.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse().ok()?;
+    Some(Arch { sm, arch_specific: digits.ends_with('a') })
 }
 
 #[cfg(test)]
@@ -207,7 +207,7 @@ ptxas info    : Used 32 registers, used 1 barriers, 368 bytes cmem[0]
         let r = parse_ptxas_output(text);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].function, "a");
-        assert_eq!(r[0].arch, Some(Arch::SM90));
+        assert_eq!(r[0].arch, Some(Arch::SM90A));
         assert_eq!((r[0].registers, r[0].shared_bytes, r[0].constant_bytes), (255, 16384, 408));
         assert_eq!((r[0].stack_frame_bytes, r[0].spill_store_bytes, r[0].spill_load_bytes), (24, 20, 16));
         assert!(r[0].spills());

@@ -262,6 +262,13 @@ impl Backend for SimBackend {
         check_live_buffer(self.id, &self.state().buffers, buffer)
     }
 
+    /// The simulator's own 128-byte encoding of the map (`tessera_sim::TensorMap`), which its
+    /// tensor copies decode; validated like `cuTensorMapEncodeTiled`.
+    fn encode_tensor_map(&self, map: &tessera_sim::TensorMap) -> Result<[u8; 128]> {
+        map.validate().map_err(|e| RuntimeError::invalid("tensor map", e.to_string()))?;
+        Ok(map.encode())
+    }
+
     fn load(&self, module: &CompiledModule) -> Result<Kernel> {
         if module.output != OutputKind::Ptx {
             return Err(RuntimeError::invalid(

@@ -1,19 +1,30 @@
 //! One CTA: its threads, shared memory and the scheduler that interleaves them.
 //!
-//! Threads run one at a time, each until it blocks: at a CTA barrier, at a warp collective, or at
-//! exit. Warps are run in order, and inside a warp the lanes in order; once every lane of a warp is
-//! blocked, the collectives whose member lanes have all arrived execute (and their lanes run on),
-//! and once every warp is blocked, barriers whose threads have all arrived release. If nothing can
-//! move, the CTA is deadlocked: divergent barriers, a thread that exited while others wait, or a
-//! collective a lane never reaches. That is reported, never waited on.
+//! Threads run one at a time, each until it blocks: at a CTA barrier, at a warp collective, at an
+//! mbarrier wait whose phase is incomplete, or at exit. Warps are run in order, and inside a warp
+//! the lanes in order; once every lane of a warp is blocked, the collectives whose member lanes have
+//! all arrived execute (and their lanes run on), and once every warp is blocked, barriers whose
+//! threads have all arrived release. A thread blocked in `mbarrier.try_wait` / `test_wait` runs
+//! again (re-executing the wait) once the mbarrier's phase has changed or a bulk copy for it is in
+//! flight (waiting lands it). If nothing can move, in-flight bulk copies land; if still nothing can
+//! move, threads waiting on mbarriers are timed out (their wait returns false, as a `try_wait` may
+//! after a system-dependent time limit) up to [`MAX_TIMEOUTS`] times in a row without any mbarrier,
+//! barrier or exit event in between; after that the CTA is deadlocked: divergent barriers, a thread
+//! that exited while others wait, a collective a lane never reaches, or an mbarrier phase nobody
+//! completes. That is reported, never waited on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::checks::Shadow;
+use crate::checks::{Shadow, Who};
 use crate::ir::{special, Coll, Kernel, Op, NONE};
+use crate::mbarrier::{CtaAsync, ThreadAsync};
 use crate::memory::GlobalMemory;
 use crate::space::{tid3, GlobalView, SharedMem, Traffic};
 use crate::{Report, SimError};
+
+/// How many times in a row the scheduler times out mbarrier waits while nothing else changes
+/// before it reports a deadlock.
+pub(crate) const MAX_TIMEOUTS: u32 = 16;
 
 /// What every CTA of a launch shares.
 pub(crate) struct LaunchCtx<'a> {
@@ -40,6 +51,8 @@ pub(crate) enum State {
     Barrier,
     /// Waiting at the collective at `pc`.
     Collective,
+    /// Waiting at the mbarrier test_wait / try_wait at `pc` (see `Thread::asy`).
+    MbarWait,
     Exited,
 }
 
@@ -66,6 +79,8 @@ pub(crate) struct Thread {
     pub committed: u32,
     /// Order of arrival at the current barrier.
     pub arrival: u64,
+    /// mbarrier waits and bulk stores.
+    pub asy: ThreadAsync,
 }
 
 pub(crate) struct Cta<'a> {
@@ -84,9 +99,19 @@ pub(crate) struct Cta<'a> {
     pub executed: u64,
     /// Global-memory traffic of all threads.
     pub traffic: Traffic,
+    /// `wgmma` state (warpgroups' in-flight operations; see `crate::wgmma`).
+    pub wgmma: crate::wgmma::WgState,
     pub arrivals: u64,
     /// `bar.arrive` counts per barrier id.
     pub arrive_counts: [u32; 16],
+    /// mbarriers and in-flight bulk loads.
+    pub sync: CtaAsync,
+    /// Per warp: the `setmaxnreg` instructions (pcs) it executed, and its register maximum.
+    pub setmaxnreg: Vec<Vec<u32>>,
+    pub maxnreg: Vec<Option<u16>>,
+    /// Consecutive mbarrier-wait timeouts, and `sync.events` at the last one.
+    timeouts: u32,
+    timeout_events: u64,
 }
 
 fn lanemask(lane: u32, f: impl Fn(u32) -> bool) -> u64 {
@@ -137,9 +162,10 @@ impl<'a> Cta<'a> {
                 copies: Vec::new(),
                 committed: 0,
                 arrival: 0,
+                asy: ThreadAsync::default(),
             })
             .collect();
-        let shadow = ctx.checks.then(|| Shadow::new(ctx.shared_bytes));
+        let shadow = ctx.checks.then(|| Shadow::new(ctx.shared_bytes, nthreads));
         Cta {
             ctx,
             ctaid,
@@ -151,9 +177,87 @@ impl<'a> Cta<'a> {
             warp_epochs: vec![0; nwarps],
             executed: 0,
             traffic: Traffic::default(),
+            wgmma: Default::default(),
             arrivals: 0,
             arrive_counts: [0; 16],
+            sync: CtaAsync::new(ctx.checks, ctx.block),
+            setmaxnreg: vec![Vec::new(); nwarps],
+            maxnreg: vec![None; nwarps],
+            timeouts: 0,
+            timeout_events: 0,
         }
+    }
+
+    /// The current access identity of thread `t` (for the shadow-memory checks).
+    pub(crate) fn who(&self, t: usize) -> Who {
+        let w = t / 32;
+        Who { tid: t as u16, warp: w as u16, epoch: self.epoch, wepoch: self.warp_epochs[w] }
+    }
+
+    /// The hook for instructions that read shared memory through the async proxy outside the
+    /// interpreter loop (a warpgroup-level `wgmma.mma_async` reading its shared-memory matrix
+    /// descriptors' bytes): reads `len` bytes at shared offset `off` as thread `t`, with the bounds,
+    /// in-flight, race and proxy-fence checks of [`SharedMem::async_read`]. `what` names the
+    /// instruction in fault messages; a fault becomes a report with `line`.
+    #[allow(dead_code)]
+    pub(crate) fn async_proxy_read(&mut self, t: usize, line: u32, off: u64, len: usize, what: &str) -> Result<Vec<u8>, SimError> {
+        let who = self.who(t);
+        let block = self.ctx.block;
+        match self.shared.async_read(off, len, &who, block, what) {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(f) => Err(SimError::Fault(self.report(t, line, f.address, f.kind))),
+        }
+    }
+
+    /// Checks an async-proxy read like [`Cta::async_proxy_read`] without copying the bytes.
+    #[allow(dead_code)]
+    pub(crate) fn check_async_proxy_read(&mut self, t: usize, line: u32, off: u64, len: usize, what: &str) -> Result<(), SimError> {
+        let who = self.who(t);
+        let block = self.ctx.block;
+        match self.shared.async_read(off, len, &who, block, what) {
+            Ok(_) => Ok(()),
+            Err(f) => Err(SimError::Fault(self.report(t, line, f.address, f.kind))),
+        }
+    }
+
+    /// Whether thread `t`, blocked in an mbarrier wait, should run again: the mbarrier's phase
+    /// changed (or it was invalidated), or a bulk copy that signals it is in flight.
+    fn wakes(&self, t: usize) -> bool {
+        let a = &self.threads[t].asy;
+        match self.sync.bar(a.wait_bar) {
+            None => true,
+            Some(b) => b.phase != a.wait_phase || self.sync.loads.iter().any(|l| l.mbar == a.wait_bar),
+        }
+    }
+
+    /// Lands every in-flight bulk load; whether there were any.
+    fn land_all(&mut self) -> Result<bool, SimError> {
+        match self.sync.land(None, &mut self.shared, &mut self.epoch) {
+            Ok(any) => Ok(any),
+            Err(e) => Err(SimError::Fault(self.report(e.tid as usize, e.line, e.fault.address, e.fault.kind))),
+        }
+    }
+
+    /// Checks at the end of the CTA: every warp of a warpgroup executed the same `setmaxnreg`s.
+    fn finish(&mut self) -> Result<(), SimError> {
+        self.land_all()?;
+        let nwarps = self.warp_epochs.len();
+        for w in 0..nwarps {
+            let g = w / 4;
+            for w2 in g * 4..(g * 4 + 4).min(nwarps) {
+                let (a, b) = (&self.setmaxnreg[w], &self.setmaxnreg[w2]);
+                if a.len() > b.len() {
+                    let line = self.ctx.kernel.code[a[b.len()] as usize].line;
+                    return Err(SimError::Fault(self.report(
+                        w * 32,
+                        line,
+                        None,
+                        format!("setmaxnreg is executed by warp {w} but not by warp {w2} of the same warpgroup (.aligned: all warps of the warpgroup must execute it)"),
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A report about thread `t` at `line`.
@@ -188,12 +292,28 @@ impl<'a> Cta<'a> {
                 progress |= self.run_warp(w)?;
             }
             if self.threads.iter().all(|t| t.state == State::Exited) {
-                return Ok(());
+                return self.finish();
             }
             progress |= self.resolve_barriers()?;
-            if !progress {
-                return Err(self.deadlock());
+            if progress || self.land_all()? {
+                continue;
             }
+            let waiting: Vec<usize> = (0..self.ctx.nthreads).filter(|&t| self.threads[t].state == State::MbarWait).collect();
+            if !waiting.is_empty() {
+                if self.sync.events != self.timeout_events {
+                    self.timeout_events = self.sync.events;
+                    self.timeouts = 0;
+                }
+                if self.timeouts < MAX_TIMEOUTS {
+                    self.timeouts += 1;
+                    for t in waiting {
+                        self.threads[t].asy.timeout = true;
+                        self.threads[t].state = State::Ready;
+                    }
+                    continue;
+                }
+            }
+            return Err(self.deadlock());
         }
     }
 
@@ -203,7 +323,9 @@ impl<'a> Cta<'a> {
         loop {
             let mut ran = false;
             for t in lanes.clone() {
-                if self.threads[t].state == State::Ready {
+                let state = self.threads[t].state;
+                if state == State::Ready || (state == State::MbarWait && self.wakes(t)) {
+                    self.threads[t].state = State::Ready;
                     self.run_thread(t)?;
                     ran = true;
                 }
@@ -236,6 +358,17 @@ impl<'a> Cta<'a> {
             waiting.sort_by_key(|&t| self.threads[t].arrival);
             let first = waiting[0];
             let count = self.barrier_of(first).1;
+            // PTX ISA "bar, barrier": the warps using one barrier use the same thread count.
+            if let Some(&other) = waiting.iter().find(|&&t| self.barrier_of(t).1 != count) {
+                let fmt = |c: Option<u32>| c.map_or("all threads".to_string(), |c| format!("{c} threads"));
+                let line = self.ctx.kernel.code[self.threads[other].pc as usize].line;
+                return Err(SimError::Fault(self.report(
+                    other,
+                    line,
+                    None,
+                    format!("barrier {id} is used with different thread counts: {} and {}", fmt(count), fmt(self.barrier_of(other).1)),
+                )));
+            }
             let release: Vec<usize> = match count {
                 None => {
                     let exited = self.threads.iter().filter(|t| t.state == State::Exited).count();
@@ -301,6 +434,7 @@ impl<'a> Cta<'a> {
                 th.steps += 1;
             }
             self.epoch += 1;
+            self.sync.events += 1;
             progress = true;
         }
         Ok(progress)
@@ -308,6 +442,9 @@ impl<'a> Cta<'a> {
 
     /// Explains why nothing can run.
     fn deadlock(&self) -> SimError {
+        if let Some(e) = self.wgmma_deadlock() {
+            return e;
+        }
         let code = &self.ctx.kernel.code;
         let n = self.ctx.nthreads;
         let describe = |t: usize| -> String {
@@ -319,6 +456,11 @@ impl<'a> Cta<'a> {
                 State::Collective => {
                     format!("waits at `{}` (PTX line {})", op_name(&code[th.pc as usize].op), code[th.pc as usize].line)
                 }
+                State::MbarWait => format!(
+                    "waits on the mbarrier at shared offset {:#x} (PTX line {})",
+                    th.asy.wait_bar,
+                    code[th.pc as usize].line
+                ),
             }
         };
         let fmt = |t: usize| {
@@ -347,6 +489,30 @@ impl<'a> Cta<'a> {
                 format!("warp collective `{}` cannot complete: {why}", op_name(&inst.op)),
             ));
         }
+        if !(0..n).any(|t| self.threads[t].state == State::Barrier) {
+            if let Some(t) = (0..n).find(|&t| self.threads[t].state == State::MbarWait) {
+                let a = &self.threads[t].asy;
+                let line = code[self.threads[t].pc as usize].line;
+                let state = match self.sync.bar(a.wait_bar) {
+                    Some(b) => format!("{} of {} arrivals pending and tx-count {}", b.pending, b.expected, b.tx),
+                    None => "been invalidated".to_string(),
+                };
+                let count = |s: State| (0..n).filter(|&u| self.threads[u].state == s).count();
+                return SimError::Deadlock(self.report(
+                    t,
+                    line,
+                    Some(a.wait_bar as u64),
+                    format!(
+                        "mbarrier wait cannot complete: this thread waits for the completion of phase {} of the mbarrier at shared \
+                         offset {:#x}, which has {state}, and no thread can arrive on it ({} threads wait on mbarriers, {} have exited)",
+                        a.wait_phase,
+                        a.wait_bar,
+                        count(State::MbarWait),
+                        count(State::Exited)
+                    ),
+                ));
+            }
+        }
         let t = (0..n).find(|&t| self.threads[t].state == State::Barrier).unwrap_or(0);
         let (id, count) = self.barrier_of(t);
         let other = (0..n).find(|&u| {
@@ -374,6 +540,10 @@ pub(crate) fn op_name(op: &Op) -> String {
             Coll::ActiveMask => "activemask".into(),
             Coll::LdMatrix { num, trans } => format!("ldmatrix.x{num}{}", if *trans { ".trans" } else { "" }),
             Coll::Mma(s) => format!("mma.sync.m16n8k{}", s.k),
+            Coll::Elect => "elect.sync".into(),
+            Coll::SetMaxNReg { inc, n } => format!("setmaxnreg.{}.sync.aligned.u32 {n}", if *inc { "inc" } else { "dec" }),
+            Coll::StMatrix { num, trans, .. } => format!("stmatrix.x{num}{}", if *trans { ".trans" } else { "" }),
+            Coll::Wgmma(w) => crate::wgmma::op_name(*w),
         },
         Op::Bar { .. } => "bar.sync".into(),
         other => format!("{other:?}"),

@@ -65,6 +65,10 @@ pub enum SimError {
     /// A thread ran more instructions than `SimOptions::step_budget`.
     #[error("step budget exceeded: {0}")]
     StepBudget(Report),
+    /// A tensor map (see [`crate::TensorMap`]) is malformed or breaks a `cuTensorMapEncodeTiled`
+    /// rule.
+    #[error("invalid tensor map: {0}")]
+    TensorMap(String),
     /// A host-side memory operation (read/write/free) failed.
     #[error("memory: {0}")]
     Memory(String),

@@ -3,9 +3,11 @@
 //! Registers are a flat `&mut [u64]` (see [`crate::ir`]); each instruction reads its operand slots,
 //! computes, and writes its destination zero-extended to 64 bits. Nothing here allocates or hashes.
 
+use crate::bulk;
 use crate::checks::Who;
 use crate::cta::{AsyncCopy, Cta, State};
 use crate::ir::*;
+use crate::mbarrier::{CtaAsync, SyncFault, ThreadAsync};
 use crate::numerics::*;
 use crate::space::{conflict_fault, region, Fault, Mem, Region, Traffic};
 use crate::SimError;
@@ -47,6 +49,22 @@ enum Stop {
 enum Trouble {
     Fault(Fault),
     Budget,
+    /// A fault of another thread's instruction (a bulk copy landing while this thread waits).
+    At(SyncFault),
+}
+
+impl From<SyncFault> for Trouble {
+    fn from(f: SyncFault) -> Trouble {
+        Trouble::At(f)
+    }
+}
+
+/// The asynchronous state an instruction may touch beyond the thread's registers and memory.
+pub(crate) struct AsyncIo<'x> {
+    pub th: &'x mut ThreadAsync,
+    pub cta: &'x mut CtaAsync,
+    /// The CTA epoch (completed barriers and mbarrier phases; see `checks`).
+    pub epoch: &'x mut u32,
 }
 
 impl From<Fault> for Trouble {
@@ -58,11 +76,15 @@ impl From<Fault> for Trouble {
 impl<'a> Cta<'a> {
     /// Runs thread `t` until it blocks or exits.
     pub(crate) fn run_thread(&mut self, t: usize) -> Result<(), SimError> {
+        // With checks, a thread with a wgmma in flight runs instruction by instruction (crate::wgmma).
+        if self.wgmma_watching(t) {
+            return self.run_thread_watched(t);
+        }
         let ctx = self.ctx;
         let n = self.nslots;
         let w = t / 32;
         let who = Who { tid: t as u16, warp: w as u16, epoch: self.epoch, wepoch: self.warp_epochs[w] };
-        let Cta { regs, threads, shared, arrivals, arrive_counts, .. } = self;
+        let Cta { regs, threads, shared, arrivals, arrive_counts, sync, epoch, .. } = self;
         let regs = &mut regs[t * n..(t + 1) * n];
         let th = &mut threads[t];
         let start_steps = th.steps;
@@ -77,6 +99,7 @@ impl<'a> Cta<'a> {
             hint: 0,
             traffic: Traffic::default(),
         };
+        let mut io = AsyncIo { th: &mut th.asy, cta: sync, epoch };
         let result = interpret(
             ctx.kernel,
             regs,
@@ -88,6 +111,7 @@ impl<'a> Cta<'a> {
             &mut th.committed,
             arrive_counts,
             ctx.memory,
+            &mut io,
         );
         let traffic = mem.traffic;
         th.pc = pc as u32;
@@ -101,12 +125,14 @@ impl<'a> Cta<'a> {
                         *arrivals += 1;
                         th.arrival = *arrivals;
                     }
+                    Op::MbarWait { .. } => th.state = State::MbarWait,
                     _ => th.state = State::Collective,
                 }
                 Ok(())
             }
             Ok(Stop::Exited) => {
                 th.state = State::Exited;
+                sync.events += 1;
                 Ok(())
             }
             Err(e) => Err(e),
@@ -116,6 +142,9 @@ impl<'a> Cta<'a> {
         match outcome {
             Ok(()) => Ok(()),
             Err(Trouble::Fault(f)) => Err(SimError::Fault(self.report(t, line, f.address, f.kind))),
+            Err(Trouble::At(SyncFault { tid, line, fault })) => {
+                Err(SimError::Fault(self.report(tid as usize, line, fault.address, fault.kind)))
+            }
             Err(Trouble::Budget) => Err(SimError::StepBudget(self.report(
                 t,
                 line,
@@ -164,6 +193,7 @@ fn interpret(
     committed: &mut u32,
     arrive_counts: &mut [u32; 16],
     memory: &crate::memory::GlobalMemory,
+    io: &mut AsyncIo,
 ) -> Result<Stop, Trouble> {
     let code = &k.code[..];
     let pool = &k.pool[..];
@@ -549,7 +579,34 @@ fn interpret(
                 if let Err(f) = complete_copies(copies, None, mem) {
                     break Err(f.into());
                 }
+                if let Err(f) = bulk::complete_stores(mem, io.th, None, false) {
+                    break Err(f.into());
+                }
                 break Ok(Stop::Exited);
+            }
+            // ---- mbarrier and bulk asynchronous copies (see `mbarrier`, `bulk`)
+            Op::MbarInit { .. }
+            | Op::MbarInval { .. }
+            | Op::MbarArrive { .. }
+            | Op::MbarTx { .. }
+            | Op::BulkLoad
+            | Op::BulkStore
+            | Op::TensorLoad { .. }
+            | Op::TensorStore { .. }
+            | Op::BulkCommit
+            | Op::BulkWait { .. }
+            | Op::FenceProxyAsync => {
+                if let Err(t) = async_op(k, inst, regs, mem, io) {
+                    break Err(t);
+                }
+            }
+            Op::MbarWait { space, parity } => {
+                let addr = r!(a).wrapping_add(inst.imm as u64);
+                match mbar_wait(mem, io, space, addr, parity, r!(b)) {
+                    Ok(Some(done)) => r!(d) = done as u64,
+                    Ok(None) => break Ok(Stop::Blocked),
+                    Err(t) => break Err(t),
+                }
             }
             Op::Trap => break Err(Fault::new(None, "trap").into()),
             Op::Bar { arrive } => {
@@ -582,6 +639,92 @@ fn interpret(
     result
 }
 
+/// mbarrier.test_wait / try_wait: lands the bulk copies that signal this mbarrier, then tests the
+/// phase. `Some(result)`, or `None` when the thread must block (the phase is incomplete and the
+/// scheduler has not timed the wait out).
+fn mbar_wait(mem: &mut Mem, io: &mut AsyncIo, space: Sp, addr: u64, parity: bool, operand: u64) -> Result<Option<bool>, Trouble> {
+    let off = bulk::mbar_offset(space, addr, mem.shared.data.len(), "mbarrier wait")?;
+    io.cta.land(Some(off), mem.shared, io.epoch)?;
+    mem.who.epoch = *io.epoch;
+    if io.cta.test(off, parity, operand, &mem.who)? {
+        io.th.timeout = false;
+        return Ok(Some(true));
+    }
+    if std::mem::take(&mut io.th.timeout) {
+        return Ok(Some(false));
+    }
+    io.th.wait_bar = off;
+    io.th.wait_phase = io.cta.bar(off).map_or(0, |b| b.phase);
+    Ok(None)
+}
+
+/// The non-blocking mbarrier, bulk-copy and proxy-fence instructions.
+#[inline(never)]
+fn async_op(k: &Kernel, inst: &Inst, regs: &mut [u64], mem: &mut Mem, io: &mut AsyncIo) -> Result<(), Trouble> {
+    let r = |s: u32| regs[s as usize];
+    let pool = &k.pool;
+    let at = |base: u32, off: i64| r(base).wrapping_add(off as u64);
+    let shared_len = mem.shared.data.len();
+    match inst.op {
+        Op::MbarInit { space } => {
+            let off = bulk::mbar_offset(space, at(inst.a, inst.imm), shared_len, "mbarrier.init")?;
+            io.cta.init(off, r(inst.b) & 0xffff_ffff, &mem.who, mem.shared)?;
+        }
+        Op::MbarInval { space } => {
+            let off = bulk::mbar_offset(space, at(inst.a, inst.imm), shared_len, "mbarrier.inval")?;
+            io.cta.inval(off, &mem.who, mem.shared)?;
+        }
+        Op::MbarArrive { space, kind } => {
+            let off = bulk::mbar_offset(space, at(inst.a, inst.imm), shared_len, "mbarrier.arrive")?;
+            let arg = (inst.b != NONE).then(|| r(inst.b) & 0xffff_ffff);
+            let state = io.cta.arrive(off, kind, arg, &mem.who, io.epoch)?;
+            regs[inst.d as usize] = state;
+            mem.who.epoch = *io.epoch;
+        }
+        Op::MbarTx { space, complete } => {
+            let what = if complete { "mbarrier.complete_tx" } else { "mbarrier.expect_tx" };
+            let off = bulk::mbar_offset(space, at(inst.a, inst.imm), shared_len, what)?;
+            io.cta.tx(off, complete, r(inst.b) & 0xffff_ffff, &mem.who, io.epoch)?;
+            mem.who.epoch = *io.epoch;
+        }
+        Op::FenceProxyAsync => {
+            if let Some(sh) = mem.shared.shadow.as_mut() {
+                sh.fence_proxy_async(mem.who.tid as usize);
+            }
+        }
+        Op::BulkLoad => {
+            let c = inst.c as usize;
+            let mbar = bulk::mbar_offset(Sp::Shared, at(pool[inst.aux as usize], k.offsets[c + 1]), shared_len, "cp.async.bulk")?;
+            let (dst, src, size) = (at(inst.d, inst.imm), at(inst.a, k.offsets[c]), r(inst.b) & 0xffff_ffff);
+            bulk::bulk_load(mem, io.cta, dst, src, size, mbar, inst.line)?;
+        }
+        Op::TensorLoad { dim } => {
+            let (c, p) = (inst.c as usize, inst.aux as usize);
+            let coords: Vec<i64> = pool[p..p + dim as usize].iter().map(|&s| r(s) as u32 as i32 as i64).collect();
+            let mbar = bulk::mbar_offset(Sp::Shared, at(pool[p + dim as usize], k.offsets[c + 1]), shared_len, "cp.async.bulk.tensor")?;
+            bulk::tensor_load(mem, io.cta, at(inst.a, k.offsets[c]), &coords, at(inst.d, inst.imm), mbar, inst.line)?;
+        }
+        Op::BulkStore => {
+            let (dst, src, size) = (at(inst.d, inst.imm), at(inst.a, k.offsets[inst.c as usize]), r(inst.b) & 0xffff_ffff);
+            bulk::bulk_store(mem, io.th, dst, src, size)?;
+        }
+        Op::TensorStore { dim } => {
+            let p = inst.aux as usize;
+            let coords: Vec<i64> = pool[p..p + dim as usize].iter().map(|&s| r(s) as u32 as i32 as i64).collect();
+            bulk::tensor_store(mem, io.th, at(inst.a, k.offsets[inst.c as usize]), &coords, at(inst.b, inst.imm))?;
+        }
+        Op::BulkCommit => io.th.committed += 1,
+        Op::BulkWait { read } => {
+            let n = inst.imm as u32;
+            if io.th.committed > n {
+                bulk::complete_stores(mem, io.th, Some(io.th.committed - n), read)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn issue_copy(mem: &mut Mem, copies: &mut Vec<AsyncCopy>, group: u32, dst: u64, src: u64, size: u8, src_size: u64) -> Result<(), Fault> {
     let sz = size as u64;
     if src_size > sz {
@@ -603,7 +746,7 @@ fn issue_copy(mem: &mut Mem, copies: &mut Vec<AsyncCopy>, group: u32, dst: u64, 
         }
     }
     if let Some(sh) = mem.shared.shadow.as_mut() {
-        sh.start_async(dst as usize, size as usize, &mem.who)
+        sh.start_async(dst as usize, size as usize, &mem.who, false)
             .map_err(|c| conflict_fault(c, mem.who.tid as usize, mem.block, "cp.async"))?;
     }
     copies.push(AsyncCopy { group, dst: dst as u32, src, size, src_size: src_size as u8 });

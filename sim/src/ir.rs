@@ -262,6 +262,32 @@ pub(crate) enum Coll {
     LdMatrix { num: u8, trans: bool },
     /// `mma.sync`: pool[aux..] = d, a, b, c registers.
     Mma(MmaShape),
+    /// `elect.sync d|p, mask`: d = lane-number destination (or SINK), b = predicate destination
+    /// (or SINK), c = mask.
+    Elect,
+    /// `setmaxnreg.{inc,dec}.sync.aligned.u32 n` (`.aligned` over the warpgroup; no effect on data).
+    SetMaxNReg { inc: bool, n: u16 },
+    /// `stmatrix.sync.aligned.m8n8.x{1,2,4}{.trans}{.shared}.b16 [a + imm], {pool[aux..aux+num]}`
+    /// (`generic`: the address is a generic one).
+    StMatrix { num: u8, trans: bool, generic: bool },
+    /// `wgmma.*`: a warpgroup collective (all 128 threads), run by `crate::wgmma`, which documents
+    /// the operands.
+    Wgmma(crate::wgmma::WgOp),
+}
+
+/// Which `mbarrier.arrive` (PTX ISA "mbarrier.arrive", "mbarrier.arrive_drop").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ArriveKind {
+    /// Arrive-on with count b (1 when b is NONE).
+    Arrive,
+    /// `.expect_tx`: expect-tx of b bytes, then arrive-on with count 1.
+    ExpectTx,
+    /// `.noComplete`: arrive-on with count b that must not complete the phase.
+    NoComplete,
+    /// `arrive_drop`: the expected count drops by b (1 when NONE), then arrive-on with count b.
+    Drop,
+    /// `arrive_drop.expect_tx`: expect-tx of b bytes, expected count drops by 1, arrive-on 1.
+    DropExpectTx,
 }
 
 /// The opcode. Integer widths (`w`) are in bits; `f` holds float flags ([`FTZ`], [`SAT`]).
@@ -384,6 +410,36 @@ pub(crate) enum Op {
     /// cp.async.wait_group imm.
     CpAsyncWait,
     CpAsyncWaitAll,
+    // ---- mbarrier (PTX ISA "mbarrier"): the object at [a + imm] in `space` (Shared or Generic)
+    /// mbarrier.init [a + imm], b.
+    MbarInit { space: Sp },
+    /// mbarrier.inval [a + imm].
+    MbarInval { space: Sp },
+    /// d = state; arrive-on (and expect-tx) on [a + imm], b = count or tx-count (or NONE).
+    MbarArrive { space: Sp, kind: ArriveKind },
+    /// mbarrier.expect_tx / mbarrier.complete_tx [a + imm], b.
+    MbarTx { space: Sp, complete: bool },
+    /// Possibly blocking: d = waitComplete of mbarrier.test_wait / try_wait{.parity} [a + imm], b
+    /// (state or phase parity).
+    MbarWait { space: Sp, parity: bool },
+    /// fence.proxy.async (generic <-> async proxy ordering for shared memory).
+    FenceProxyAsync,
+    // ---- bulk asynchronous copies (PTX ISA "cp.async.bulk", "cp.async.bulk.tensor"); extra
+    // address offsets live in `Kernel::offsets` from index c.
+    /// global -> shared: [d + imm] <- [a + off[c]], b bytes, complete-tx on [pool[aux] + off[c+1]].
+    BulkLoad,
+    /// shared -> global, bulk async-group: [d + imm] <- [a + off[c]], b bytes.
+    BulkStore,
+    /// global -> shared tensor copy: [d + imm] <- [tensor map a + off[c], coords pool[aux..aux+dim]],
+    /// complete-tx on [pool[aux+dim] + off[c+1]].
+    TensorLoad { dim: u8 },
+    /// shared -> global tensor copy, bulk async-group: [tensor map a + off[c], coords
+    /// pool[aux..aux+dim]] <- [b + imm].
+    TensorStore { dim: u8 },
+    /// cp.async.bulk.commit_group.
+    BulkCommit,
+    /// cp.async.bulk.wait_group{.read} imm.
+    BulkWait { read: bool },
     // ---- control
     /// Jump to instruction imm.
     Bra,

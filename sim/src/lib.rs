@@ -6,8 +6,10 @@
 //! of CTAs, in parallel on rayon, every thread with its own registers and program counter. Every
 //! memory access is bounds- and alignment-checked against the allocations of [`GlobalMemory`] and
 //! the CTA's shared memory; with [`SimOptions::checks`], shared-memory races, reads of never-written
-//! shared memory and reads of data a `cp.async` has not delivered yet are reported too. Barrier
-//! divergence, deadlocked collectives and runaway threads end in a [`Report`], never a hang.
+//! shared memory, reads of data an asynchronous copy (`cp.async`, TMA) has not delivered yet, plain
+//! accesses to mbarrier objects and async-proxy reads of unfenced generic-proxy writes are reported
+//! too. Barrier divergence, deadlocked collectives, mbarrier phases nobody completes and runaway
+//! threads end in a [`Report`], never a hang.
 //!
 //! # Pipeline (one concept per module)
 //!
@@ -21,15 +23,31 @@
 //! - `cta` (scheduler, barriers, deadlock reports), `exec` (the interpreter loop), `warp`
 //!   (collectives), `mma`, `space` (state spaces, generic addresses), `memory`, `checks`
 //!   (shadow memory), `numerics` (rounding, f16/bf16, approximate functions).
+//! - `mbarrier` (mbarrier objects, in-flight bulk loads, bulk-store groups), `bulk` (issuing
+//!   `cp.async.bulk{.tensor}`: tensor-map reads, boxes, swizzling), `tensor_map` ([`TensorMap`],
+//!   the simulator's encoding of a `CUtensorMap`).
+//! - `wgmma` (sm_90a warpgroup MMA): `wgmma.fence`, `commit_group`, `wait_group` and
+//!   `wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}` (A from shared memory or registers, B
+//!   from shared memory through matrix descriptors, all swizzle modes, K- or MN-major) as warpgroup
+//!   collectives of 128 threads; results land in the D registers at the `wait_group` that retires
+//!   them (summed like `mma.sync`), and with checks, accesses to in-flight registers, missing
+//!   `wgmma.fence`s and writes to shared operands still being read are reported.
 //!
 //! # Execution model
 //!
-//! A thread runs until it blocks: at a barrier, a warp collective or exit. Warps run in order, lanes
-//! in order; a collective executes once every lane of its member mask waits at it (`ldmatrix` and
-//! `mma` need the whole warp), a barrier releases once all threads (or its thread count) arrived.
+//! A thread runs until it blocks: at a barrier, a warp collective, an mbarrier wait whose phase is
+//! incomplete, or exit. Warps run in order, lanes in order; a collective executes once every lane of
+//! its member mask waits at it (`ldmatrix` and `mma` need the whole warp), a barrier releases once
+//! all threads (or its thread count) arrived, an mbarrier waiter runs again once the phase changed.
 //! `cp.async` copies are deferred until a `cp.async.wait_group` / `wait_all` of the issuing thread
 //! needs them (groups complete in commit order) or the thread exits, so a missing wait shows up as a
-//! read of bytes still in flight. Generic addresses: bits 40..48 select the local, shared and param
+//! read of bytes still in flight. Bulk copies into shared memory (`cp.async.bulk{.tensor}`) read
+//! global memory when issued and land, with their complete-tx, when a thread waits on their mbarrier
+//! or nothing else can run; bulk stores read shared memory when issued and write global memory at
+//! `cp.async.bulk.wait_group` or exit. When nothing can run, waits time out (return false) a bounded
+//! number of times before a deadlock is reported (see `cta`). An mbarrier phase completion orders
+//! all earlier shared accesses before all later ones for the race checks, like `bar.sync` (see
+//! `checks` and `mbarrier`). Generic addresses: bits 40..48 select the local, shared and param
 //! windows; everything else is global.
 //!
 //! # Numerics
@@ -54,11 +72,30 @@
 //! `isspacep`, `ld/ldu/st` (all spaces, `.v2/.v4`, cache hints ignored), `atom/red` (global and
 //! shared), `cp.async` (`.ca/.cg`, 4/8/16 bytes, src-size and ignore-src forms, commit/wait),
 //! `ldmatrix` (x1/x2/x4, `.trans`), `mma.sync` (m16n8k16 and m16n8k8, f16/bf16 inputs, f32 or f16
-//! accumulators), `shfl/vote/redux/match.sync`, `activemask`, `bar/barrier.sync` (with counts),
-//! `bar.arrive`, `bar.warp.sync`, `membar/fence` (no-ops: execution is sequentially consistent),
-//! `bra`, `ret`, `exit`, `trap`. Not supported (rejected at parse time): `call` and device
-//! functions, textures and surfaces, `stmatrix`, `wgmma`, TMA (`cp.async.bulk`), `mbarrier`, `bar.red`,
-//! video instructions, tf32/fp8/integer `mma`.
+//! accumulators), `shfl/vote/redux/match.sync`, `activemask`, `bar/barrier{.cta}.sync{.aligned}`
+//! (named barriers 0..15 with thread counts), `bar.arrive`, `bar.warp.sync`, `membar/fence` (no-ops:
+//! execution is sequentially consistent), `bra`, `ret`, `exit`, `trap`.
+//!
+//! Hopper (sm_90 / sm_90a): `mbarrier.init`, `mbarrier.inval`, `mbarrier.arrive{.expect_tx,
+//! .noComplete}` and `mbarrier.arrive_drop{.expect_tx}` (state or `_` destination, optional count),
+//! `mbarrier.expect_tx`, `mbarrier.complete_tx`, `mbarrier.test_wait{.parity}`,
+//! `mbarrier.try_wait{.parity}` (optional suspend-time hint), all with optional `.sem.scope`
+//! (`.release/.acquire/.relaxed`, `.cta/.cluster`), `.shared{::cta,::cluster}` or generic addresses;
+//! `cp.async.bulk.shared::{cta,cluster}.global.mbarrier::complete_tx::bytes` and
+//! `cp.async.bulk.global.shared::cta.bulk_group` (1D); `cp.async.bulk.tensor.{1..5}d` in `.tile` mode,
+//! global to `.shared::{cta,cluster}` (`.mbarrier::complete_tx::bytes`) and `.shared::cta` to global
+//! (`.bulk_group`), the tensor map given by a generic address ([`TensorMap`]); the optional
+//! `.L2::cache_hint` operand of both (ignored); `cp.async.bulk.commit_group`,
+//! `cp.async.bulk.wait_group{.read}`, `cp.async.bulk.prefetch{.tensor}` and `prefetch.tensormap`
+//! (no-ops); `fence.proxy.async{.shared::cta,.shared::cluster,.global}` (the async-proxy check),
+//! `fence.mbarrier_init.release.cluster` (no-op); `elect.sync`; `setmaxnreg.{inc,dec}.sync.aligned.u32`
+//! (checked, no effect); `stmatrix` (m8n8, x1/x2/x4, `.trans`); `griddepcontrol` (no-op). The
+//! simulator models a cluster of one CTA: `.shared::cluster` addresses are the CTA's own shared
+//! memory; `.multicast::cluster`, the `im2col` / `gather4` / `scatter4` modes, shared-to-cluster copies
+//! and `cta_group` are rejected as unsupported. Not supported (rejected at parse time): `call` and device
+//! functions, textures and surfaces, `mbarrier.pending_count`, `cp.async.mbarrier.arrive`,
+//! `cp.reduce.async.bulk`, `createpolicy`, `mapa` and other cluster instructions, `bar.red`, video
+//! instructions, tf32/fp8/integer `mma`.
 //!
 //! ```
 //! use tessera_sim::{launch, GlobalMemory, LaunchConfig, Module, SimOptions};
@@ -94,6 +131,7 @@
 //! # Ok::<(), tessera_sim::SimError>(())
 //! ```
 
+mod bulk;
 mod checks;
 mod cta;
 mod error;
@@ -101,16 +139,20 @@ mod exec;
 mod ir;
 mod lex;
 mod lower;
+mod mbarrier;
 mod memory;
 mod mma;
 mod numerics;
 mod parse;
 mod regalloc;
 mod space;
+mod tensor_map;
 mod warp;
+mod wgmma;
 
 pub use error::{Report, SimError};
 pub use memory::GlobalMemory;
+pub use tensor_map::{OobFill, Swizzle, TensorMap};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -222,8 +264,9 @@ pub struct LaunchConfig {
 /// How to run a launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimOptions {
-    /// Shared-memory race detection, uninitialised shared reads and in-flight cp.async reads
-    /// (bounds and alignment are always checked).
+    /// Shared-memory race detection, uninitialised shared reads, in-flight asynchronous-copy reads,
+    /// plain accesses to mbarrier objects, the mbarrier-initialisation visibility check and the
+    /// async-proxy fence check (bounds, alignment and mbarrier state are always checked).
     pub checks: bool,
     /// Maximum instructions per thread before a [`SimError::StepBudget`] report.
     pub step_budget: u64,
@@ -247,7 +290,9 @@ pub struct LaunchStats {
     pub ctas: u64,
     /// Bytes `cp.async` copies read from global memory, summed over threads and CTAs: each copy's
     /// src-size, so a zero-filling copy (src-size 0, or the ignore-src predicate true) counts 0 and a
-    /// 16-byte copy with src-size 8 counts 8. Guarded-off copies count nothing.
+    /// 16-byte copy with src-size 8 counts 8. Guarded-off copies count nothing. Bulk copies
+    /// (`cp.async.bulk`, `cp.async.bulk.tensor`) into shared memory count the bytes they read: a 1D
+    /// copy its size, a tensor copy the elements of its box inside the tensor (not the zero fill).
     pub async_copy_bytes: u64,
     /// Bytes loaded from global memory by executed `ld` / `ldu` instructions (`ld.global` with any
     /// cache hint, `.nc`, and generic loads of global addresses), all lanes of vector loads
@@ -256,7 +301,9 @@ pub struct LaunchStats {
     pub global_load_bytes: u64,
     /// Bytes stored to global memory by executed `st` instructions (`st.global` and generic stores
     /// to global addresses), all lanes of vector stores included, summed over threads and CTAs.
-    /// Atomics and `red` and guarded-off stores do not count.
+    /// Atomics and `red` and guarded-off stores do not count. Bulk stores (`cp.async.bulk`,
+    /// `cp.async.bulk.tensor` to global) count the bytes they write (a tensor store's box clipped to
+    /// the tensor) when they complete.
     pub global_store_bytes: u64,
     /// Wall time of the launch.
     pub elapsed: Duration,

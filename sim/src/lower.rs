@@ -227,6 +227,24 @@ impl<'s> Mods<'s> {
         }
     }
 
+    /// Consumes the state-space modifiers among `global`, `shared{::cta,::cluster}` and returns
+    /// them in the order written (a bulk copy names its destination first).
+    fn spaces_in_order(&mut self) -> Vec<&'s str> {
+        let mut out = Vec::new();
+        for (p, u) in self.parts.iter().zip(self.used.iter_mut()) {
+            if !*u && matches!(*p, "global" | "shared" | "shared::cta" | "shared::cluster") {
+                *u = true;
+                out.push(*p);
+            }
+        }
+        out
+    }
+
+    /// An unsupported form with an explanation.
+    fn unsupported_because<T>(&self, why: &str) -> Result<T, SimError> {
+        Err(SimError::Unsupported { instruction: format!("{} ({why})", self.opcode), line: self.line })
+    }
+
     fn finish(&self) -> Result<(), SimError> {
         if self.used.iter().all(|&u| u) {
             Ok(())
@@ -334,7 +352,8 @@ const KNOWN: &[&str] = &[
     "selp", "testp", "copysign", "rcp", "sqrt", "rsqrt", "ex2", "lg2", "sin", "cos", "tanh", "cvt", "cvta",
     "isspacep", "ld", "ldu", "st", "atom", "red", "cp", "ldmatrix", "mma", "shfl", "vote", "redux", "match",
     "activemask", "bar", "barrier", "membar", "fence", "nanosleep", "prefetch", "prefetchu", "pmevent",
-    "griddepcontrol", "bra", "ret", "exit", "trap",
+    "griddepcontrol", "bra", "ret", "exit", "trap", "mbarrier", "elect", "setmaxnreg", "stmatrix",
+    "wgmma",
 ];
 
 struct Lx<'a> {
@@ -440,6 +459,8 @@ fn lower_function(f: &Function, module_syms: &HashMap<String, u64>, module_share
     }
     let mut code = lx.code;
     let mut pool = lx.pool;
+    crate::wgmma::link_waits(&mut code, &mut pool)
+        .map_err(|why| SimError::Unsupported { instruction: format!("wgmma ({why})"), line: f.line })?;
     let init_regs = crate::regalloc::allocate(&mut code, &mut pool, f.regs.len(), &lx.init);
     Ok(Kernel {
         name: f.name.clone(),
@@ -693,13 +714,67 @@ impl<'a> Lx<'a> {
             "cp" => self.cp_async(raw, &mut m),
             "ldmatrix" => self.ldmatrix(raw, &mut m),
             "mma" => self.mma(raw, &mut m),
+            "wgmma" => self.wgmma(raw, &mut m),
             "shfl" | "vote" | "redux" | "match" | "activemask" => self.warp(raw, base, &mut m),
             "bar" | "barrier" => self.bar(raw, &mut m),
             "membar" | "fence" => {
+                // fence.proxy.async{.shared::cta|.shared::cluster} (and the generic->async
+                // direction of the uni-directional forms) orders generic-proxy writes before
+                // async-proxy reads of shared memory; `.global` alone does not concern shared
+                // memory. Every other fence is a no-op: execution is sequentially consistent.
+                let proxy = m.has("proxy");
+                let async_kind = m.take(&["async", "async::generic"]).is_some();
+                let global_only = m.has("global") && !m.has("shared::cta") && !m.has("shared::cluster");
                 m.ignore(|_| true);
-                self.emit(raw, self.new_inst(Op::Nop));
+                let op = if proxy && async_kind && !global_only { Op::FenceProxyAsync } else { Op::Nop };
+                self.emit(raw, self.new_inst(op));
                 Ok(())
             }
+            "mbarrier" => self.mbarrier(raw, &mut m),
+            "elect" => {
+                let ok = m.has("sync");
+                m.finish()?;
+                if !ok {
+                    return m.unsupported();
+                }
+                self.nops(raw, &[2])?;
+                let (d, p) = match &raw.operands[0] {
+                    Operand::Pair(d, p) => (self.reg_slot(*d), self.reg_slot(*p)),
+                    Operand::SinkPair(p) => (special::SINK, self.reg_slot(*p)),
+                    other => (self.dst(other)?, special::SINK),
+                };
+                let mut inst = self.new_inst(Op::Coll(Coll::Elect));
+                inst.d = d;
+                inst.b = p;
+                inst.c = self.src(&raw.operands[1], Ty::B(32))?;
+                self.emit(raw, inst);
+                Ok(())
+            }
+            "setmaxnreg" => {
+                let inc = match m.take(&["inc", "dec"]) {
+                    Some("inc") => true,
+                    Some(_) => false,
+                    None => return m.unsupported(),
+                };
+                let ok = m.has("sync") & m.has("aligned");
+                let ty = m.ty()?;
+                m.finish()?;
+                if !ok || ty != Ty::U(32) {
+                    return m.unsupported();
+                }
+                self.nops(raw, &[1])?;
+                let n = match raw.operands[0] {
+                    Operand::Lit(Literal::Int(n)) => n,
+                    _ => return self.perr("setmaxnreg takes an integer constant register count"),
+                };
+                // PTX ISA "setmaxnreg": imm-reg-count in 24..=256, a multiple of 8.
+                if !(24..=256).contains(&n) || n % 8 != 0 {
+                    return self.perr(format!("setmaxnreg register count {n} is not a multiple of 8 in 24..=256"));
+                }
+                self.emit(raw, self.new_inst(Op::Coll(Coll::SetMaxNReg { inc, n: n as u16 })));
+                Ok(())
+            }
+            "stmatrix" => self.stmatrix(raw, &mut m),
             "nanosleep" | "prefetch" | "prefetchu" | "pmevent" | "griddepcontrol" => {
                 m.ignore(|_| true);
                 self.emit(raw, self.new_inst(Op::Nop));
@@ -1340,6 +1415,9 @@ impl<'a> Lx<'a> {
         if !m.has("async") {
             return m.unsupported();
         }
+        if m.has("bulk") {
+            return self.bulk(raw, m);
+        }
         if m.has("commit_group") {
             m.finish()?;
             self.emit(raw, self.new_inst(Op::CpAsyncCommit));
@@ -1402,6 +1480,281 @@ impl<'a> Lx<'a> {
         inst.b = b;
         inst.c = self.offsets.len() as u32;
         self.offsets.push(aoff);
+        self.emit(raw, inst);
+        Ok(())
+    }
+
+    /// An mbarrier address operand's state space: `.shared{::cta}` (and `.shared::cluster`, which
+    /// for a cluster of one CTA is the same window) or generic.
+    fn mbar_space(m: &mut Mods) -> Sp {
+        match m.take(&["shared", "shared::cta", "shared::cluster"]) {
+            Some(_) => Sp::Shared,
+            None => Sp::Generic,
+        }
+    }
+
+    /// PTX ISA "mbarrier": init, inval, arrive{.expect_tx,.noComplete}, arrive_drop, expect_tx,
+    /// complete_tx, test_wait{.parity}, try_wait{.parity}.
+    fn mbarrier(&mut self, raw: &RawInst, m: &mut Mods) -> Result<(), SimError> {
+        // .sem and .scope order memory; execution here is sequentially consistent.
+        m.ignore(|p| matches!(p, "release" | "acquire" | "relaxed" | "cta" | "cluster"));
+        let space = Self::mbar_space(m);
+        let what = m.take(&["init", "inval", "arrive", "arrive_drop", "expect_tx", "complete_tx", "test_wait", "try_wait"]);
+        let expect_tx = what != Some("expect_tx") && m.has("expect_tx");
+        let no_complete = m.has("noComplete");
+        let parity = m.has("parity");
+        let ty = m.ty()?;
+        m.finish()?;
+        if ty != Ty::B(64) || (parity && !matches!(what, Some("test_wait" | "try_wait"))) {
+            return m.unsupported();
+        }
+        let ops = &raw.operands;
+        let mut inst;
+        match what {
+            Some("init") => {
+                self.nops(raw, &[2])?;
+                inst = self.new_inst(Op::MbarInit { space });
+                (inst.a, inst.imm) = self.addr(&ops[0])?;
+                inst.b = self.src(&ops[1], Ty::U(32))?;
+            }
+            Some("inval") => {
+                self.nops(raw, &[1])?;
+                inst = self.new_inst(Op::MbarInval { space });
+                (inst.a, inst.imm) = self.addr(&ops[0])?;
+            }
+            Some(w @ ("arrive" | "arrive_drop")) => {
+                let drop = w == "arrive_drop";
+                let kind = match (drop, expect_tx, no_complete) {
+                    (false, false, false) => ArriveKind::Arrive,
+                    (false, true, false) => ArriveKind::ExpectTx,
+                    (false, false, true) => ArriveKind::NoComplete,
+                    (true, false, false) => ArriveKind::Drop,
+                    (true, true, false) => ArriveKind::DropExpectTx,
+                    _ => return m.unsupported(),
+                };
+                let needs_count = matches!(kind, ArriveKind::ExpectTx | ArriveKind::NoComplete | ArriveKind::DropExpectTx);
+                self.nops(raw, if needs_count { &[3] } else { &[2, 3] })?;
+                inst = self.new_inst(Op::MbarArrive { space, kind });
+                inst.d = self.dst(&ops[0])?;
+                (inst.a, inst.imm) = self.addr(&ops[1])?;
+                if ops.len() == 3 {
+                    inst.b = self.src(&ops[2], Ty::U(32))?;
+                }
+            }
+            Some(w @ ("expect_tx" | "complete_tx")) => {
+                self.nops(raw, &[2])?;
+                inst = self.new_inst(Op::MbarTx { space, complete: w == "complete_tx" });
+                (inst.a, inst.imm) = self.addr(&ops[0])?;
+                inst.b = self.src(&ops[1], Ty::U(32))?;
+            }
+            Some(w @ ("test_wait" | "try_wait")) => {
+                // try_wait's optional suspendTimeHint is only a hint.
+                self.nops(raw, if w == "try_wait" { &[3, 4] } else { &[3] })?;
+                inst = self.new_inst(Op::MbarWait { space, parity });
+                inst.d = self.dst(&ops[0])?;
+                (inst.a, inst.imm) = self.addr(&ops[1])?;
+                inst.b = self.src(&ops[2], if parity { Ty::U(32) } else { Ty::B(64) })?;
+                if ops.len() == 4 {
+                    self.src(&ops[3], Ty::U(32))?;
+                }
+            }
+            _ => return m.unsupported(),
+        }
+        self.emit(raw, inst);
+        Ok(())
+    }
+
+    /// `[base+offset, {coords}]` of a tensor copy: (tensor-map address slot, offset, coordinate
+    /// slots). The tensor map is a generic address: a register, or a `.global` variable's name.
+    fn tensor_addr(&mut self, op: &Operand, dim: usize) -> Result<(u32, i64, Vec<u32>), SimError> {
+        let Operand::TensorAddr { base, offset, coords } = op else {
+            return self.perr(format!("expected a `[tensorMap, {{coordinates}}]` operand, found {op:?}"));
+        };
+        if coords.len() != dim {
+            return self.perr(format!("a {dim}d tensor copy takes {dim} coordinates, found {}", coords.len()));
+        }
+        let slot = match base {
+            Some(AddrBase::Reg(id)) => self.reg_slot(*id),
+            Some(AddrBase::Symbol(name)) => match self.syms.get(name) {
+                Some(_) if self.f.params.iter().any(|p| &p.name == name) => {
+                    return self.perr(format!(
+                        "the tensor map operand must be a generic address; take parameter `{name}`'s with `mov` and `cvta.param`"
+                    ));
+                }
+                Some(&a) => self.constant(a),
+                None => return self.perr(format!("unknown symbol `{name}`")),
+            },
+            None => self.constant(0),
+        };
+        let coords = coords.iter().map(|c| self.src(c, Ty::S(32))).collect::<Result<Vec<_>, _>>()?;
+        Ok((slot, *offset, coords))
+    }
+
+    /// PTX ISA "cp.async.bulk", "cp.async.bulk.tensor", "cp.async.bulk.commit_group",
+    /// "cp.async.bulk.wait_group", "cp.async.bulk.prefetch{.tensor}" (after `cp.async.bulk`).
+    fn bulk(&mut self, raw: &RawInst, m: &mut Mods) -> Result<(), SimError> {
+        if m.has("commit_group") {
+            m.finish()?;
+            self.nops(raw, &[0])?;
+            self.emit(raw, self.new_inst(Op::BulkCommit));
+            return Ok(());
+        }
+        if m.has("wait_group") {
+            let read = m.has("read");
+            m.finish()?;
+            self.nops(raw, &[1])?;
+            let Operand::Lit(Literal::Int(n)) = raw.operands[0] else {
+                return self.perr("cp.async.bulk.wait_group takes an integer constant");
+            };
+            let mut inst = self.new_inst(Op::BulkWait { read });
+            inst.imm = n as i64;
+            self.emit(raw, inst);
+            return Ok(());
+        }
+        if m.has("prefetch") {
+            // A prefetch into L2: no effect on results.
+            m.ignore(|_| true);
+            self.emit(raw, self.new_inst(Op::Nop));
+            return Ok(());
+        }
+        let tensor = m.has("tensor");
+        let dim = match m.take(&["1d", "2d", "3d", "4d", "5d"]) {
+            Some(d) => d.as_bytes()[0] - b'0',
+            None if tensor => return m.unsupported(),
+            None => 0,
+        };
+        if m.has("multicast::cluster") {
+            return m.unsupported_because("multicast needs a thread-block cluster, which the simulator does not model");
+        }
+        if let Some(mode) = m.take(&["im2col", "im2col::w", "im2col::w::128", "im2col_no_offs", "tile::gather4", "tile::scatter4"]) {
+            return m.unsupported_because(&format!("`.{mode}` load mode; only `.tile` is supported"));
+        }
+        if m.take(&["cta_group::1", "cta_group::2"]).is_some() || m.has("cp_mask") {
+            return m.unsupported_because("sm_100 qualifier");
+        }
+        m.has("tile");
+        let hint = m.has("L2::cache_hint");
+        let spaces = m.spaces_in_order();
+        let to_shared = match spaces.as_slice() {
+            [dst, "global"] if dst.starts_with("shared") => true,
+            ["global", "shared" | "shared::cta"] => false,
+            [_, _] => return m.unsupported_because("shared::cta -> shared::cluster copies need a cluster"),
+            _ => return m.unsupported(),
+        };
+        let mbar = m.has("mbarrier::complete_tx::bytes");
+        let group = m.has("bulk_group");
+        m.finish()?;
+        if to_shared != mbar || to_shared == group {
+            return m.unsupported();
+        }
+        let ops = &raw.operands;
+        let want = match (tensor, to_shared) {
+            (false, true) => 4,
+            (false, false) => 3,
+            (true, true) => 3,
+            (true, false) => 2,
+        } + hint as usize;
+        self.nops(raw, &[want])?;
+        let c = self.offsets.len() as u32;
+        let mut inst;
+        match (tensor, to_shared) {
+            (false, _) => {
+                inst = self.new_inst(if to_shared { Op::BulkLoad } else { Op::BulkStore });
+                (inst.d, inst.imm) = self.addr(&ops[0])?;
+                let (a, aoff) = self.addr(&ops[1])?;
+                inst.a = a;
+                self.offsets.push(aoff);
+                inst.b = self.src(&ops[2], Ty::U(32))?;
+                if to_shared {
+                    let (mb, moff) = self.addr(&ops[3])?;
+                    self.offsets.push(moff);
+                    inst.aux = self.push_pool(&[mb]);
+                }
+            }
+            (true, true) => {
+                inst = self.new_inst(Op::TensorLoad { dim });
+                (inst.d, inst.imm) = self.addr(&ops[0])?;
+                let (tm, toff, mut coords) = self.tensor_addr(&ops[1], dim as usize)?;
+                inst.a = tm;
+                self.offsets.push(toff);
+                let (mb, moff) = self.addr(&ops[2])?;
+                self.offsets.push(moff);
+                coords.push(mb);
+                inst.aux = self.push_pool(&coords);
+            }
+            (true, false) => {
+                inst = self.new_inst(Op::TensorStore { dim });
+                let (tm, toff, coords) = self.tensor_addr(&ops[0], dim as usize)?;
+                inst.a = tm;
+                self.offsets.push(toff);
+                inst.aux = self.push_pool(&coords);
+                (inst.b, inst.imm) = self.addr(&ops[1])?;
+            }
+        }
+        if hint {
+            // The cache-policy operand is only a hint; still a valid 64-bit source.
+            self.src(&ops[want - 1], Ty::B(64))?;
+        }
+        inst.c = c;
+        self.emit(raw, inst);
+        Ok(())
+    }
+
+    /// PTX ISA "stmatrix": m8n8, .b16, x1/x2/x4, optional .trans, shared or generic address.
+    fn stmatrix(&mut self, raw: &RawInst, m: &mut Mods) -> Result<(), SimError> {
+        let ok = m.has("sync") & m.has("aligned") & m.has("m8n8");
+        let num = match m.take(&["x1", "x2", "x4"]) {
+            Some("x1") => 1,
+            Some("x2") => 2,
+            Some("x4") => 4,
+            _ => return m.unsupported(),
+        };
+        let trans = m.has("trans");
+        let space = m.space();
+        let ty = m.ty()?;
+        m.finish()?;
+        if !ok || ty != Ty::B(16) || !matches!(space, Sp::Shared | Sp::Generic) {
+            return m.unsupported();
+        }
+        self.nops(raw, &[2])?;
+        let srcs = self.elems(&raw.operands[1]);
+        if srcs.len() != num {
+            return self.perr(format!("`{}` needs {num} source registers", raw.opcode));
+        }
+        let slots = srcs.iter().map(|v| self.src(v, Ty::B(32))).collect::<Result<Vec<_>, _>>()?;
+        let (a, off) = self.addr(&raw.operands[0])?;
+        let generic = space == Sp::Generic;
+        let mut inst = self.new_inst(Op::Coll(Coll::StMatrix { num: num as u8, trans, generic }));
+        inst.a = a;
+        inst.imm = off;
+        inst.aux = self.push_pool(&slots);
+        self.emit(raw, inst);
+        Ok(())
+    }
+
+    /// `wgmma.*`: the operands resolved to slots here, the forms checked by `crate::wgmma`.
+    fn wgmma(&mut self, raw: &RawInst, m: &mut Mods) -> Result<(), SimError> {
+        use crate::wgmma::{WgArg, WgLowerError};
+        m.ignore(|_| true);
+        let mut args = Vec::with_capacity(raw.operands.len());
+        for op in &raw.operands {
+            args.push(match op {
+                Operand::Vector(v) if v.iter().all(|e| matches!(e, Operand::Reg(_))) => {
+                    WgArg::Regs(v.iter().map(|e| if let Operand::Reg(id) = e { self.reg_slot(*id) } else { NONE }).collect())
+                }
+                Operand::Reg(id) => WgArg::Reg { slot: self.reg_slot(*id), pred: self.reg_bits(*id) == 1 },
+                Operand::Lit(Literal::Int(v)) => WgArg::Imm { value: *v as i64, slot: self.constant(*v) },
+                _ => WgArg::Other,
+            });
+        }
+        let low = match crate::wgmma::lower(&raw.opcode, &args) {
+            Ok(low) => low,
+            Err(WgLowerError::Unsupported(why)) => return m.unsupported_because(&why),
+            Err(WgLowerError::Malformed(why)) => return self.perr(why),
+        };
+        let mut inst = self.new_inst(Op::Coll(Coll::Wgmma(low.op)));
+        (inst.a, inst.b, inst.c, inst.imm) = (low.a, low.b, low.c, low.imm);
+        inst.aux = self.push_pool(&low.pool);
         self.emit(raw, inst);
         Ok(())
     }

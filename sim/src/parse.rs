@@ -144,6 +144,10 @@ pub(crate) enum Operand {
     Address { base: Option<AddrBase>, offset: i64 },
     /// `%p|%q` (setp's second, complemented, destination).
     Pair(u32, u32),
+    /// `_|%p` (elect.sync with a discarded lane number).
+    SinkPair(u32),
+    /// `[base+offset, {c0, c1, ...}]`: a tensor map and its coordinates (cp.async.bulk.tensor).
+    TensorAddr { base: Option<AddrBase>, offset: i64, coords: Vec<Operand> },
     /// `_`: a destination whose value is discarded.
     Sink,
     /// `!%p`: a negated predicate source.
@@ -612,13 +616,28 @@ impl Parser {
     fn body(&mut self, f: &mut Function) -> Result<(), SimError> {
         self.expect_punct('{')?;
         let mut scopes = vec![Scope::default()];
+        // Label scoping: `{ }` blocks (inline asm) may declare labels that shadow outer ones and
+        // repeat in every inlined copy. Every statement remembers its block; nested labels are
+        // renamed apart once the body is read (references may come before the label).
+        let mut block_stack = vec![0u32];
+        let mut parents = vec![0u32];
+        let mut stmt_block = Vec::new();
         while !scopes.is_empty() {
             let line = self.line();
             let tok = self.next()?.tok;
+            let block = *block_stack.last().unwrap_or(&0);
+            while stmt_block.len() < f.body.len() {
+                stmt_block.push(block);
+            }
             match tok {
-                Tok::Punct('{') => scopes.push(Scope::default()),
+                Tok::Punct('{') => {
+                    scopes.push(Scope::default());
+                    parents.push(block);
+                    block_stack.push(parents.len() as u32 - 1);
+                }
                 Tok::Punct('}') => {
                     scopes.pop();
+                    block_stack.pop();
                 }
                 Tok::Punct('@') => {
                     let neg = self.eat_punct('!');
@@ -654,6 +673,8 @@ impl Parser {
                 other => return err(line, format!("unexpected {} in function body", describe(&other))),
             }
         }
+        stmt_block.resize(f.body.len(), 0);
+        scope_labels(&mut f.body, &stmt_block, &parents);
         Ok(())
     }
 
@@ -773,6 +794,13 @@ impl Parser {
             },
             Tok::Word(w) => {
                 if w == "_" {
+                    if self.eat_punct('|') {
+                        let second = self.word()?;
+                        return match lookup(scopes, &second) {
+                            Some(id) => Ok(Operand::SinkPair(id)),
+                            None => err(line, format!("undeclared register `{second}`")),
+                        };
+                    }
                     return Ok(Operand::Sink);
                 }
                 if let Some(id) = lookup(scopes, &w) {
@@ -821,6 +849,15 @@ impl Parser {
         let l = self.line();
         match self.next()?.tok {
             Tok::Punct(']') => Ok(Operand::Address { base, offset }),
+            // `[tensorMap, {c0, ...}]`
+            Tok::Punct(',') if self.is_punct('{') => {
+                let coords = match self.operand(scopes)? {
+                    Operand::Vector(v) => v,
+                    other => vec![other],
+                };
+                self.expect_punct(']')?;
+                Ok(Operand::TensorAddr { base, offset, coords })
+            }
             other => err(l, format!("expected `]`, found {}", describe(&other))),
         }
     }
@@ -829,6 +866,41 @@ impl Parser {
         let neg = self.eat_punct('-');
         let v = self.number()? as i64;
         Ok(if neg { v.wrapping_neg() } else { v })
+    }
+}
+
+/// Renames labels declared inside nested `{ }` blocks apart (`name%block`), and every reference
+/// to them: a name refers to the label of the innermost enclosing block that declares it, as in
+/// PTX. Labels of the function's own block keep their names.
+fn scope_labels(body: &mut [Stmt], stmt_block: &[u32], parents: &[u32]) {
+    let mut nested: HashMap<(u32, String), String> = HashMap::new();
+    for (stmt, &b) in body.iter_mut().zip(stmt_block) {
+        if let Stmt::Label { name, .. } = stmt {
+            if b != 0 {
+                let unique = format!("{name}%{b}");
+                nested.insert((b, std::mem::replace(name, unique.clone())), unique);
+            }
+        }
+    }
+    if nested.is_empty() {
+        return;
+    }
+    for (stmt, &b) in body.iter_mut().zip(stmt_block) {
+        let Stmt::Inst(inst) = stmt else { continue };
+        for op in inst.operands.iter_mut() {
+            let Operand::Symbol(name) = op else { continue };
+            let mut block = b;
+            loop {
+                if let Some(unique) = nested.get(&(block, name.clone())) {
+                    *name = unique.clone();
+                    break;
+                }
+                if block == 0 {
+                    break;
+                }
+                block = parents[block as usize];
+            }
+        }
     }
 }
 

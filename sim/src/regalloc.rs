@@ -14,6 +14,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::ir::{special, Coll, Inst, Op, GUARD_NEG, NONE, NO_GUARD};
+use crate::wgmma::WgOp;
 
 /// Where in an instruction a slot operand lives.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +48,38 @@ fn fields(inst: &Inst, out: &mut Vec<(Field, bool)>) {
     };
     let aux = inst.aux as usize;
     match inst.op {
-        Op::Nop | Op::Bra | Op::Exit | Op::Trap | Op::CpAsyncCommit | Op::CpAsyncWait | Op::CpAsyncWaitAll => {}
+        Op::Nop
+        | Op::Bra
+        | Op::Exit
+        | Op::Trap
+        | Op::CpAsyncCommit
+        | Op::CpAsyncWait
+        | Op::CpAsyncWaitAll
+        | Op::FenceProxyAsync
+        | Op::BulkCommit
+        | Op::BulkWait { .. } => {}
+        Op::MbarInit { .. } | Op::MbarTx { .. } => out.extend([(A, false), (B, false)]),
+        Op::MbarInval { .. } => out.push((A, false)),
+        Op::MbarArrive { .. } => {
+            out.push((A, false));
+            opt(out, B, inst.b, false);
+            out.push((D, true));
+        }
+        Op::MbarWait { .. } => out.extend([(A, false), (B, false), (D, true)]),
+        // d is an address (a use); c indexes the kernel's offsets.
+        Op::BulkLoad => {
+            out.extend([(D, false), (A, false), (B, false)]);
+            pool(out, aux, 1, false);
+        }
+        Op::BulkStore => out.extend([(D, false), (A, false), (B, false)]),
+        Op::TensorLoad { dim } => {
+            out.extend([(D, false), (A, false)]);
+            pool(out, aux, dim as usize + 1, false);
+        }
+        Op::TensorStore { dim } => {
+            out.extend([(A, false), (B, false)]);
+            pool(out, aux, dim as usize, false);
+        }
         Op::Mov
         | Op::MovMask { .. }
         | Op::Cvt { .. }
@@ -188,6 +220,12 @@ fn fields(inst: &Inst, out: &mut Vec<(Field, bool)>) {
                 opt(out, B, inst.b, true);
             }
             Coll::WarpSync => out.push((C, false)),
+            Coll::Elect => out.extend([(C, false), (D, true), (B, true)]),
+            Coll::SetMaxNReg { .. } => {}
+            Coll::StMatrix { num, .. } => {
+                out.push((A, false));
+                pool(out, aux, num as usize, false);
+            }
             Coll::ActiveMask => out.push((D, true)),
             Coll::LdMatrix { num, .. } => {
                 out.push((A, false));
@@ -199,8 +237,27 @@ fn fields(inst: &Inst, out: &mut Vec<(Field, bool)>) {
                 pool(out, aux, nd, true);
                 pool(out, aux + nd, nin, false);
             }
+            Coll::Wgmma(w) => match w {
+                WgOp::Fence | WgOp::Commit => {}
+                WgOp::Wait { uses } => pool(out, aux, uses as usize, false),
+                WgOp::Mma(s) => {
+                    pool(out, aux, s.nd(), true);
+                    pool(out, aux + s.nd(), s.nd() + if s.a_regs() { 4 } else { 0 }, false);
+                    opt(out, A, inst.a, false);
+                    out.push((B, false));
+                    opt(out, C, inst.c, false);
+                }
+            },
         },
     }
+}
+
+/// The register-file slots `inst` reads (`false`) and writes (`true`), its guard included.
+pub(crate) fn operand_slots(inst: &Inst, pool: &[u32], out: &mut Vec<(u32, bool)>) {
+    let mut fl = Vec::new();
+    fields(inst, &mut fl);
+    out.clear();
+    out.extend(fl.iter().map(|&(f, def)| (get(inst, pool, f), def)));
 }
 
 fn get(inst: &Inst, pool: &[u32], f: Field) -> u32 {

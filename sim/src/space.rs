@@ -131,9 +131,35 @@ pub(crate) fn conflict_fault(c: Conflict, this_tid: usize, block: [u32; 3], what
         Conflict::Uninitialised { offset } => {
             Fault::new(Some(offset as u64), format!("{what} reads shared memory that was never written"))
         }
-        Conflict::InFlight { offset } => Fault::new(
+        Conflict::InFlight { offset, bulk: false } => Fault::new(
             Some(offset as u64),
             format!("{what} touches shared memory a cp.async is still copying into (missing cp.async.wait_group?)"),
+        ),
+        Conflict::InFlight { offset, bulk: true } => Fault::new(
+            Some(offset as u64),
+            format!(
+                "{what} touches shared memory a bulk asynchronous copy (cp.async.bulk) is still writing \
+                 (missing mbarrier wait for its complete-tx?)"
+            ),
+        ),
+        Conflict::Mbarrier { offset } => Fault::new(
+            Some(offset as u64),
+            format!("{what} accesses a valid mbarrier object with a non-mbarrier instruction (mbarrier.inval it first)"),
+        ),
+        Conflict::BeingRead { offset } => Fault::new(
+            Some(offset as u64),
+            format!(
+                "{what} overwrites shared memory an asynchronous operation is still reading (a bulk store before its \
+                 cp.async.bulk.wait_group.read, or a wgmma.mma_async before its wgmma.wait_group)"
+            ),
+        ),
+        Conflict::Unfenced { offset, writer } => Fault::new(
+            Some(offset as u64),
+            format!(
+                "{what} reads shared memory through the async proxy that thread {} wrote through the generic proxy \
+                 without a fence.proxy.async after the write",
+                fmt(writer as usize)
+            ),
         ),
         Conflict::Race { offset, other, other_wrote, other_readers_multi, this_writes } => {
             let first = if other_wrote { "write" } else { "read" };
@@ -147,6 +173,25 @@ pub(crate) fn conflict_fault(c: Conflict, this_tid: usize, block: [u32; 3], what
                 ),
             )
         }
+    }
+}
+
+impl SharedMem {
+    /// An async-proxy read of `len` bytes at shared offset `off` by `who` (the issuing thread):
+    /// bounds, then (with checks on) in-flight, mbarrier, uninitialised, race and proxy-fence
+    /// checks ([`Shadow::async_read`]). `what` names the instruction in fault messages. This is
+    /// the hook for every instruction that reads shared memory through the async proxy: the
+    /// source of `cp.async.bulk{.tensor}` stores, and `wgmma.mma_async`'s shared-memory operands.
+    pub(crate) fn async_read(&mut self, off: u64, len: usize, who: &Who, block: [u32; 3], what: &str) -> Result<&[u8], Fault> {
+        let size = self.data.len();
+        if off.checked_add(len as u64).map_or(true, |e| e > size as u64) {
+            return Err(Fault::new(Some(off), format!("out-of-bounds {what} shared read of {len} bytes (shared memory is {size} bytes)")));
+        }
+        let off = off as usize;
+        if let Some(sh) = self.shadow.as_mut() {
+            sh.async_read(off, len, who).map_err(|c| conflict_fault(c, who.tid as usize, block, what))?;
+        }
+        Ok(&self.data[off..off + len])
     }
 }
 

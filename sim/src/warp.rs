@@ -16,7 +16,18 @@ impl<'a> Cta<'a> {
     pub(crate) fn member_mask(&self, t: usize) -> u32 {
         let inst = &self.ctx.kernel.code[self.threads[t].pc as usize];
         match inst.op {
-            Op::Coll(Coll::LdMatrix { .. }) | Op::Coll(Coll::Mma(_)) => u32::MAX,
+            Op::Coll(Coll::LdMatrix { .. }) | Op::Coll(Coll::Mma(_)) | Op::Coll(Coll::StMatrix { .. }) => u32::MAX,
+            Op::Coll(Coll::Wgmma(_)) => u32::MAX,
+            // The lanes of the warp that exist (a whole warp but for a CTA's last, partial one).
+            Op::Coll(Coll::SetMaxNReg { .. }) => {
+                let base = t - t % 32;
+                let n = (self.ctx.nthreads - base).min(32);
+                if n == 32 {
+                    u32::MAX
+                } else {
+                    (1u32 << n) - 1
+                }
+            }
             Op::Coll(Coll::ActiveMask) => 1 << (t % 32),
             // shfl.sync keeps its clamp operand in c and the mask slot in imm.
             Op::Coll(Coll::Shfl(_)) => self.reg(t, inst.imm as u32) as u32,
@@ -41,6 +52,12 @@ impl<'a> Cta<'a> {
             if inst.op == Op::Coll(Coll::ActiveMask) {
                 continue;
             }
+            // wgmma: a warpgroup collective (crate::wgmma), resolved once all 128 threads wait.
+            if let Op::Coll(Coll::Wgmma(_)) = inst.op {
+                seen |= 1 << lane;
+                progress |= self.wgmma_resolve(w, t)?;
+                continue;
+            }
             let mask = self.member_mask(t);
             if mask & (1 << lane) == 0 {
                 return Err(SimError::Fault(self.report(
@@ -50,8 +67,11 @@ impl<'a> Cta<'a> {
                     format!("member mask {mask:#010x} of `{}` does not include the executing lane {lane}", crate::cta::op_name(&inst.op)),
                 )));
             }
-            // `.aligned` collectives (ldmatrix, mma) have no mask operand to compare.
-            let aligned = matches!(inst.op, Op::Coll(Coll::LdMatrix { .. }) | Op::Coll(Coll::Mma(_)));
+            // `.aligned` collectives (ldmatrix, stmatrix, mma, setmaxnreg) have no mask operand.
+            let aligned = matches!(
+                inst.op,
+                Op::Coll(Coll::LdMatrix { .. }) | Op::Coll(Coll::Mma(_)) | Op::Coll(Coll::StMatrix { .. }) | Op::Coll(Coll::SetMaxNReg { .. })
+            );
             let ready = (0..32usize).filter(|l| mask & (1 << l) != 0).all(|l| {
                 let u = base + l;
                 u < n
@@ -207,6 +227,19 @@ impl<'a> Cta<'a> {
                 }
             }
             Coll::LdMatrix { num, trans } => self.ldmatrix(w, inst, num as usize, trans)?,
+            Coll::StMatrix { num, trans, generic } => self.stmatrix(w, inst, num as usize, trans, generic)?,
+            // Resolved by `wgmma_resolve` before `execute` is reached.
+            Coll::Wgmma(_) => {}
+            // PTX ISA "elect.sync": the leader is the lowest lane of the member mask (all of whose
+            // lanes are here: .sync waits for them).
+            Coll::Elect => {
+                let leader = mask.trailing_zeros();
+                for l in members() {
+                    self.set_reg(base + l, inst.d, leader as u64);
+                    self.set_reg(base + l, inst.b, (l as u32 == leader) as u64);
+                }
+            }
+            Coll::SetMaxNReg { inc, n } => self.setmaxnreg(w, inst, inc, n)?,
             Coll::Mma(shape) => {
                 let pool = &self.ctx.kernel.pool;
                 let at = inst.aux as usize;
@@ -251,6 +284,99 @@ impl<'a> Cta<'a> {
         }
         self.executed += mask.count_ones() as u64;
         self.warp_epochs[w] += 1;
+        Ok(())
+    }
+
+    /// setmaxnreg.{inc,dec}.sync.aligned.u32 n (PTX ISA "setmaxnreg"): no effect on data. Checks
+    /// that the warp's warpgroup is complete, that every warp of the warpgroup executes the same
+    /// setmaxnreg instructions in the same order (the rest at the end of the CTA), and that `.inc`
+    /// does not lower / `.dec` does not raise this warp's known register maximum.
+    fn setmaxnreg(&mut self, w: usize, inst: &Inst, inc: bool, n: u16) -> Result<(), SimError> {
+        let g = w / 4;
+        let lane0 = w * 32;
+        let nthreads = self.ctx.nthreads;
+        let fail = |cta: &Self, msg: String| SimError::Fault(cta.report(lane0, inst.line, None, msg));
+        if (g * 4 + 4) * 32 > nthreads {
+            return Err(fail(
+                self,
+                format!("setmaxnreg needs whole warpgroups (128 threads), but the CTA's {nthreads} threads leave warpgroup {g} incomplete"),
+            ));
+        }
+        let pc = self.threads[lane0].pc;
+        let k = self.setmaxnreg[w].len();
+        for w2 in g * 4..g * 4 + 4 {
+            if let Some(&other) = self.setmaxnreg[w2].get(k) {
+                if other != pc {
+                    let line2 = self.ctx.kernel.code[other as usize].line;
+                    return Err(fail(
+                        self,
+                        format!("warps {w} and {w2} of warpgroup {g} execute different setmaxnreg instructions (PTX lines {} and {line2})", inst.line),
+                    ));
+                }
+            }
+        }
+        if let Some(cur) = self.maxnreg[w] {
+            if (inc && cur > n) || (!inc && cur < n) {
+                let what = if inc { "setmaxnreg.inc to fewer" } else { "setmaxnreg.dec to more" };
+                return Err(fail(self, format!("{what} registers ({n}) than the warp's current maximum ({cur})")));
+            }
+        }
+        self.setmaxnreg[w].push(pc);
+        self.maxnreg[w] = Some(n);
+        Ok(())
+    }
+
+    /// stmatrix.sync.aligned.m8n8.x{1,2,4}{.trans}{.shared}.b16 (PTX ISA "stmatrix"): the inverse of
+    /// `ldmatrix`. Lane l supplies the address of row l % 8 of matrix l / 8; without .trans,
+    /// register i of lane l holds row l / 4, elements 2(l % 4) and 2(l % 4) + 1 of matrix i (lower
+    /// element in the low half); with .trans it holds elements (2(l % 4), l / 4) and (2(l % 4) + 1,
+    /// l / 4).
+    fn stmatrix(&mut self, w: usize, inst: &Inst, num: usize, trans: bool, generic: bool) -> Result<(), SimError> {
+        let base = w * 32;
+        let at = inst.aux as usize;
+        let slots: Vec<u32> = self.ctx.kernel.pool[at..at + num].to_vec();
+        let half = |cta: &Self, l: usize, i: usize, h: usize| (cta.reg(base + l, slots[i]) >> (16 * h)) as u16;
+        let block = self.ctx.block;
+        for i in 0..num {
+            for r in 0..8 {
+                let t = base + 8 * i + r;
+                let raw = self.reg(t, inst.a).wrapping_add(inst.imm as u64);
+                let addr = if generic {
+                    match crate::space::region(crate::ir::Sp::Generic, raw) {
+                        (crate::space::Region::Shared, a) => a,
+                        _ => {
+                            return Err(SimError::Fault(self.report(t, inst.line, Some(raw), "stmatrix row address is not in shared memory")));
+                        }
+                    }
+                } else {
+                    raw
+                };
+                let size = self.shared.data.len();
+                if addr % 16 != 0 || addr.checked_add(16).map_or(true, |e| e > size as u64) {
+                    let what = if addr % 16 != 0 { "misaligned" } else { "out-of-bounds" };
+                    return Err(SimError::Fault(self.report(
+                        t,
+                        inst.line,
+                        Some(addr),
+                        format!("{what} stmatrix row address (16 bytes; shared memory is {size} bytes)"),
+                    )));
+                }
+                let mut row = [0u8; 16];
+                for (c, e) in row.chunks_exact_mut(2).enumerate() {
+                    let v = if trans { half(self, 4 * c + r / 2, i, r % 2) } else { half(self, 4 * r + c / 2, i, c % 2) };
+                    e.copy_from_slice(&v.to_le_bytes());
+                }
+                let off = addr as usize;
+                let who = self.who(t);
+                if let Some(sh) = self.shared.shadow.as_mut() {
+                    if let Err(c) = sh.write(off, 16, &who) {
+                        let f = conflict_fault(c, t, block, "stmatrix");
+                        return Err(SimError::Fault(self.report(t, inst.line, f.address, f.kind)));
+                    }
+                }
+                self.shared.data[off..off + 16].copy_from_slice(&row);
+            }
+        }
         Ok(())
     }
 

@@ -27,3 +27,41 @@ pub fn compiler() -> &'static Compiler {
         Compiler::new().with_cache(KernelCache::open(dir).expect("kernel cache folder"))
     })
 }
+
+/// The f64 GEMM reference on the kernel's view of the inputs: X and W rounded to the input dtype,
+/// C / bias / residual to the output dtype (f32 outputs take them as given).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_reference(
+    spec: &tessera::codegen::GemmSpec,
+    (m, n, k): (usize, usize, usize),
+    x: &[f32],
+    w: &[f32],
+    c: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    alpha: f32,
+    beta: f32,
+) -> Vec<f64> {
+    use tessera::runtime::reference;
+    let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
+    let rout = |v: Option<&[f32]>| {
+        v.map(|v| match spec.out.as_dtype() {
+            Some(d) => reference::round_to_dtype(v, d),
+            None => v.to_vec(),
+        })
+    };
+    let (c, bias, residual) = (rout(c), rout(bias), rout(residual));
+    reference::gemm(
+        &rin(x),
+        spec.layout_x,
+        &rin(w),
+        spec.layout_w,
+        (m, n, k),
+        c.as_deref(),
+        bias.as_deref(),
+        spec.epilogue.activation,
+        residual.as_deref(),
+        f64::from(alpha),
+        f64::from(beta),
+    )
+}

@@ -351,7 +351,10 @@ pub fn run_attention_variant(
         seq_lens: at(lens),
         workspace: at(workspace),
     };
-    prepare_attention_variant(backend, compiler, spec, &problem, &strides, &buffers, &args, &extra, scale)?.run(backend)?;
+    let launch = prepare_attention_variant(backend, compiler, spec, &problem, &strides, &buffers, &args, &extra, scale)?;
+    launch.run(backend)?;
+    let kernel = launch.kernel().map_or_else(String::new, |k| k.name().to_string());
+    let note = launch.note().map(str::to_string);
 
     let mut out = vec![0u8; out_bytes];
     backend.read(&b[o_buf], &mut out)?;
@@ -363,5 +366,5 @@ pub fn run_attention_variant(
         }
         None => None,
     };
-    Ok(AttentionOutput { out: decode(&out, dtype), lse })
+    Ok(AttentionOutput { out: decode(&out, dtype), lse, kernel, note })
 }

@@ -17,10 +17,12 @@ use crate::tensor_list::check_span;
 use crate::error::{Result, RuntimeError};
 use crate::launch::{kernel_params, PreparedLaunch};
 
+mod hopper;
 mod inputs;
 mod tree;
 mod variant;
 
+pub use hopper::{AttentionLaunchParams, HopperAttentionParams};
 pub use inputs::{run_attention_variant, AttentionInputs, PagedKv, PrefixInputs, TreeInputs, VarlenInputs};
 pub use tree::TreeMask;
 pub use variant::{
@@ -569,8 +571,9 @@ pub(crate) fn launch_config_grid(problem: &AttentionProblem, grid: [usize; 3], g
     })
 }
 
-/// A checked, compiled and loaded attention launch, ready to run or time repeatedly.
-pub type AttentionLaunch = PreparedLaunch<AttentionParams>;
+/// A checked, compiled and loaded attention launch, ready to run or time repeatedly: the sm_90a
+/// kernel or the mma.sync one (its [`PreparedLaunch::note`] says why when it fell back).
+pub type AttentionLaunch = PreparedLaunch<AttentionLaunchParams>;
 
 /// Checks the arguments, renders the spec for the backend's architecture, compiles (through the
 /// compiler's cache) and loads the kernel. Nothing is launched.
@@ -596,11 +599,46 @@ pub fn prepare_attention(
     let spec = &tuned;
     let spans = buffers.spans();
     check(spec, problem, strides, &spans, scale)?;
-    let arch: Arch = backend.arch();
-    let source = spec.render(arch)?;
     let params = AttentionParams::new(problem, strides, &spans, scale)?;
+    launch_plain(backend, compiler, spec, problem, strides, params, buffers.all())
+}
+
+/// Compiles and loads a checked plain-attention launch: the sm_90a kernel (TMA + wgmma) where the
+/// spec routes there and the tensors fit tensor maps, else the mma.sync kernel. A fallback from
+/// the sm_90a route is written to the launch's note and to standard error.
+pub(crate) fn launch_plain<'a>(
+    backend: &dyn Backend,
+    compiler: &Compiler,
+    spec: &AttentionSpec,
+    problem: &AttentionProblem,
+    strides: &AttentionStrides,
+    params: AttentionParams,
+    buffers: impl Iterator<Item = &'a DeviceBuffer>,
+) -> Result<AttentionLaunch> {
+    let arch: Arch = backend.arch();
+    let mut spec = *spec;
+    let mut note = None;
+    if let Ok(tile) = spec.hopper_tile(arch) {
+        match hopper::hopper_params(backend, &spec, tile, problem, strides, params) {
+            Ok(hopper) => {
+                let source = spec.render(arch)?;
+                let ctas = hopper::persistent_ctas(problem, backend.multiprocessors());
+                let config = launch_config_grid(problem, [ctas, 1, 1], source.geometry);
+                let params = AttentionLaunchParams::Hopper(hopper);
+                return PreparedLaunch::new(backend, compiler, &source, config, params, buffers);
+            }
+            Err(reason) => {
+                let message = format!("sm_90a attention kernel not used ({reason}); running the mma.sync kernel");
+                eprintln!("tessera: note: {message}");
+                note = Some(message);
+                spec = spec.with_tile(spec.default_tile_for(arch));
+            }
+        }
+    }
+    let source = spec.render(arch)?;
     let config = launch_config(problem, spec.rows_per_cta(arch), source.geometry);
-    PreparedLaunch::new(backend, compiler, &source, config, params, buffers.all())
+    let launch = PreparedLaunch::new(backend, compiler, &source, config, AttentionLaunchParams::MmaSync(params), buffers)?;
+    Ok(launch.with_note(note))
 }
 
 /// Runs attention forward on device buffers and waits for it. `scale` defaults to
@@ -624,6 +662,10 @@ pub struct AttentionOutput {
     pub out: Vec<f32>,
     /// `[batch, heads_q, seq_q]`, natural log, when requested.
     pub lse: Option<Vec<f32>>,
+    /// The entry point that ran (empty when nothing was launched).
+    pub kernel: String,
+    /// Why the launcher chose that kernel, when it fell back from its first choice.
+    pub note: Option<String>,
 }
 
 /// Runs attention on contiguous host tensors: rounds them to the spec dtype (round to nearest

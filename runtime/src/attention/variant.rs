@@ -12,7 +12,7 @@ use tessera_codegen::{Arch, AttentionSpec};
 
 use super::{
     check_layout, check_problem, launch_config_grid, AttentionBuffers, AttentionLaunch, AttentionParams,
-    AttentionProblem, AttentionStrides, BufferSpan, TensorExtents, MAX_SEQ_LEN,
+    AttentionLaunchParams, AttentionProblem, AttentionStrides, BufferSpan, TensorExtents, MAX_SEQ_LEN,
 };
 use crate::backend::{Backend, DeviceBuffer};
 use crate::compiler::Compiler;
@@ -404,9 +404,12 @@ pub fn prepare_attention_variant(
     };
     let call = VariantCall { spec, problem, strides, buffers, args, extra, scale, arch };
     check_variant(&call)?;
-    let source = spec.render(arch)?;
     let params = variant_params(&call)?;
+    if spec.features.is_plain() {
+        return super::launch_plain(backend, compiler, spec, problem, strides, params, all.into_iter());
+    }
+    let source = spec.render(arch)?;
     let splits = if spec.features.split_kv { args.num_splits } else { 1 };
     let config = launch_config_grid(problem, grid(spec, problem, arch, splits), source.geometry);
-    PreparedLaunch::new(backend, compiler, &source, config, params, all.into_iter())
+    PreparedLaunch::new(backend, compiler, &source, config, AttentionLaunchParams::MmaSync(params), all.into_iter())
 }

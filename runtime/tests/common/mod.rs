@@ -35,6 +35,19 @@ pub fn ptxas_available() -> bool {
     }
 }
 
+/// True when cuobjdump can be run; same policy as [`nvrtc_available`].
+pub fn cuobjdump_available() -> bool {
+    match tessera_runtime::sass::cuobjdump_path() {
+        Ok(_) => true,
+        Err(e) => {
+            let provisioned = workspace_root().join(".tessera/cuda/nvidia/cu13/bin/cuobjdump");
+            assert!(!provisioned.exists(), "the provisioned cuobjdump exists but was not found: {e}");
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
+}
+
 /// A tiny kernel that compiles in well under a second.
 pub fn tiny_source(tag: &str) -> tessera_runtime::codegen::KernelSource {
     let ident: String = tag.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();

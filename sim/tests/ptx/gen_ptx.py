@@ -4,7 +4,8 @@
     python3 sim/tests/ptx/gen_ptx.py
 
 Each attention kernel is rendered by the tessera CLI (`tessera emit attention`) and compiled with the
-options the runtime passes to NVRTC (--gpu-architecture=compute_80 -std=c++17 -lineinfo).
+options the runtime passes to NVRTC (--gpu-architecture=compute_80 -std=c++17 -lineinfo). The CUDA
+sources of this folder (CUDA_SOURCES) are compiled as they are, for their architecture.
 """
 import ctypes, os, subprocess, sys
 
@@ -26,6 +27,9 @@ KERNELS.append(("attn_f16_d32_causal_s3_bf16_d192_full", [
      "--block-m", "64", "--block-n", "32", "--warps", "4", "--stages", "3"],
     ["--dtype", "bf16", "--head-dim", "192", "--heads-q", "2"],
 ]))
+
+# (file stem of a .cu file in this folder, virtual architecture)
+CUDA_SOURCES = [("hopper_tma", "compute_90a")]
 
 MARK = "// ---- instantiation ----"
 
@@ -66,6 +70,16 @@ def main():
             continue
         src = render(args)
         ptx = compile_ptx(src, stem + ".cu")
+        dest = os.path.join(os.environ.get("PTX_OUT", out_dir), stem + ".ptx")
+        with open(dest, "w") as f:
+            f.write(ptx)
+        print(f"{dest}: {len(ptx)} bytes")
+    for stem, arch in CUDA_SOURCES:
+        if wanted and stem not in wanted:
+            continue
+        with open(os.path.join(out_dir, stem + ".cu")) as f:
+            src = f.read()
+        ptx = compile_ptx(src, stem + ".cu", arch)
         dest = os.path.join(os.environ.get("PTX_OUT", out_dir), stem + ".ptx")
         with open(dest, "w") as f:
             f.write(ptx)

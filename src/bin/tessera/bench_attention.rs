@@ -9,16 +9,21 @@
 //! Reported beyond the common fields: `features` (the spec's variants, `plain` without any),
 //! `num_splits` (1 without split-KV), `kv_bytes` (the K and V bytes the kernel must read at least
 //! once: every key some query of a sequence sees, per batch entry and KV head, both tensors) and
-//! `kv_gbps` (`kv_bytes` over the median time), plus `page_size` with a paged cache.
+//! `kv_gbps` (`kv_bytes` over the median time), plus `page_size` with a paged cache, and `path`:
+//! which kernel ran (`sm90a`, the TMA + wgmma kernel, or `mma.sync`), read from the name of the
+//! kernel actually launched (also the reported `kernel`).
+//!
+//! `--path mma-sync` gives the spec the default mma.sync tile (unless a tile flag already gave one),
+//! so the two kernels of plain attention on an sm_90a GPU can be timed side by side.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tessera::codegen::AttentionFeatures;
 use tessera::runtime::attention::{
     default_num_splits, encode, prepare_attention_variant, split_workspace_bytes, PagedLayout, TensorStrides,
     VariantArgs, VariantBuffers, Window, MAX_SPLITS, MIN_PAGE_SIZE,
 };
 use tessera::runtime::{open_backend, AttentionBuffers, AttentionProblem, AttentionStrides, BackendKind, Compiler};
-use tessera::{Arch, AttentionSpec, DType, TesseraError};
+use tessera::{Arch, AttentionSpec, DType, TesseraError, TileConfig};
 
 use crate::bench::{check_run_args, report, DeviceMemory, RandomData, Timing};
 use crate::flags::{parse_dtype, TileFlags};
@@ -26,6 +31,26 @@ use crate::Result;
 
 /// The grid's z dimension (batch x splits) limit.
 const MAX_GRID_Z: usize = 65_535;
+
+/// Which attention kernel `--path` asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum AttentionPath {
+    /// The launcher's choice: the TMA + wgmma kernel where it applies (plain attention, head_dim
+    /// 64/128/256 on sm_90a, no tile flag), else the mma.sync kernel (with the tuned tile, if any).
+    #[default]
+    Auto,
+    /// The mma.sync kernel, with the default tile unless a tile flag gives one.
+    MmaSync,
+}
+
+/// The `path` field: `sm90a` for the TMA + wgmma kernel (its name carries `_sm90a_`), else `mma.sync`.
+fn path_of(kernel_name: &str) -> &'static str {
+    if kernel_name.contains("_sm90a_") {
+        "sm90a"
+    } else {
+        "mma.sync"
+    }
+}
 
 #[derive(Args)]
 pub struct BenchAttentionArgs {
@@ -79,11 +104,23 @@ pub struct BenchAttentionArgs {
     /// automatic count for this GPU.
     #[arg(long)]
     pub num_splits: Option<usize>,
+    /// Which attention kernel to time; the one that ran is reported as `path` (sm90a or mma.sync).
+    #[arg(long, value_enum, default_value_t = AttentionPath::Auto)]
+    pub path: AttentionPath,
 }
 
 impl BenchAttentionArgs {
     fn seq_k(&self) -> usize {
         self.seq_k.unwrap_or(self.seq_q)
+    }
+
+    /// The spec's tile on `arch`: the tile flags' if any, else the default mma.sync tile with
+    /// `--path mma-sync`, else none (the launcher chooses).
+    fn tile(&self, spec: &AttentionSpec, arch: Arch) -> Option<TileConfig> {
+        self.tile.tile(spec, arch).or_else(|| match self.path {
+            AttentionPath::Auto => None,
+            AttentionPath::MmaSync => Some(spec.default_tile_for(arch)),
+        })
     }
 
     fn features(&self) -> AttentionFeatures {
@@ -207,11 +244,11 @@ pub fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
     let features = args.features();
     let mut spec = AttentionSpec::new(args.dtype, args.head_dim, args.causal, args.heads_q, heads_kv).with_features(features);
     // Spec fields are checked before looking for a device; the device's limits once it is known.
-    spec.tile = args.tile.tile(&spec, Arch::SM90);
+    spec.tile = args.tile(&spec, Arch::SM90);
     spec.validate(Arch::SM90)?;
     let backend = open_backend(BackendKind::Cuda)?;
     let arch = backend.arch();
-    spec.tile = args.tile.tile(&spec, arch);
+    spec.tile = args.tile(&spec, arch);
     spec.validate(arch)?;
     let seq_k = args.seq_k();
     let problem = AttentionProblem::for_spec(&spec, args.batch, args.seq_q, seq_k);
@@ -283,6 +320,8 @@ pub fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
     let launch =
         prepare_attention_variant(backend.as_ref(), &compiler, &spec, &problem, &strides, &buffers, &vargs, &extra, None)?;
     let timing = Timing::of(launch.time(backend.as_ref(), args.warmup, args.reps)?);
+    // The kernel that ran: the launcher may have taken a tuned tile or fallen back from sm_90a.
+    let name = launch.kernel().map_or_else(|| spec.kernel_name(arch), |k| k.name().to_string());
     memory.free_all()?;
 
     let (batch, heads_q, d) = (problem.batch as f64, problem.heads_q as f64, problem.head_dim as f64);
@@ -310,7 +349,7 @@ pub fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
     }
     extra.insert("kv_bytes".into(), kv_bytes.into());
     extra.insert("kv_gbps".into(), ((kv_gbps * 100.0).round() / 100.0).into());
-    let name = spec.kernel_name(arch);
+    extra.insert("path".into(), path_of(&name).into());
     report(args.json, &name, &backend.device_name(), &timing, flops, args.reps, extra);
     Ok(())
 }
@@ -360,6 +399,38 @@ mod tests {
         let local = visibility(32768, 32768, true, Window { left: Some(1024), right: None });
         assert_eq!(local.keys, 32768);
         assert_eq!(local.pairs, (0..32768u64).map(|i| i.min(1024) + 1).sum::<u64>());
+    }
+
+    #[test]
+    fn path_comes_from_the_kernel_name() {
+        let spec = AttentionSpec::new(DType::BF16, 128, false, 16, 16);
+        assert_eq!(path_of(&spec.kernel_name(Arch::SM90A)), "sm90a");
+        assert_eq!(path_of(&spec.kernel_name(Arch::SM90)), "mma.sync");
+        let tiled = spec.with_tile(spec.default_tile_for(Arch::SM90A));
+        assert_eq!(path_of(&tiled.kernel_name(Arch::SM90A)), "mma.sync");
+    }
+
+    #[test]
+    fn mma_sync_path_forces_a_tile_unless_one_is_given() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BenchAttentionArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let base = ["bench", "--dtype", "bf16", "--head-dim", "128", "--seq-q", "256"];
+            Cli::parse_from(base.iter().chain(extra)).args
+        };
+        let spec = AttentionSpec::new(DType::BF16, 128, false, 16, 16);
+        let arch = Arch::SM90A;
+        assert_eq!(parse(&[]).path, AttentionPath::Auto);
+        assert_eq!(parse(&[]).tile(&spec, arch), None);
+        assert_eq!(parse(&["--path", "auto"]).tile(&spec, arch), None);
+        assert_eq!(parse(&["--path", "mma-sync"]).tile(&spec, arch), Some(spec.default_tile_for(arch)));
+        let given = parse(&["--path", "mma-sync", "--block-n", "32"]).tile(&spec, arch).unwrap();
+        assert_eq!(given.block_n, 32);
+        assert_eq!(parse(&["--block-n", "32"]).tile(&spec, arch), Some(given));
     }
 
     #[test]

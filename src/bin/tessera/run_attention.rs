@@ -283,7 +283,7 @@ pub fn run_attention_cmd(args: RunAttentionArgs) -> Result<()> {
     }
     eprintln!(
         "attention {} on {} ({}): O {:?} -> {}",
-        spec.kernel_name(arch),
+        if result.kernel.is_empty() { spec.kernel_name(arch) } else { result.kernel.clone() },
         backend.device_name(),
         backend.kind(),
         q.shape,

@@ -1,0 +1,58 @@
+//! The sm_90a GEMM kernels keep their Hopper path down to the machine code: the CUBIN NVRTC builds
+//! for each layout pair (f16 and bf16, with the full epilogue) holds HGMMA (at least the 4 of one
+//! 64-deep k-slice), TMA loads (UTMALDG) and register reallocation (USETMAXREG), no HMMA, and no
+//! local memory (`cuobjdump -sass`). A kernel that fell back to mma.sync or plain loads would still
+//! pass every numerical test; this would fail.
+
+mod common;
+
+use rayon::prelude::*;
+use tessera_runtime::codegen::{Activation, Arch, DType, Epilogue, GemmSpec, Layout, OutType};
+use tessera_runtime::sass::{disassemble, SassSummary};
+use tessera_runtime::{Compiler, Target};
+
+#[test]
+fn hopper_gemm_uses_hgmma_and_tma_in_sass() {
+    if !common::nvrtc_available() || !common::cuobjdump_available() {
+        return;
+    }
+    let compiler = Compiler::new();
+    let epilogue = Epilogue { user: None, bias: true, activation: Activation::Silu, residual: true };
+    let mut jobs = Vec::new();
+    for (dtype, out) in [(DType::BF16, OutType::BF16), (DType::F16, OutType::F32)] {
+        for layout_x in Layout::ALL {
+            for layout_w in Layout::ALL {
+                jobs.push(GemmSpec { layout_x, layout_w, epilogue, ..GemmSpec::new(dtype, out) });
+            }
+        }
+    }
+    let failures: Vec<String> = jobs
+        .par_iter()
+        .filter_map(|spec| {
+            let arch = Arch::SM90A;
+            let label = spec.kernel_name(arch);
+            if spec.hopper_tile(arch).is_err() {
+                return Some(format!("{label}: not routed to sm_90a"));
+            }
+            let run = || -> Result<SassSummary, String> {
+                let source = spec.render(arch).map_err(|e| e.to_string())?;
+                let module = compiler.compile(&source, Target::cubin(arch)).map_err(|e| e.to_string())?;
+                Ok(SassSummary::of(&disassemble(&module.image).map_err(|e| e.to_string())?))
+            };
+            match run() {
+                Err(e) => Some(format!("{label}: {e}")),
+                Ok(s) if s.hgmma < 4 || s.hmma > 0 => {
+                    Some(format!("{label}: {} HGMMA, {} HMMA in {} instructions", s.hgmma, s.hmma, s.instructions))
+                }
+                Ok(s) if s.tma == 0 => Some(format!("{label}: no TMA load")),
+                Ok(s) if s.setmaxnreg < 2 => Some(format!("{label}: {} setmaxnreg, want the 40/232 split", s.setmaxnreg)),
+                Ok(s) if s.local > 0 => Some(format!("{label}: {} local-memory instructions", s.local)),
+                Ok(s) => {
+                    eprintln!("{label}: {} HGMMA, {} TMA of {} instructions", s.hgmma, s.tma, s.instructions);
+                    None
+                }
+            }
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,170 @@
+// gemm_hopper.cuh: the GEMM of gemm.cuh for sm_90a: X and W k-slices brought in by the tensor
+// memory accelerator into a STAGES-deep ring of mbarrier-completed buffers, the product on wgmma
+// with both operands in shared memory, one producer warpgroup and two consumer warpgroups.
+//
+//   Y[M,N] = act(alpha * (X @ W)[M,N] + beta * C[M,N] + bias[N]) + residual[M,N]
+//
+// Same epilogue, in the same order, as gemm.cuh (gemm_finish: bias, activation, residual; then the
+// rounding to TO), so both kernels agree to the f32 accumulation order.
+//
+// Roles (384 threads = 3 warpgroups), one CTA per 128 x BLOCK_N tile of Y:
+//   warpgroup 0, the producer, gives its registers away (setmaxnreg.dec) and one thread issues every
+//   copy: for each 64-deep k-slice t, once the consumers released stage t % STAGES (empty barrier),
+//   it announces the stage's bytes on the full barrier and loads the X slice (128 x 64) and the W
+//   slice (64 x BLOCK_N) as 2-D tensor-map boxes;
+//   warpgroups 1 and 2 take the registers (setmaxnreg.inc) and each owns 64 rows of the tile: wait
+//   for the stage, 4 wgmma m64nBLOCK_Nk16 on it, commit, and once the previous slice's group has
+//   retired (wait_group 1) release the previous stage. The f32 accumulators stay in registers; the
+//   epilogue writes them straight to Y with bounds checks.
+//
+// Any M, N, K: the tensor maps cover exactly the tensors, so box elements past M, N or K are
+// zero-filled by the copy engine (and still counted in the stage's bytes), and the products of
+// those zeros add nothing. The maps need 16-byte row strides, which the aligned spec guarantees.
+//
+// Shared-memory operands are 128-byte swizzled, as the TMA writes them: 64-element (128-byte) box
+// rows, 8-row atoms of 1024 bytes, every box 1024-byte aligned.
+//   X row-major [M, K] (K contiguous): one box of 64 k x 128 rows; the K-major A of consumer c
+//     starts at row 64 c, steps 32 bytes per 16-deep k-step inside the 128-byte row (LBO unused,
+//     encoded 16; SBO 1024 = the next 8 rows).
+//   X column-major, stored [K, M] (M contiguous): two boxes of 64 m x 64 k, one per consumer; an
+//     MN-major A: LBO = one box (the next 64 M, unused by m64), SBO = 1024 (the next 8 k), 2048
+//     bytes per k-step.
+//   W row-major [K, N] (N contiguous): BLOCK_N / 64 boxes of 64 n x 64 k; an MN-major B (trans-b):
+//     LBO = one box (the next 64 N columns), SBO = 1024, 2048 bytes per k-step.
+//   W column-major, stored [N, K] (K contiguous, nn.Linear's weight): one box of 64 k x BLOCK_N
+//     rows; a K-major B, like row-major X.
+#pragma once
+
+namespace tessera {
+
+// Kernel arguments, passed as one __grid_constant__ struct so the tensor maps live in parameter
+// memory. Must match `HopperGemmParams` in tessera-runtime.
+struct HopperGemmParams {
+    TensorMap x_map;  // X as 2-D: (K, M) with box (64, 128), or column-major (M, K) with box (64, 64)
+    TensorMap w_map;  // W as 2-D: (N, K) with box (64, 64), or column-major (K, N) with box (64, BLOCK_N)
+    GemmParams base;  // pointers, strides, sizes, alpha, beta (the mma.sync path's struct)
+};
+
+template <typename T, typename TO, bool X_COL, bool W_COL, int BLOCK_N, int STAGES, bool HAS_BIAS, int ACT,
+          bool HAS_RESIDUAL, typename Ops>
+TESSERA_DEVICE void gemm_hopper(const HopperGemmParams& params) {
+    constexpr int CONSUMERS = 2;
+    constexpr int BLOCK_M = 64 * CONSUMERS;
+    constexpr int BLOCK_K = 64;                      // one 128-byte swizzle span of 16-bit elements
+    constexpr int BOX = 64 * 64;                     // elements of one 64 x 64 box
+    constexpr int X_TILE = BLOCK_M * BLOCK_K;        // elements per stage
+    constexpr int W_TILE = BLOCK_N * BLOCK_K;
+    constexpr u32 STAGE_BYTES = (X_TILE + W_TILE) * sizeof(T);
+    constexpr u32 BOX_BYTES = BOX * sizeof(T);
+    constexpr int ACC = BLOCK_N / 2;                 // f32 accumulators per consumer thread (m64nBLOCK_N)
+    static_assert(sizeof(T) == 2, "16-bit inputs");
+    static_assert(BLOCK_N % 64 == 0 && BLOCK_N <= 256, "whole 64-column W boxes, one m64nNk16 per k-step");
+    static_assert(STAGES >= 2 && STAGES <= 8, "ring depth");
+    const GemmParams& p = params.base;
+
+    const int tid = thread_index();
+    const int warpgroup = tid / 128;
+    const int m0 = block_index_x() * BLOCK_M;
+    const int n0 = block_index_y() * BLOCK_N;
+    const int k_tiles = (p.k + BLOCK_K - 1) / BLOCK_K;
+
+    // Shared memory: 1024-byte aligned for the 128-byte swizzle (its pattern repeats every 8 rows).
+    unsigned char* base = dynamic_smem();
+    base += (1024 - (smem_address(base) & 1023)) & 1023;
+    T* sX = reinterpret_cast<T*>(base);
+    T* sW = sX + STAGES * X_TILE;
+    u64* full = reinterpret_cast<u64*>(sW + STAGES * W_TILE);
+    u64* empty = full + STAGES;
+
+    if (tid == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            mbarrier_init(full + s, 1);
+            mbarrier_init(empty + s, 128 * CONSUMERS);
+        }
+        fence_barrier_init();
+    }
+    sync_threads();
+
+    if (warpgroup == 0) {
+        // ---- producer ----
+        regs_decrease<40>();
+        if (tid != 0) return;
+        for (int t = 0; t < k_tiles; ++t) {
+            const int stage = t % STAGES;
+            // The stage's previous slice (t - STAGES) must be released by every consumer thread.
+            if (t >= STAGES) mbarrier_wait(empty + stage, (u32)((t / STAGES - 1) & 1));
+            mbarrier_arrive_expect_tx(full + stage, STAGE_BYTES);
+            T* dX = sX + stage * X_TILE;
+            T* dW = sW + stage * W_TILE;
+            const int k0 = t * BLOCK_K;
+            if (X_COL) {
+#pragma unroll
+                for (int s = 0; s < BLOCK_M / 64; ++s) tma_load_2d(dX + s * BOX, &params.x_map, full + stage, m0 + 64 * s, k0);
+            } else {
+                tma_load_2d(dX, &params.x_map, full + stage, k0, m0);
+            }
+            if (W_COL) {
+                tma_load_2d(dW, &params.w_map, full + stage, k0, n0);
+            } else {
+#pragma unroll
+                for (int s = 0; s < BLOCK_N / 64; ++s) tma_load_2d(dW + s * BOX, &params.w_map, full + stage, n0 + 64 * s, k0);
+            }
+        }
+        return;
+    }
+
+    // ---- consumers ----
+    regs_increase<232>();
+    const int consumer = warpgroup - 1;
+    const int lane = tid % 32;
+    const int warp = (tid / 32) % 4;  // warp inside the warpgroup: rows 16 * warp .. + 15
+    const int g = lane / 4, q4 = lane % 4;
+
+    float acc[ACC];
+#pragma unroll
+    for (int i = 0; i < ACC; ++i) acc[i] = 0.f;
+
+    for (int t = 0; t < k_tiles; ++t) {
+        const int stage = t % STAGES;
+        mbarrier_wait(full + stage, (u32)((t / STAGES) & 1));
+        // This consumer's 64 rows of X: rows 64 c.. of the row-major box, or box c of the
+        // column-major pair; either way 64 x 64 elements in.
+        const T* tX = sX + stage * X_TILE + consumer * BOX;
+        const T* tW = sW + stage * W_TILE;
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < BLOCK_K / 16; ++ks) {
+            const u64 dx = X_COL ? sw128_descriptor(tX + ks * 16 * 64, BOX_BYTES, 1024)
+                                 : sw128_descriptor(tX + ks * 16, 16, 1024);
+            const u64 dw = W_COL ? sw128_descriptor(tW + ks * 16, 16, 1024)
+                                 : sw128_descriptor(tW + ks * 16 * 64, BOX_BYTES, 1024);
+            Ops::mma(acc, dx, dw, true);
+        }
+        wgmma_commit();
+        // Slice t stays in flight; slice t - 1 has retired, so its stage can be refilled.
+        wgmma_wait<1>();
+        if (t > 0) mbarrier_arrive(empty + (t - 1) % STAGES);
+    }
+    wgmma_wait<0>();
+
+    // ---- epilogue: accumulator i is row 16 warp + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 q + (i & 1) ----
+    const TO* c = static_cast<const TO*>(p.c);
+    const TO* bias = static_cast<const TO*>(p.bias);
+    const TO* residual = static_cast<const TO*>(p.residual);
+    TO* y = static_cast<TO*>(p.y);
+    const int row0 = m0 + 64 * consumer + 16 * warp + g;
+    const int col0 = n0 + 2 * q4;
+#pragma unroll
+    for (int i = 0; i < ACC; ++i) {
+        const int row = row0 + 8 * ((i >> 1) & 1);
+        const int col = col0 + 8 * (i >> 2) + (i & 1);
+        if (row < p.m && col < p.n) {
+            float v = p.alpha * acc[i];
+            if (c != nullptr) v += p.beta * load_global_f32(c + row * p.ldc + col);
+            v = gemm_finish<TO, HAS_BIAS, ACT, false, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
+            store_global_elem(y + row * p.ldy + col, v);
+        }
+    }
+}
+
+}  // namespace tessera
