@@ -409,9 +409,7 @@ pub fn prepare_gemm(
                 return PreparedLaunch::new(backend, compiler, &source, Some(config), params, buffers.all());
             }
             Err(reason) => {
-                let message = format!("sm_90a GEMM kernel not used ({reason}); running the mma.sync kernel");
-                eprintln!("tessera: note: {message}");
-                note = Some(message);
+                note = Some(crate::launch::sm90a_fallback_note("GEMM", &reason));
                 spec = spec.with_tile(GemmSpec::default_tile(arch));
             }
         }

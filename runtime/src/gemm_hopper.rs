@@ -9,14 +9,12 @@
 //! reason in its note.
 
 use tessera_codegen::{GemmSpec, HopperGemmTile, Layout, HOPPER_GEMM_BLOCK_K, HOPPER_GEMM_BLOCK_M};
-use tessera_sim::{OobFill, Swizzle, TensorMap};
+use tessera_sim::TensorMap;
 
 use crate::backend::Backend;
 use crate::gemm::{stored_shape, GemmParams, GemmProblem, GemmStrides};
 use crate::launch::{kernel_params, KernelParams};
-
-/// Columns (elements) of one box row: 128 bytes of 16-bit values, the 128-byte swizzle span.
-const BOX_COLUMNS: u32 = 64;
+use crate::tma::{swizzled_map, BOX_COLUMNS};
 
 /// Mirrors `tessera::HopperGemmParams`: two 128-byte tensor maps at 64-byte alignment, then the
 /// mma.sync path's parameter struct (128 bytes, so no padding).
@@ -65,8 +63,7 @@ fn tensor_map(addr: u64, rows: usize, cols: usize, stride: usize, elem: usize, b
     }
     let dims = [cols as u64, rows as u64];
     let strides = [(stride * elem) as u64];
-    TensorMap::tiled(addr, elem as u8, &dims, &strides, &[BOX_COLUMNS, box_rows], Swizzle::B128, OobFill::Zero)
-        .map_err(|e| e.to_string())
+    swizzled_map(addr, elem, &dims, &strides, &[BOX_COLUMNS, box_rows])
 }
 
 /// The box rows of X's and W's maps: the tile extent along their stored rows (see the template).

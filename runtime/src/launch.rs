@@ -28,6 +28,14 @@ macro_rules! kernel_params {
 }
 pub(crate) use kernel_params;
 
+/// The note of a launch that fell back from the sm_90a kernel of `family` to the mma.sync one,
+/// also written to standard error (the launch log).
+pub(crate) fn sm90a_fallback_note(family: &str, reason: &str) -> String {
+    let message = format!("sm_90a {family} kernel not used ({reason}); running the mma.sync kernel");
+    eprintln!("tessera: note: {message}");
+    message
+}
+
 /// A launch of one kernel with fixed parameters. `config` is `None` for an empty problem, which
 /// launches (and compiles) nothing.
 #[derive(Debug)]

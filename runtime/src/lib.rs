@@ -38,6 +38,7 @@ pub mod reference;
 pub mod sass;
 pub mod sim;
 pub mod tensor_list;
+mod tma;
 pub mod tuning;
 pub mod unscale;
 pub mod window;

@@ -8,14 +8,12 @@
 //! launcher falls back to the mma.sync kernel with that reason in its note.
 
 use tessera_codegen::{AttentionSpec, HopperTile, HOPPER_BLOCK_M};
-use tessera_sim::{OobFill, Swizzle, TensorMap};
+use tessera_sim::TensorMap;
 
 use super::{AttentionParams, AttentionProblem, AttentionStrides, TensorStrides};
 use crate::backend::Backend;
 use crate::launch::{kernel_params, KernelParams};
-
-/// Columns (elements) of one box row: 128 bytes of 16-bit values, the 128-byte swizzle span.
-const BOX_COLUMNS: u32 = 64;
+use crate::tma::{swizzled_map, BOX_COLUMNS};
 
 /// Mirrors `tessera::HopperAttentionParams`: three 128-byte tensor maps at 64-byte alignment, the
 /// mma.sync path's parameter struct (pointers, strides, sizes, scale), the persistent scheduler's
@@ -77,8 +75,7 @@ fn tensor_map(addr: u64, extents: [usize; 4], strides: TensorStrides, elem: usiz
         }
         contiguous = byte_strides[i] * extent as u64;
     }
-    TensorMap::tiled(addr, elem as u8, &dims, &byte_strides, &[BOX_COLUMNS, 1, rows, 1], Swizzle::B128, OobFill::Zero)
-        .map_err(|e| e.to_string())
+    swizzled_map(addr, elem, &dims, &byte_strides, &[BOX_COLUMNS, 1, rows, 1])
 }
 
 /// The sm_90a parameters for a checked launch, or why this launch cannot take the sm_90a kernel.

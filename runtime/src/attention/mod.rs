@@ -628,9 +628,7 @@ pub(crate) fn launch_plain<'a>(
                 return PreparedLaunch::new(backend, compiler, &source, config, params, buffers);
             }
             Err(reason) => {
-                let message = format!("sm_90a attention kernel not used ({reason}); running the mma.sync kernel");
-                eprintln!("tessera: note: {message}");
-                note = Some(message);
+                note = Some(crate::launch::sm90a_fallback_note("attention", &reason));
                 spec = spec.with_tile(spec.default_tile_for(arch));
             }
         }
