@@ -59,14 +59,15 @@ import argparse
 import json
 import math
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
+
+from common import (add_io_args, add_seed_arg, add_skip_args, add_timing_args, copy_ms, device_line, finish, fmt,
+                    free_cuda, load_npy, pick_seed, print_check, run_cli, run_env, save_npy, shape_error,
+                    tessera_bench, tessera_version, time_cuda, with_target, write_results)
 
 CMD_TIMEOUT_S = 900
 E4M3_MAX = 448.0
@@ -77,25 +78,6 @@ BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # the CLI's defaults (tessera run adamw)
 
 def fp8_dtypes():
     return {"e4m3": (torch.float8_e4m3fn, E4M3_MAX), "e5m2": (torch.float8_e5m2, E5M2_MAX)}
-
-
-def save(path, t):
-    np.save(path, t.detach().cpu().numpy().astype(np.float32))
-
-
-def load(path, device):
-    return torch.from_numpy(np.load(path)).to(device)
-
-
-def run_cli(cmd, timeout=CMD_TIMEOUT_S):
-    cmd = [str(c) for c in cmd]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout} s: {' '.join(cmd)}"
-    if r.returncode != 0:
-        return None, (r.stderr.strip() or r.stdout.strip())[-500:]
-    return r, None
 
 
 def f32_scalar(x):
@@ -201,24 +183,25 @@ def check_cast(ctx, tmp, gen, to, kind, n, scale, amax, shape=None):
     if shape is not None:
         x = x.reshape(shape)
     px, py, pa = (os.path.join(tmp, f) for f in ("x.npy", "y.npy", "amax.npy"))
-    save(px, x)
+    save_npy(px, x)
     cmd = [ctx.tessera, "run", "cast", "--from", "f32", "--to", to, "--x", px, "--out", py, "--backend", ctx.backend]
     if scale is not None:
         cmd += ["--scale", repr(scale)]
     if amax:
         cmd += ["--amax-out", pa]
-    _, err = run_cli(cmd)
+    _, err = run_cli(cmd, CMD_TIMEOUT_S)
     if err:
         return {"case": name, "ok": False, "error": err}
-    y = load(py, ctx.device)
+    y = load_npy(py, ctx.device)
     ref = cast_reference(x, to, scale)
-    if tuple(y.shape) != tuple(ref.shape):
-        return {"case": name, "ok": False, "error": f"output shape {tuple(y.shape)}, expected {tuple(ref.shape)}"}
+    err = shape_error(y, ref)
+    if err:
+        return {"case": name, "ok": False, "error": err}
     bad = bit_mismatches(y, ref)
     res = {"case": name, "mismatches": bad, "detail": first_mismatch(y, ref)}
     ok = bad == 0
     if amax:
-        got = float(load(pa, ctx.device).flatten()[0])
+        got = float(load_npy(pa, ctx.device).flatten()[0])
         want = float(torch.nan_to_num(x.abs(), nan=0.0, posinf=math.inf).max())
         res.update(amax=got, amax_ref=want)
         ok = ok and got == want
@@ -250,23 +233,23 @@ def check_unscale(ctx, tmp, gen, name, sizes, dtypes, inv_scale, inject):
     op = [os.path.join(tmp, f"o{i}.npy") for i in range(len(grads))]
     pf = os.path.join(tmp, "found_inf.npy")
     for p, g in zip(gp, grads):
-        save(p, g.float())
+        save_npy(p, g.float())
     cmd = [ctx.tessera, "run", "unscale", "--grads", ",".join(gp), "--dtypes", ",".join(dtypes),
            "--inv-scale", repr(inv_scale), "--out", ",".join(op), "--found-inf-out", pf, "--backend", ctx.backend]
-    _, err = run_cli(cmd)
+    _, err = run_cli(cmd, CMD_TIMEOUT_S)
     if err:
         return {"case": name, "ok": False, "error": err}
     ref, found_ref = unscale_reference(grads, inv_scale, ctx.device)
     bad, detail = 0, ""
     for p, r in zip(op, ref):
-        out = load(p, ctx.device)
+        out = load_npy(p, ctx.device)
         if out.numel() != r.numel():
             return {"case": name, "ok": False, "error": f"{p}: {out.numel()} elements, expected {r.numel()}"}
         m = bit_mismatches(out.flatten(), r.float().flatten())
         if m and not detail:
             detail = f"{os.path.basename(p)}: " + first_mismatch(out, r)
         bad += m
-    found = float(load(pf, ctx.device).flatten()[0])
+    found = float(load_npy(pf, ctx.device).flatten()[0])
     return {"case": name, "ok": bad == 0 and found == found_ref, "mismatches": bad, "detail": detail,
             "found_inf": found, "found_inf_ref": found_ref}
 
@@ -346,7 +329,7 @@ def check_adamw(ctx, tmp, gen, name, sizes, grad_dtype, model_dtype, step=0, mom
     for what, ts in (("p", params), ("g", grads), ("m", ms), ("v", vs)):
         files[what] = [os.path.join(tmp, f"{what}{i}.npy") for i in range(len(ts))]
         for path, t in zip(files[what], ts):
-            save(path, t.float())
+            save_npy(path, t.float())
     out_dir = os.path.join(tmp, "adamw_out")
     cmd = [ctx.tessera, "run", "adamw", "--params", ",".join(files["p"]), "--grads", ",".join(files["g"]),
            "--grad-dtype", grad_dtype, "--model-dtype", model_dtype, "--lr", lr, "--weight-decay", wd,
@@ -355,7 +338,7 @@ def check_adamw(ctx, tmp, gen, name, sizes, grad_dtype, model_dtype, step=0, mom
         cmd += ["--exp-avg", ",".join(files["m"]), "--exp-avg-sq", ",".join(files["v"])]
     if inv_scale is not None:
         cmd += ["--inv-scale", repr(inv_scale)]
-    _, err = run_cli(cmd)
+    _, err = run_cli(cmd, CMD_TIMEOUT_S)
     if err:
         return {"case": name, "ok": False, "error": err}
     ulps = {"master": 0, "exp_avg": 0, "exp_avg_sq": 0, "model": 0}
@@ -366,7 +349,7 @@ def check_adamw(ctx, tmp, gen, name, sizes, grad_dtype, model_dtype, step=0, mom
             path = os.path.join(out_dir, f"{what}{i}.npy")
             if not os.path.exists(path):
                 return {"case": name, "ok": False, "error": f"missing output {path}"}
-            out = load(path, ctx.device).flatten()
+            out = load_npy(path, ctx.device).flatten()
             if out.numel() != sizes[i]:
                 return {"case": name, "ok": False, "error": f"{path}: {out.numel()} elements, expected {sizes[i]}"}
             dtype = TORCH_DTYPES[model_dtype] if what == "model" else torch.float32
@@ -393,7 +376,7 @@ def run_checks(ctx, seed):
                 detail += f", found_inf {res['found_inf']} (torch {res['found_inf_ref']})"
             if res.get("detail"):
                 detail += f"; {res['detail']}"
-        print(("PASS " if res["ok"] else "FAIL ") + f"{res['case']}: {detail}", flush=True)
+        print_check(res, detail)
 
     scale = f32_scalar(0.37)
     with tempfile.TemporaryDirectory() as tmp:
@@ -425,48 +408,12 @@ def run_checks(ctx, seed):
 
 # ---- timing ------------------------------------------------------------------------------------
 
-def time_cuda(fn, warmup, reps):
-    """Median device time of `fn` in ms, CUDA events around each call."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
-
-
-def free_cuda():
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-
-
-def tessera_bench(tessera, family, flags, warmup, reps):
-    """`tessera bench FAMILY ... --json`: the parsed JSON object, or {"error": ...}."""
-    r, err = run_cli([tessera, "bench", family] + flags + ["--warmup", warmup, "--reps", reps, "--json"])
-    if err:
-        return {"error": err}
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError) as e:
-        return {"error": f"unreadable output ({e}): {r.stdout[-300:]}"}
-
-
 def gbps(nbytes, ms):
     return nbytes / (ms * 1e-3) / 1e9
 
 
 def bench_copy(warmup, reps, nbytes=4 * 10 ** 9):
-    src = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    ms = time_cuda(lambda: dst.copy_(src), warmup, reps)
-    del src, dst
-    free_cuda()
+    ms = copy_ms(lambda: torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device="cuda"), warmup, reps)
     return {"bytes": 2 * nbytes, "ms": ms, "gbps": gbps(2 * nbytes, ms)}
 
 
@@ -488,7 +435,7 @@ def row_from(name, config, t, torch_ms, torch_bytes, copy_gbps, torch_impl):
 
 def bench_cast(tessera, n, copy_gbps, warmup, reps):
     rows = []
-    t = tessera_bench(tessera, "cast", ["--from", "f32", "--to", "bf16", "--n", n], warmup, reps)
+    t = tessera_bench(tessera, "cast", ["--from", "f32", "--to", "bf16", "--n", n], warmup, reps, CMD_TIMEOUT_S)
     x = torch.randn(n, device="cuda")
     y = torch.empty(n, device="cuda", dtype=torch.bfloat16)
     ms = time_cuda(lambda: y.copy_(x), warmup, reps)
@@ -497,7 +444,8 @@ def bench_cast(tessera, n, copy_gbps, warmup, reps):
     rows.append(row_from("cast f32->bf16", f"n {n}", t, ms, n * 6, copy_gbps, "y.copy_(x)"))
     print(json.dumps(rows[-1]), flush=True)
 
-    t = tessera_bench(tessera, "cast", ["--from", "bf16", "--to", "e4m3", "--n", n, "--scaled", "--amax"], warmup, reps)
+    t = tessera_bench(tessera, "cast", ["--from", "bf16", "--to", "e4m3", "--n", n, "--scaled", "--amax"], warmup, reps,
+                      CMD_TIMEOUT_S)
     x = torch.randn(n, device="cuda").to(torch.bfloat16)
     y = torch.empty(n, device="cuda", dtype=torch.float8_e4m3fn)
     scale = torch.full((), 1.5, device="cuda")
@@ -516,7 +464,8 @@ def bench_cast(tessera, n, copy_gbps, warmup, reps):
 
 
 def bench_unscale(tessera, tensors, total, copy_gbps, warmup, reps):
-    t = tessera_bench(tessera, "unscale", ["--tensors", tensors, "--total", total, "--dtype", "bf16"], warmup, reps)
+    t = tessera_bench(tessera, "unscale", ["--tensors", tensors, "--total", total, "--dtype", "bf16"], warmup, reps,
+                      CMD_TIMEOUT_S)
     grads = [torch.randn(n, device="cuda").to(torch.bfloat16) for n in split_sizes(tensors, total)]
     found = torch.zeros(1, device="cuda")
     inv = torch.ones(1, device="cuda")
@@ -542,15 +491,11 @@ def bench_adamw(tessera, tensors, total, copy_gbps, warmup, reps):
     rows = []
     for grad, model in (("bf16", "bf16"), ("f32", "none")):
         t = tessera_bench(tessera, "adamw", ["--tensors", tensors, "--total", total, "--grad-dtype", grad,
-                                              "--model-dtype", model], warmup, reps)
+                                              "--model-dtype", model], warmup, reps, CMD_TIMEOUT_S)
         rows.append(row_from(f"adamw {grad} grads, model {model}", f"{tensors} tensors, {total} elements", t, ms,
                              28 * total, copy_gbps, impl))
         print(json.dumps(rows[-1]), flush=True)
     return rows
-
-
-def fmt(v, spec):
-    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
 def table(copy, rows):
@@ -561,12 +506,8 @@ def table(copy, rows):
              "| torch / Tessera time (target >= 1.0) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        of_copy = fmt(100 * r["of_copy"], ".1f") if "of_copy" in r else "-"
-        if "copy_target_met" in r:
-            of_copy += " ok" if r["copy_target_met"] else " MISSED"
-        ratio = fmt(r.get("torch_over_tessera"), ".2f")
-        if "torch_target_met" in r:
-            ratio += " ok" if r["torch_target_met"] else " MISSED"
+        of_copy = with_target(fmt(100 * r["of_copy"], ".1f") if "of_copy" in r else "-", r, "copy_target_met")
+        ratio = with_target(fmt(r.get("torch_over_tessera"), ".2f"), r, "torch_target_met")
         lines.append(f"| {r['name']} | {r['config']} | {fmt(r.get('tessera_ms'), '.3f')} | "
                      f"{fmt(r.get('tessera_gbps'), '.0f')} | {of_copy} | {fmt(r.get('torch_ms'), '.3f')} | "
                      f"{fmt(r.get('torch_gbps'), '.0f')} | {ratio} |")
@@ -587,16 +528,13 @@ class Context:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tessera", default="target/release/tessera")
-    ap.add_argument("--out", default=".")
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--reps", type=int, default=30)
+    add_io_args(ap)
+    add_timing_args(ap, 10, 30)
     ap.add_argument("--cast-n", type=int, default=256 * 2 ** 20, help="elements of the timed casts")
     ap.add_argument("--tensors", type=int, default=1000, help="tensors of the timed unscale / AdamW")
     ap.add_argument("--total", type=int, default=2 ** 30, help="elements over those tensors")
-    ap.add_argument("--skip-checks", action="store_true", help="timing only")
-    ap.add_argument("--skip-bench", action="store_true", help="correctness only")
-    ap.add_argument("--seed", type=int, default=None, help="input seed (default: random, printed)")
+    add_skip_args(ap)
+    add_seed_arg(ap)
     ap.add_argument("--backend", default="cuda", choices=["cuda", "sim"],
                     help="the CLI backend of the checks (sim: a dry run without a GPU, implies --skip-bench)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="torch device of the references")
@@ -605,13 +543,11 @@ def main():
         args.skip_bench = True
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    version = subprocess.run([args.tessera, "--version"], capture_output=True, text=True).stdout.strip()
+    seed = pick_seed(args.seed)
+    version = tessera_version(args.tessera)
     device_name = torch.cuda.get_device_properties(0).name if args.device == "cuda" else "cpu"
-    env = {"device": device_name, "torch": torch.__version__, "cuda": torch.version.cuda, "tessera": version,
-           "seed": seed, "backend": args.backend, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
-    print(f"device: {device_name}, torch {torch.__version__}, CUDA {torch.version.cuda}, {version}, seed {seed}",
-          flush=True)
+    env = run_env(device_name, {"tessera": version, "seed": seed, "backend": args.backend})
+    print(device_line(device_name, (version, f"seed {seed}")), flush=True)
 
     checks = run_checks(Context(args.tessera, args.backend, args.device), seed) if not args.skip_checks else []
 
@@ -628,12 +564,9 @@ def main():
     summary = (f"correctness: {passed}/{len(checks)} cases passed (bit-exact casts and unscale, AdamW <= 1 ulp); "
                f"{time.time() - started:.0f} s")
     text = table(copy, rows) if copy is not None else "(timing skipped)"
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"env": env, "checks": checks, "copy": copy, "bench": rows}, f, indent=1)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(f"{env}\n\n{summary}\n\n{text}\n")
-    print("\n" + text + "\n" + summary)
-    sys.exit(0 if passed == len(checks) else 1)
+    write_results(args.out, {"env": env, "checks": checks, "copy": copy, "bench": rows},
+                  f"{env}\n\n{summary}\n\n{text}\n")
+    finish(text, summary, checks)
 
 
 if __name__ == "__main__":

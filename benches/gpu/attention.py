@@ -39,16 +39,16 @@ import json
 import math
 import os
 import re
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from common import (add_io_args, add_timing_args, device_line, error_stats, finish, load_npy, parse_last_json,
+                    print_check, random_seed, remove_files, run_env, run_process, save_npy, time_cuda,
+                    write_results)
 
 CMD_TIMEOUT_S = 180
 # Head dimensions the sm_90a kernel covers (plain attention, no explicit tile, compute capability 9.0).
@@ -106,25 +106,22 @@ def run_path(stderr):
 
 def check_case(tessera, tmp, sm90a_gpu, dtype, d, causal, b, sq, sk, hq, hkv):
     tdt = {"bf16": torch.bfloat16, "f16": torch.float16}[dtype]
-    gen = torch.Generator(device="cuda").manual_seed(int.from_bytes(os.urandom(4), "little"))
+    gen = torch.Generator(device="cuda").manual_seed(random_seed())
     q = torch.randn(b, sq, hq, d, device="cuda", generator=gen)
     k = torch.randn(b, sk, hkv, d, device="cuda", generator=gen)
     v = torch.randn(b, sk, hkv, d, device="cuda", generator=gen)
     q, k, v = (t.to(tdt).float() for t in (q, k, v))  # the kernel's rounding, done here too
     paths = {n: os.path.join(tmp, f"{n}.npy") for n in ("q", "k", "v", "o", "lse")}
     for n, t in (("q", q), ("k", k), ("v", v)):
-        np.save(paths[n], t.cpu().numpy().astype(np.float32))
-    for n in ("o", "lse"):
-        if os.path.exists(paths[n]):
-            os.remove(paths[n])
+        save_npy(paths[n], t)
+    remove_files((paths["o"], paths["lse"]))
     cmd = [tessera, "run", "attention", "--dtype", dtype, "--q", paths["q"], "--k", paths["k"], "--v", paths["v"],
            "--out", paths["o"], "--lse", paths["lse"], "--backend", "cuda"] + (["--causal"] if causal else [])
     name = f"{dtype} d{d} {'causal' if causal else 'full'} b{b} sq{sq} sk{sk} h{hq}/{hkv}"
     res = {"case": name, "expected_path": expected_path(d, sm90a_gpu)}
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        res.update(ok=False, error=f"timed out after {CMD_TIMEOUT_S} s", kernel=None, path=None)
+    r, err = run_process(cmd, CMD_TIMEOUT_S)
+    if err:
+        res.update(ok=False, error=err, kernel=None, path=None)
         return res
     res["kernel"], res["path"], note = run_path(r.stderr)
     if note:
@@ -132,12 +129,10 @@ def check_case(tessera, tmp, sm90a_gpu, dtype, d, causal, b, sq, sk, hq, hkv):
     if r.returncode != 0:
         res.update(ok=False, error=r.stderr.strip()[-500:])
         return res
-    out = torch.from_numpy(np.load(paths["o"])).cuda().double()
-    lse = torch.from_numpy(np.load(paths["lse"])).cuda().double()
+    out = load_npy(paths["o"], "cuda").double()
+    lse = load_npy(paths["lse"], "cuda").double()
     ref, ref_lse = reference(q, k, v, causal, 1.0 / math.sqrt(d))
-    non_finite = int((~torch.isfinite(out)).sum())
-    rel = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
-    max_abs = float((out - ref).abs().max()) if out.numel() else 0.0
+    non_finite, rel, max_abs = error_stats(out, ref, nan_if_non_finite=False)
     masked = torch.isinf(ref_lse)
     lse_ok = bool(torch.equal(torch.isinf(lse) & (lse < 0), masked)) and (
         float((lse[~masked] - ref_lse[~masked]).abs().max()) < 1e-2 if (~masked).any() else True)
@@ -160,26 +155,6 @@ CHECK_CASES = [
     ("bf16", 128, False, 2, 2047, 2047, 8, 2), ("bf16", 64, True, 2, 1000, 1100, 16, 4),
     ("bf16", 256, True, 1, 700, 900, 8, 2), ("f16", 256, False, 2, 513, 383, 4, 4),
 ]
-
-
-def time_cuda(fn, warmup, reps):
-    """Median device time of `fn` in ms, CUDA events around each call. A GPU sleep queued before the
-    start event keeps the GPU busy while the host issues `fn`, so host dispatch is not timed."""
-    sleep = getattr(torch.cuda, "_sleep", None)
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        if sleep is not None:
-            sleep(SLEEP_CYCLES)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
 
 
 def short(text, limit=300):
@@ -216,27 +191,25 @@ def time_sdpa(q, k, v, causal, flops, context, warmup, reps):
                 except SDPA_ERRORS as e:
                     why = [str(w.message) for w in caught]
                     return {"error": short("; ".join([str(e).splitlines()[0] if str(e) else type(e).__name__] + why))}
-            ms = time_cuda(fn, warmup, reps)
+            ms = time_cuda(fn, warmup, reps, sleep_cycles=SLEEP_CYCLES)  # device time, host dispatch hidden
     except SDPA_ERRORS as e:
         return {"error": short(f"{type(e).__name__}: {e}")}
     return {"ms": ms, "tflops": flops / ms / 1e9}
 
 
-def tessera_bench(tessera, d, causal, b, h, seq, warmup, reps, path):
+def tessera_path_bench(tessera, d, causal, b, h, seq, warmup, reps, path):
     """`tessera bench attention ... --path PATH --json`: {"ms", "kernel", "path", "note"?} or {"error"}."""
     cmd = [tessera, "bench", "attention", "--dtype", "bf16", "--head-dim", str(d), "--heads-q", str(h),
            "--batch", str(b), "--seq-q", str(seq), "--warmup", str(warmup), "--reps", str(reps), "--json"]
     cmd += (["--causal"] if causal else []) + (["--path", path] if path != "auto" else [])
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {CMD_TIMEOUT_S} s"}
+    r, err = run_process(cmd, CMD_TIMEOUT_S)
+    if err:
+        return {"error": err}
     if r.returncode != 0:
         return {"error": short(r.stderr.strip() or r.stdout.strip(), 500)}
-    try:
-        t = json.loads(r.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError) as e:
-        return {"error": short(f"unreadable output ({e}): {r.stdout[-300:]}")}
+    t, err = parse_last_json(r.stdout)
+    if err:
+        return {"error": short(err)}
     kernel = t.get("kernel") or ""
     out = {"ms": t["median_ms"], "kernel": kernel,
            "path": t.get("path") or ("sm90a" if "_sm90a_" in kernel else "mma.sync")}
@@ -250,7 +223,7 @@ def bench_case(tessera, backends, d, causal, seq, warmup, reps, total_tokens=163
     b, h = total_tokens // seq, hidden // d
     flops = 4 * b * h * seq * seq * d / (2 if causal else 1)
     row = {"head_dim": d, "causal": causal, "seq": seq, "batch": b, "heads": h, "flops": flops}
-    auto = tessera_bench(tessera, d, causal, b, h, seq, warmup, reps, "auto")
+    auto = tessera_path_bench(tessera, d, causal, b, h, seq, warmup, reps, "auto")
     if "error" in auto:
         row["tessera_error"] = auto["error"]
     else:
@@ -258,7 +231,7 @@ def bench_case(tessera, backends, d, causal, seq, warmup, reps, total_tokens=163
                    tessera_path=auto["path"])
         if "note" in auto:
             row["tessera_note"] = auto["note"]
-    mma = tessera_bench(tessera, d, causal, b, h, seq, warmup, reps, "mma-sync")
+    mma = tessera_path_bench(tessera, d, causal, b, h, seq, warmup, reps, "mma-sync")
     if "error" in mma:
         row["tessera_mma_sync_error"] = mma["error"]
     else:
@@ -362,22 +335,19 @@ def bench_table(rows, target, sm90a_gpu):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tessera", default="target/release/tessera")
-    ap.add_argument("--out", default=".")
+    add_io_args(ap)
     ap.add_argument("--quick", action="store_true", help="fewer timing cases (seq 1k, 4k, 8k)")
-    ap.add_argument("--warmup", type=int, default=10, help="warm-up launches per timing")
-    ap.add_argument("--reps", type=int, default=30, help="timed launches per timing (median)")
+    add_timing_args(ap, 10, 30, warmup_help="warm-up launches per timing",
+                    reps_help="timed launches per timing (median)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     props = torch.cuda.get_device_properties(0)
     sm90a_gpu = is_sm90a_gpu()
-    env = {"device": props.name, "torch": torch.__version__, "cuda": torch.version.cuda,
-           "compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(0)),
-           "cudnn": torch.backends.cudnn.version(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
-           "warmup": args.warmup, "reps": args.reps}
-    print(f"device: {props.name} (compute capability {env['compute_capability']}), torch {torch.__version__}, "
-          f"CUDA {torch.version.cuda}", flush=True)
+    env = run_env(props.name, {"compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(0)),
+                               "cudnn": torch.backends.cudnn.version()},
+                  {"warmup": args.warmup, "reps": args.reps})
+    print(device_line(f"{props.name} (compute capability {env['compute_capability']})"), flush=True)
 
     checks = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -389,7 +359,7 @@ def main():
             path = res.get("path") or "?"
             if res.get("path") and res["path"] != res["expected_path"]:
                 path += f", expected {res['expected_path']}"
-            print(("ok  " if res["ok"] else "FAIL") + f" {res['case']}: {detail} [{path}]", flush=True)
+            print_check(res, f"{detail} [{path}]", tags=("ok   ", "FAIL "))
 
     seqs = [1024, 4096, 8192] if args.quick else [1024, 2048, 4096, 8192, 16384]
     backends = sdpa_backends()
@@ -409,12 +379,9 @@ def main():
     if wanted:
         summary += f"; the sm_90a kernel ran {took} of the {len(wanted)} cases expected to take it"
     summary += f"; {time.time() - started:.0f} s"
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"env": env, "checks": checks, "bench": rows, "target": target}, f, indent=1)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(f"{env}\n\n{summary}\n\n{table}\n")
-    print("\n" + table + "\n" + summary)
-    sys.exit(0 if passed == len(checks) else 1)
+    write_results(args.out, {"env": env, "checks": checks, "bench": rows, "target": target},
+                  f"{env}\n\n{summary}\n\n{table}\n")
+    finish(table, summary, checks)
 
 
 if __name__ == "__main__":

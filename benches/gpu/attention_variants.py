@@ -46,15 +46,17 @@ import argparse
 import json
 import math
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from common import (add_io_args, add_seed_arg, add_skip_args, add_timing_args, bench_command, bench_json,
+                    copy_ms, device_line, error_stats, finish, fmt, free_cuda, pick_seed, print_check,
+                    remove_files, run_cli, run_env, save_npy, tessera_version, time_cuda, with_target,
+                    write_results)
 
 TOL = {"bf16": 1e-2, "f16": 2e-3}  # relative L2 of O
 LSE_ABS, LSE_REL = 1e-2, 1e-3
@@ -216,16 +218,6 @@ def reference_paged(q, k_cache, v_cache, table, seq_lens, page_size, scale, tree
 
 # ---- running the CLI and comparing ------------------------------------------------------------------
 
-def run_cli(cmd):
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {CMD_TIMEOUT_S} s"
-    if r.returncode != 0:
-        return None, (r.stderr.strip() or r.stdout.strip())[-500:]
-    return r, None
-
-
 class Checks:
     """What every correctness case shares: the binary, the backend, a scratch folder, the RNGs."""
 
@@ -245,17 +237,17 @@ class Checks:
         paths = []
         for flag, a in arrays.items():
             path = os.path.join(self.tmp, f"{flag}.npy")
-            arr = a.detach().cpu().numpy().astype(np.float32) if torch.is_tensor(a) else a
-            np.save(path, arr)
+            if torch.is_tensor(a):
+                save_npy(path, a)
+            else:
+                np.save(path, a)
             paths += [f"--{flag}", path]
         out_path, lse_path = os.path.join(self.tmp, "o.npy"), os.path.join(self.tmp, "lse.npy")
-        for p in (out_path, lse_path):
-            if os.path.exists(p):
-                os.remove(p)
+        remove_files((out_path, lse_path))
         cmd = [self.tessera, "run", "attention", "--dtype", dtype, "--backend", self.backend] + paths + [
             "--out", out_path, "--lse", lse_path] + [str(f) for f in flags]
         shown = " ".join(os.path.basename(c) if c.startswith(self.tmp) else c for c in cmd[1:])
-        _, err = run_cli(cmd)
+        _, err = run_cli(cmd, CMD_TIMEOUT_S, show_cmd=False)
         if err:
             return {"case": name, "ok": False, "error": err, "command": shown}
         res = compare(name, dtype, np.load(out_path), np.load(lse_path), ref_out, ref_lse, self.device)
@@ -271,12 +263,7 @@ def compare(name, dtype, out, lse, ref_out, ref_lse, device):
                 "error": f"shapes O {out.shape} LSE {lse.shape}, expected {tuple(ref_out.shape)} {tuple(ref_lse.shape)}"}
     out = torch.from_numpy(out).to(device).double()
     lse = torch.from_numpy(lse).to(device).double()
-    non_finite = int((~torch.isfinite(out)).sum())
-    if non_finite:
-        rel = max_abs = float("nan")
-    else:
-        rel = float((out - ref_out).norm() / ref_out.norm().clamp_min(1e-30))
-        max_abs = float((out - ref_out).abs().max()) if out.numel() else 0.0
+    non_finite, rel, max_abs = error_stats(out, ref_out)
     masked = torch.isinf(ref_lse)
     lse_ok = bool(torch.equal(torch.isinf(lse) & (lse < 0), masked)) and not bool(torch.isnan(lse).any())
     if lse_ok and (~masked).any():
@@ -391,47 +378,15 @@ CASES = [
 
 # ---- timing -----------------------------------------------------------------------------------------
 
-def time_cuda(fn, warmup, reps):
-    """Median device time of `fn` in ms, CUDA events around each call."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
-
-
-def free_cuda():
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-
-
-def tessera_bench(tessera, flags, warmup, reps):
+def attention_bench(tessera, flags, warmup, reps):
     """`tessera bench attention --dtype bf16 FLAGS --json`: (the parsed JSON or {"error"}, the command)."""
-    cmd = [tessera, "bench", "attention", "--dtype", "bf16"] + [str(f) for f in flags] + [
-        "--warmup", str(warmup), "--reps", str(reps), "--json"]
-    r, err = run_cli(cmd)
-    if err:
-        return {"error": err}, " ".join(cmd)
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1]), " ".join(cmd)
-    except (ValueError, IndexError) as e:
-        return {"error": f"unreadable output ({e}): {r.stdout[-300:]}"}, " ".join(cmd)
+    cmd = bench_command(tessera, "attention", flags, warmup, reps, dtype="bf16")
+    return bench_json(cmd, CMD_TIMEOUT_S, show_cmd=False), " ".join(cmd)
 
 
 def copy_bandwidth(warmup, reps):
     """Device copy bandwidth: dst.copy_(src) of COPY_BYTES of bf16, 2 x bytes (read + write) / time."""
-    src = torch.empty(COPY_BYTES // 2, dtype=torch.bfloat16, device="cuda").uniform_()
-    dst = torch.empty_like(src)
-    ms = time_cuda(lambda: dst.copy_(src), warmup, reps)
-    del src, dst
-    free_cuda()
+    ms = copy_ms(lambda: torch.empty(COPY_BYTES // 2, dtype=torch.bfloat16, device="cuda").uniform_(), warmup, reps)
     return {"bytes": COPY_BYTES, "ms": ms, "gbps": 2 * COPY_BYTES / ms / 1e6}
 
 
@@ -445,7 +400,7 @@ def bench_decode(tessera, ctx, page, copy_gbps, warmup, reps, batch=64, hq=32, h
         return row
     flags = ["--head-dim", d, "--heads-q", hq, "--heads-kv", hkv, "--batch", batch, "--seq-q", 1, "--seq-k", ctx,
              "--page-size", page, "--pack-gqa", "--num-splits", 0]
-    t, row["command"] = tessera_bench(tessera, flags, warmup, reps)
+    t, row["command"] = attention_bench(tessera, flags, warmup, reps)
     if "error" in t:
         row["tessera_error"] = t["error"]
     else:
@@ -496,8 +451,8 @@ def bench_local(tessera, warmup, reps, seq=32768, heads=16, d=128, left=1024):
     """Local (window-left 1024) vs full causal attention, both Tessera, and torch SDPA causal."""
     row = {"kind": "local", "seq": seq, "heads": heads, "head_dim": d, "batch": 1, "window_left": left}
     base = ["--head-dim", d, "--heads-q", heads, "--batch", 1, "--seq-q", seq, "--causal"]
-    local, row["command_local"] = tessera_bench(tessera, base + ["--window-left", left], warmup, reps)
-    full, row["command_full"] = tessera_bench(tessera, base, warmup, reps)
+    local, row["command_local"] = attention_bench(tessera, base + ["--window-left", left], warmup, reps)
+    full, row["command_full"] = attention_bench(tessera, base, warmup, reps)
     for key, t in (("local", local), ("full", full)):
         if "error" in t:
             row[f"{key}_error"] = t["error"]
@@ -520,10 +475,6 @@ def bench_local(tessera, warmup, reps, seq=32768, heads=16, d=128, left=1024):
 
 # ---- the report ---------------------------------------------------------------------------------
 
-def fmt(v, spec):
-    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
-
-
 def tables(checks, copy, rows):
     lines = ["### Correctness (f64 torch reference)", "",
              "| case | rel L2 | max abs | LSE | result |", "|:---|---:|---:|:---:|:---:|"]
@@ -545,9 +496,7 @@ def tables(checks, copy, rows):
             if "skipped" in r:
                 lines.append(f"| {r['context']} | {r['page_size']} | skipped: {r['skipped']} | | | | | | | |")
                 continue
-            share = fmt(100 * r["vs_copy"], ".0f") + " %" if "vs_copy" in r else "-"
-            if "target_met" in r:
-                share += " ok" if r["target_met"] else " MISSED"
+            share = with_target(fmt(100 * r["vs_copy"], ".0f") + " %" if "vs_copy" in r else "-", r)
             lines.append(f"| {r['context']} | {r['page_size']} | {fmt(r.get('tessera_ms'), '.4f')} | "
                          f"{fmt(r.get('tessera_kv_gbps'), '.0f')} | {share} | {r.get('num_splits', '-')} | "
                          f"{fmt(r.get('torch_ms'), '.4f')} | {fmt(r.get('torch_kv_gbps'), '.0f')} | "
@@ -558,9 +507,7 @@ def tables(checks, copy, rows):
                   "| full / local (target >= 10) | SDPA causal ms | TFLOP/s | SDPA / local time |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in local:
-            speed = fmt(r.get("speedup_local_vs_full"), ".1f")
-            if "target_met" in r:
-                speed += " ok" if r["target_met"] else " MISSED"
+            speed = with_target(fmt(r.get("speedup_local_vs_full"), ".1f"), r)
             lines.append(f"| {r['seq']} | {r['window_left']} | {fmt(r.get('local_ms'), '.3f')} | "
                          f"{fmt(r.get('local_tflops'), '.0f')} | {fmt(r.get('full_ms'), '.3f')} | "
                          f"{fmt(r.get('full_tflops'), '.0f')} | {speed} | {fmt(r.get('torch_ms'), '.3f')} | "
@@ -576,24 +523,20 @@ def tables(checks, copy, rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tessera", default="target/release/tessera")
-    ap.add_argument("--out", default=".")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--skip-checks", action="store_true", help="timing only")
-    ap.add_argument("--skip-bench", action="store_true", help="correctness only")
+    add_io_args(ap)
+    add_timing_args(ap, 5, 20)
+    add_skip_args(ap)
     ap.add_argument("--backend", default="cuda", help="the correctness runs' --backend (sim: the CPU simulator)")
     ap.add_argument("--device", default="cuda", help="torch device of the reference (cpu without a GPU)")
-    ap.add_argument("--seed", type=int, default=None, help="input seed (default: random, printed)")
+    add_seed_arg(ap)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    version = subprocess.run([args.tessera, "--version"], capture_output=True, text=True).stdout.strip()
+    seed = pick_seed(args.seed)
+    version = tessera_version(args.tessera)
     device = torch.cuda.get_device_properties(0).name if torch.cuda.is_available() else "no CUDA device"
-    env = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda, "tessera": version, "seed": seed,
-           "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
-    print(f"device: {device}, torch {torch.__version__}, CUDA {torch.version.cuda}, {version}, seed {seed}", flush=True)
+    env = run_env(device, {"tessera": version, "seed": seed})
+    print(device_line(device, (version, f"seed {seed}")), flush=True)
 
     checks = []
     if not args.skip_checks:
@@ -604,7 +547,7 @@ def main():
                 checks.append(res)
                 detail = (f"rel_l2 {res['rel_l2']:.2e} max_abs {res['max_abs']:.2e} lse {'ok' if res['lse_ok'] else 'WRONG'}"
                           if "rel_l2" in res else res.get("error", ""))
-                print(("PASS " if res["ok"] else "FAIL ") + f"{res['case']}: {detail}", flush=True)
+                print_check(res, detail)
 
     copy, rows = None, []
     if not args.skip_bench:
@@ -620,13 +563,10 @@ def main():
     summary = (f"correctness: {passed}/{len(checks)} cases passed (rel L2 <= {TOL['bf16']} bf16, {TOL['f16']} f16); "
                f"{time.time() - started:.0f} s")
     table = tables(checks, copy, rows)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"env": env, "checks": checks, "copy": copy, "bench": rows}, f, indent=1)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(f"## Attention variants ({env['date']}, {device}, torch {env['torch']}, {version})\n\n"
-                f"Command: `{env['command']}` (seed {seed})\n\n{summary}\n\n{table}\n")
-    print("\n" + table + "\n" + summary)
-    sys.exit(0 if passed == len(checks) else 1)
+    write_results(args.out, {"env": env, "checks": checks, "copy": copy, "bench": rows},
+                  f"## Attention variants ({env['date']}, {device}, torch {env['torch']}, {version})\n\n"
+                  f"Command: `{env['command']}` (seed {seed})\n\n{summary}\n\n{table}\n")
+    finish(table, summary, checks)
 
 
 if __name__ == "__main__":

@@ -40,14 +40,15 @@ import argparse
 import json
 import math
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
+
+from common import (add_io_args, add_seed_arg, add_skip_args, add_timing_args, device_line, error_stats, finish,
+                    fmt, free_cuda, load_npy, pick_seed, print_check, remove_files, run_cli, run_env, save_npy,
+                    shape_error, tessera_bench, tessera_version, time_cuda, with_target, write_results)
 
 TOL = 2e-2  # relative L2, bf16 inputs, f32 output
 SCALE = 0.5  # LoRA scale in the correctness cases
@@ -59,41 +60,15 @@ def rounded(t):
     return t.to(torch.bfloat16).float()
 
 
-def save(path, t, dtype=np.float32):
-    np.save(path, t.detach().cpu().numpy().astype(dtype))
-
-
-def run_cli(cmd):
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {CMD_TIMEOUT_S} s: {' '.join(cmd)}"
-    if r.returncode != 0:
-        return None, (r.stderr.strip() or r.stdout.strip())[-500:]
-    return r, None
-
-
 def compare(name, path, ref):
     """rel_l2 / max_abs of the .npy at `path` against the f64 reference; NaN/Inf never pass."""
-    out = torch.from_numpy(np.load(path)).cuda().double()
-    if tuple(out.shape) != tuple(ref.shape):
-        return {"case": name, "ok": False, "error": f"output shape {tuple(out.shape)}, expected {tuple(ref.shape)}"}
-    non_finite = int((~torch.isfinite(out)).sum())
-    diff = out - ref
-    ref_norm = float(ref.norm())
-    if non_finite:
-        rel, max_abs = float("nan"), float("nan")
-    else:
-        rel = float(diff.norm()) / max(ref_norm, 1e-30)
-        max_abs = float(diff.abs().max()) if out.numel() else 0.0
+    out = load_npy(path, "cuda").double()
+    err = shape_error(out, ref)
+    if err:
+        return {"case": name, "ok": False, "error": err}
+    non_finite, rel, max_abs = error_stats(out, ref)
     ok = non_finite == 0 and rel <= TOL
     return {"case": name, "ok": ok, "rel_l2": rel, "max_abs": max_abs, "non_finite": non_finite}
-
-
-def fresh(paths):
-    for p in paths:
-        if os.path.exists(p):
-            os.remove(p)
 
 
 def check_gemm(tessera, tmp, gen, m, n, k, w_layout):
@@ -101,12 +76,12 @@ def check_gemm(tessera, tmp, gen, m, n, k, w_layout):
     x = rounded(torch.randn(m, k, device="cuda", generator=gen))
     w = rounded(torch.randn(k, n, device="cuda", generator=gen))
     paths = {t: os.path.join(tmp, f"{t}.npy") for t in ("x", "w", "y")}
-    fresh(paths.values())
-    save(paths["x"], x)
-    save(paths["w"], w if w_layout == "row" else w.t().contiguous())  # col: stored [N, K]
+    remove_files(paths.values())
+    save_npy(paths["x"], x)
+    save_npy(paths["w"], w if w_layout == "row" else w.t().contiguous())  # col: stored [N, K]
     cmd = [tessera, "run", "gemm", "--dtype", "bf16", "--out-type", "f32", "--x", paths["x"], "--w", paths["w"],
            "--out", paths["y"], "--w-layout", w_layout, "--backend", "cuda"]
-    _, err = run_cli(cmd)
+    _, err = run_cli(cmd, CMD_TIMEOUT_S)
     if err:
         return {"case": name, "ok": False, "error": err}
     return compare(name, paths["y"], x.double() @ w.double())
@@ -145,52 +120,23 @@ def check_lora(tessera, tmp, gen, m, n, k, rank, adapters):
         else:
             ids[::5] = -1  # rows without an adapter, including the first
     paths = {t: os.path.join(tmp, f"{t}.npy") for t in ("x", "w", "a", "b", "ids", "y")}
-    fresh(paths.values())
+    remove_files(paths.values())
     for t, v in (("x", x), ("w", w), ("a", a), ("b", b)):
-        save(paths[t], v)
+        save_npy(paths[t], v)
     cmd = [tessera, "run", "lora", "--dtype", "bf16", "--out-type", "f32", "--x", paths["x"], "--w", paths["w"],
            "--a", paths["a"], "--b", paths["b"], "--scale", str(SCALE), "--out", paths["y"], "--backend", "cuda"]
     if ids is not None:
-        save(paths["ids"], ids, np.int32)
+        save_npy(paths["ids"], ids, np.int32)
         cmd += ["--adapter-ids", paths["ids"]]
-    _, err = run_cli(cmd)
+    _, err = run_cli(cmd, CMD_TIMEOUT_S)
     if err:
         return {"case": name, "ok": False, "error": err}
     return compare(name, paths["y"], lora_reference(x, w, a, b, ids, SCALE))
 
 
-def time_cuda(fn, warmup, reps):
-    """Median device time of `fn` in ms, CUDA events around each call."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
-
-
-def tessera_bench(tessera, family, flags, warmup, reps):
-    """`tessera bench FAMILY ... --json`: the parsed JSON object, or {"error": ...}."""
-    cmd = [tessera, "bench", family, "--dtype", "bf16"] + [str(f) for f in flags] + [
-        "--warmup", str(warmup), "--reps", str(reps), "--json"]
-    r, err = run_cli(cmd)
-    if err:
-        return {"error": err}
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError) as e:
-        return {"error": f"unreadable output ({e}): {r.stdout[-300:]}"}
-
-
-def free_cuda():
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
+def bf16_bench(tessera, family, flags, warmup, reps):
+    """`tessera bench FAMILY --dtype bf16 ... --json`: the parsed JSON object, or {"error": ...}."""
+    return tessera_bench(tessera, family, flags, warmup, reps, CMD_TIMEOUT_S, dtype="bf16")
 
 
 # GEMM tiles timed side by side (the fastest is reported): the default 128x128 (64x32 warp tiles)
@@ -202,7 +148,7 @@ def bench_gemm(tessera, size, warmup, reps):
     m = n = k = size
     flops = 2 * m * n * k
     row = {"m": m, "n": n, "k": k}
-    runs = [tessera_bench(tessera, "gemm", ["--m", m, "--n", n, "--k", k] + tile, warmup, reps) for tile in GEMM_TILES]
+    runs = [bf16_bench(tessera, "gemm", ["--m", m, "--n", n, "--k", k] + tile, warmup, reps) for tile in GEMM_TILES]
     row["tiles"] = {r.get("kernel", f"tile {i}"): r.get("median_ms", r.get("error")) for i, r in enumerate(runs)}
     ok = [r for r in runs if "error" not in r]
     t = min(ok, key=lambda r: r["median_ms"]) if ok else runs[0]
@@ -235,7 +181,7 @@ def adapter_ids(m, adapters, mix):
 def bench_lora(tessera, m, rank, adapters, mix, base_cache, warmup, reps, n=4096, k=4096, scale=SCALE):
     flops = 2 * m * n * k + 2 * m * k * rank + 2 * m * rank * n
     row = {"m": m, "n": n, "k": k, "rank": rank, "adapters": adapters, "mix": mix if adapters > 1 else "-"}
-    t = tessera_bench(tessera, "lora", ["--m", m, "--n", n, "--k", k, "--rank", rank, "--adapters", adapters,
+    t = bf16_bench(tessera, "lora", ["--m", m, "--n", n, "--k", k, "--rank", rank, "--adapters", adapters,
                                         "--mix", mix, "--scale", scale], warmup, reps)
     if "error" in t:
         row["fused_error"] = t["error"]
@@ -243,7 +189,7 @@ def bench_lora(tessera, m, rank, adapters, mix, base_cache, warmup, reps, n=4096
         row.update(fused_ms=t["median_ms"], fused_tflops=flops / t["median_ms"] / 1e9, kernel=t["kernel"],
                    n_group=t.get("n_group"))
     if (m, n, k) not in base_cache:
-        base_cache[(m, n, k)] = tessera_bench(tessera, "gemm", ["--m", m, "--n", n, "--k", k], warmup, reps)
+        base_cache[(m, n, k)] = bf16_bench(tessera, "gemm", ["--m", m, "--n", n, "--k", k], warmup, reps)
     base = base_cache[(m, n, k)]
     if "error" in base:
         row["base_error"] = base["error"]
@@ -284,18 +230,12 @@ def bench_lora(tessera, m, rank, adapters, mix, base_cache, warmup, reps, n=4096
     return row
 
 
-def fmt(v, spec):
-    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
-
-
 def tables(gemm_rows, lora_rows):
     lines = ["### GEMM (bf16 in, bf16 out) vs torch.matmul (cuBLAS)", "",
              "| M = N = K | Tessera ms | Tessera TFLOP/s | cuBLAS ms | cuBLAS TFLOP/s | Tessera / cuBLAS (target >= 0.8) |",
              "|---:|---:|---:|---:|---:|---:|"]
     for r in gemm_rows:
-        ratio = fmt(r.get("vs_cublas"), ".2f")
-        if "target_met" in r:
-            ratio += " ok" if r["target_met"] else " MISSED"
+        ratio = with_target(fmt(r.get("vs_cublas"), ".2f"), r)
         lines.append(f"| {r['m']} | {fmt(r.get('tessera_ms'), '.3f')} | {fmt(r.get('tessera_tflops'), '.0f')} | "
                      f"{fmt(r.get('cublas_ms'), '.3f')} | {fmt(r.get('cublas_tflops'), '.0f')} | {ratio} |")
     lines += ["", "### Fused LoRA (bf16, N = K = 4096) vs Tessera's base GEMM and torch", "",
@@ -303,9 +243,7 @@ def tables(gemm_rows, lora_rows):
               "| torch ms | torch TFLOP/s | torch / fused | n_group |",
               "|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in lora_rows:
-        ratio = fmt(r.get("fused_vs_base"), ".3f")
-        if "target_met" in r:
-            ratio += " ok" if r["target_met"] else " MISSED"
+        ratio = with_target(fmt(r.get("fused_vs_base"), ".3f"), r)
         lines.append(f"| {r['m']} | {r['rank']} | {r['adapters']} | {r['mix']} | {fmt(r.get('fused_ms'), '.4f')} | "
                      f"{fmt(r.get('fused_tflops'), '.1f')} | {fmt(r.get('base_gemm_ms'), '.4f')} | {ratio} | "
                      f"{fmt(r.get('torch_ms'), '.4f')} | {fmt(r.get('torch_tflops'), '.1f')} | "
@@ -319,23 +257,18 @@ def tables(gemm_rows, lora_rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tessera", default="target/release/tessera")
-    ap.add_argument("--out", default=".")
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--skip-checks", action="store_true", help="timing only")
-    ap.add_argument("--skip-bench", action="store_true", help="correctness only")
-    ap.add_argument("--seed", type=int, default=None, help="input seed (default: random, printed)")
+    add_io_args(ap)
+    add_timing_args(ap, 10, 30)
+    add_skip_args(ap)
+    add_seed_arg(ap)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
     props = torch.cuda.get_device_properties(0)
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    version = subprocess.run([args.tessera, "--version"], capture_output=True, text=True).stdout.strip()
-    env = {"device": props.name, "torch": torch.__version__, "cuda": torch.version.cuda, "tessera": version,
-           "seed": seed, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
-    print(f"device: {props.name}, torch {torch.__version__}, CUDA {torch.version.cuda}, {version}, seed {seed}",
-          flush=True)
+    seed = pick_seed(args.seed)
+    version = tessera_version(args.tessera)
+    env = run_env(props.name, {"tessera": version, "seed": seed})
+    print(device_line(props.name, (version, f"seed {seed}")), flush=True)
 
     checks = []
     if not args.skip_checks:
@@ -350,7 +283,7 @@ def main():
                 checks.append(res)
                 detail = (f"rel_l2 {res['rel_l2']:.2e} max_abs {res['max_abs']:.2e}" if "rel_l2" in res
                           else res.get("error", ""))
-                print(("PASS " if res["ok"] else "FAIL ") + f"{res['case']}: {detail}", flush=True)
+                print_check(res, detail)
 
     gemm_rows, lora_rows = [], []
     if not args.skip_bench:
@@ -369,12 +302,9 @@ def main():
     passed = sum(c["ok"] for c in checks)
     summary = f"correctness: {passed}/{len(checks)} cases passed (rel L2 <= {TOL}); {time.time() - started:.0f} s"
     table = tables(gemm_rows, lora_rows) if not args.skip_bench else "(timing skipped)"
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"env": env, "checks": checks, "gemm": gemm_rows, "lora": lora_rows}, f, indent=1)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(f"{env}\n\n{summary}\n\n{table}\n")
-    print("\n" + table + "\n" + summary)
-    sys.exit(0 if passed == len(checks) else 1)
+    write_results(args.out, {"env": env, "checks": checks, "gemm": gemm_rows, "lora": lora_rows},
+                  f"{env}\n\n{summary}\n\n{table}\n")
+    finish(table, summary, checks)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ import sys
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from common import HERE, is_number, remove_files, write_json
+
 SCHEMA = "tessera-gpu-bench/1"
 PLOT_TIMEOUT_S = 60
 
@@ -86,10 +87,7 @@ FAMILIES = [
 def run_family(fam, tessera, fam_dir, timeout_s, full):
     """Runs one family's script with a timeout; returns its run record (also saved as run.json)."""
     os.makedirs(fam_dir, exist_ok=True)
-    for stale in ("results.json", "results.md", "log.txt", "run.json"):
-        path = os.path.join(fam_dir, stale)
-        if os.path.exists(path):
-            os.remove(path)
+    remove_files(os.path.join(fam_dir, stale) for stale in ("results.json", "results.md", "log.txt", "run.json"))
     args = ["--tessera", tessera, "--out", fam_dir] + ([] if full else fam.quick)
     cmd = [sys.executable, os.path.join(HERE, fam.script)] + args
     print(f"== {fam.name}: timeout {timeout_s:.0f} s: {' '.join(cmd)}", flush=True)
@@ -142,8 +140,7 @@ def stop(proc):
 
 
 def save_record(fam_dir, record):
-    with open(os.path.join(fam_dir, "run.json"), "w") as f:
-        json.dump(record, f, indent=1)
+    write_json(os.path.join(fam_dir, "run.json"), record)
     return record
 
 
@@ -208,7 +205,7 @@ def log_tail(path):
 
 
 def num(v):
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    return float(v) if is_number(v) else None
 
 
 def point(series, x, x_label, tessera, torch, unit, category=None):
@@ -368,13 +365,6 @@ def merge(out_dir, families, mode, budget_s, started):
             "exit_code": code, "plot": None}
 
 
-def write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def plot(tessera, results, png):
     """`tessera plot`; returns {"path", "ok", "error"}, never raises."""
     if not tessera or not os.path.isfile(tessera):
@@ -474,9 +464,7 @@ def main():
             fam_dir = os.path.join(out_dir, fam.name)
             if share < 10:
                 os.makedirs(fam_dir, exist_ok=True)
-                for stale in ("results.json", "log.txt"):
-                    if os.path.exists(os.path.join(fam_dir, stale)):
-                        os.remove(os.path.join(fam_dir, stale))
+                remove_files(os.path.join(fam_dir, stale) for stale in ("results.json", "log.txt"))
                 save_record(fam_dir, {"skipped": True, "returncode": None, "timeout_s": 0, "elapsed_s": 0,
                                       "args": None, "error": "no time left in the budget"})
                 print(f"== {fam.name}: skipped, {left:.0f} s left in the budget", flush=True)
@@ -485,10 +473,10 @@ def main():
 
     results = os.path.join(out_dir, "results.json")
     merged = merge(out_dir, families, mode, budget, started)
-    write_json(results, merged)
+    write_json(results, merged, atomic=True)
     merged["plot"] = plot(tessera, results, os.path.join(out_dir, "plot.png"))
     merged["elapsed_s"] = round(time.monotonic() - started, 1)
-    write_json(results, merged)
+    write_json(results, merged, atomic=True)
     print(f"\nwrote {results}\n")
     print(table(merged))
     return merged["exit_code"]

@@ -44,7 +44,7 @@ import struct
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import REPO_ROOT as ROOT, write_json, write_text
 
 
 def run_driver(driver, backend, out, seed, only):
@@ -225,8 +225,7 @@ def report(out, seed, gpu, sim, gpu_dir, sim_dir):
 
     report = {"seed": seed, "gpu": gpu.get("device"), "sim": sim.get("device"), "cases": results}
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(os.path.join(out, "report.json"), report, indent=2)
     lines = [
         f"# tessera-sim vs {gpu.get('device')} (seed {seed})",
         "",
@@ -246,8 +245,7 @@ def report(out, seed, gpu, sim, gpu_dir, sim_dir):
             else:
                 lines += [f"- {e}" for e in r["examples"]]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(text)
+    write_text(os.path.join(out, "report.md"), text)
     print(text)
     print(f"{len(results)} cases, {failed} with mismatches or errors (seed {seed}); report in {out}/")
     return 1 if failed else 0
