@@ -173,7 +173,7 @@ pub fn lora<T: Element16, O: Scalar>(
         bias: bias.as_deref(),
         residual: residual.as_deref(),
     };
-    let y = tessera_runtime::run_lora(backend, compiler, spec, &problem, &inputs, scale, None)?;
+    let y = tessera_runtime::run_lora(backend, compiler, spec, &problem, &inputs, scale, None)?.y;
     Ok(narrow(&y))
 }
 

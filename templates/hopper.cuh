@@ -94,16 +94,22 @@ template <int N> TESSERA_DEVICE void fence_operands(u32 (&r)[N][4]) {
     }
 }
 
-// Shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format") for a 128-byte-swizzled
-// operand: start address >> 4 in bits 0-13, leading-dimension byte offset >> 4 in 16-29, stride
-// byte offset >> 4 in 32-45, swizzle mode 1 (128B) in 62-63. Tiles are 1024-byte aligned, so the
-// base offset (bits 49-51) is 0.
-TESSERA_DEVICE u64 sw128_descriptor(const void* smem, u32 leading_bytes, u32 stride_bytes) {
+// Shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format") for an operand swizzled over
+// SPAN bytes (32, 64 or 128, as the TMA wrote it): start address >> 4 in bits 0-13, leading-dimension
+// byte offset >> 4 in 16-29, stride byte offset >> 4 in 32-45, swizzle mode in 62-63 (1: 128B,
+// 2: 64B, 3: 32B). Tiles are aligned to the swizzle's repeat (8 x SPAN bytes), so the base offset
+// (bits 49-51) is 0.
+template <int SPAN> TESSERA_DEVICE u64 swizzled_descriptor(const void* smem, u32 leading_bytes, u32 stride_bytes) {
+    static_assert(SPAN == 32 || SPAN == 64 || SPAN == 128, "wgmma swizzle spans are 32, 64 and 128 bytes");
+    constexpr u64 mode = SPAN == 128 ? 1 : (SPAN == 64 ? 2 : 3);
     u64 desc = (u64)((smem_address(smem) & 0x3FFFF) >> 4);
     desc |= (u64)((leading_bytes >> 4) & 0x3FFF) << 16;
     desc |= (u64)((stride_bytes >> 4) & 0x3FFF) << 32;
-    desc |= (u64)1 << 62;
+    desc |= mode << 62;
     return desc;
+}
+TESSERA_DEVICE u64 sw128_descriptor(const void* smem, u32 leading_bytes, u32 stride_bytes) {
+    return swizzled_descriptor<128>(smem, leading_bytes, stride_bytes);
 }
 
 // ---- register reallocation between warpgroups ----

@@ -4,30 +4,21 @@
 //! simulator checks on (bounds, races, in-flight TMA and wgmma operands, async-proxy fences,
 //! mbarrier misuse, deadlock). `TESSERA_SIM_HOPPER_CASES=N` sets the cases per head_dim (default 4).
 
-use std::sync::OnceLock;
-
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::runtime::attention::{encode, POISON_16};
 use tessera::runtime::reference;
-use tessera::runtime::simulator::SimOptions;
 use tessera::runtime::{
-    prepare_attention, run_attention, AttentionBuffers, AttentionProblem, AttentionStrides, Backend, SimBackend,
+    prepare_attention, run_attention, AttentionBuffers, AttentionProblem, AttentionStrides, Backend,
 };
 use tessera::{Arch, AttentionSpec, DType};
 
 mod common;
-use common::compiler;
+use common::{compiler, hopper_backend};
 
 const LSE_TOL: f64 = 1e-4;
-
-/// An sm_90a simulator (its own: the shared one in `common` is sm_80).
-fn hopper() -> &'static SimBackend {
-    static BACKEND: OnceLock<SimBackend> = OnceLock::new();
-    BACKEND.get_or_init(|| SimBackend::with_options(Arch::SM90A, SimOptions { checks: true, ..SimOptions::default() }))
-}
 
 #[derive(Clone, Debug)]
 struct Case {
@@ -52,7 +43,7 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
     let mut rng = StdRng::seed_from_u64(case.seed);
     let (q, k, v) = (random(&mut rng, p.q_elements()), random(&mut rng, p.kv_elements()), random(&mut rng, p.kv_elements()));
     let label = spec.kernel_name(Arch::SM90A);
-    let got = run_attention(hopper(), compiler(), &spec, &p, &q, &k, &v, None, true)
+    let got = run_attention(hopper_backend(), compiler(), &spec, &p, &q, &k, &v, None, true)
         .map_err(|e| TestCaseError::fail(format!("{label}: {e}")))?;
     let round = |x: &[f32]| reference::round_to_dtype(x, spec.dtype);
     let want = reference::attention(&round(&q), &round(&k), &round(&v), &p, spec.causal, f64::from(p.default_scale()));
@@ -122,7 +113,7 @@ fn buffers(backend: &dyn Backend, spec: &AttentionSpec, p: &AttentionProblem) ->
 
 #[test]
 fn plain_specs_route_to_sm90a_and_fall_back_with_a_reason() {
-    let backend = hopper();
+    let backend = hopper_backend();
     let spec = AttentionSpec::new(DType::BF16, 128, true, 2, 1);
     // Routed: the launch runs the sm_90a kernel.
     let p = AttentionProblem::for_spec(&spec, 1, 70, 90);

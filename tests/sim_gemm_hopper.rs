@@ -8,8 +8,6 @@
 //! asserts that the sm_90a kernel ran. `TESSERA_SIM_GEMM_HOPPER_CASES=N` sets the number of random
 //! cases (default 16).
 
-use std::sync::OnceLock;
-
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
@@ -18,18 +16,11 @@ use tessera::codegen::{Activation, Epilogue, GemmSpec, GemmTile, Layout, OutType
 use tessera::runtime::attention::encode;
 use tessera::runtime::gemm::{decode_out, encode_out, poison_out, stored_shape, GemmBuffers, GemmStrides};
 use tessera::runtime::reference;
-use tessera::runtime::simulator::SimOptions;
-use tessera::runtime::{prepare_gemm, run_gemm, Backend, DeviceBuffer, GemmProblem, SimBackend};
+use tessera::runtime::{prepare_gemm, run_gemm, Backend, DeviceBuffer, GemmProblem};
 use tessera::{Arch, DType};
 
 mod common;
-use common::compiler;
-
-/// An sm_90a simulator (its own: the shared one in `common` is sm_80).
-fn hopper() -> &'static SimBackend {
-    static BACKEND: OnceLock<SimBackend> = OnceLock::new();
-    BACKEND.get_or_init(|| SimBackend::with_options(Arch::SM90A, SimOptions { checks: true, ..SimOptions::default() }))
-}
+use common::{compiler, hopper_backend};
 
 /// One case; Debug holds everything needed to rerun it.
 #[derive(Clone, Debug)]
@@ -94,7 +85,7 @@ impl Drop for Buffers<'_> {
 /// Uploads the case's tensors with its strides, prepares through `prepare_gemm`, runs, and returns
 /// Y (contiguous) after checking that every padding element of Y is still NaN.
 fn launch(case: &Case, x: &[f32], w: &[f32], c: Option<&[f32]>, bias: Option<&[f32]>, residual: Option<&[f32]>) -> Result<Ran, String> {
-    let (spec, backend) = (case.spec, hopper());
+    let (spec, backend) = (case.spec, hopper_backend());
     let p = GemmProblem::new(case.m, case.n, case.k);
     let (x_rows, x_cols) = stored_shape(spec.layout_x, p.m, p.k);
     let (w_rows, w_cols) = stored_shape(spec.layout_w, p.k, p.n);
@@ -322,7 +313,7 @@ fn specs_route_to_sm90a_and_fall_back_with_a_reason() {
         let p = GemmProblem::new(33, 24, k);
         let mut rng = StdRng::seed_from_u64(seed);
         let (x, w) = (random(&mut rng, p.x_elements()), random(&mut rng, p.w_elements()));
-        let got = run_gemm(hopper(), compiler(), &GemmSpec::new(DType::F16, OutType::F32), &p, &x, &w, None, None, None, 1.0, 0.0)
+        let got = run_gemm(hopper_backend(), compiler(), &GemmSpec::new(DType::F16, OutType::F32), &p, &x, &w, None, None, None, 1.0, 0.0)
             .unwrap_or_else(|e| panic!("k={k}: {e}"));
         let r = |v: &[f32]| reference::round_to_dtype(v, DType::F16);
         let want = reference::gemm(&r(&x), Layout::RowMajor, &r(&w), Layout::RowMajor, (p.m, p.n, p.k), None, None, Activation::None, None, 1.0, 0.0);

@@ -9,6 +9,11 @@
 //! element fails `compare`), with the simulator's checks on (out-of-bounds accesses, shared-memory
 //! races, reads of in-flight cp.async data). `TESSERA_SIM_LORA_CASES` sets the number of cases
 //! (default 24; each is a distinct kernel, about a second of NVRTC).
+//!
+//! The sm_90a kernel (TMA ring, wgmma with X A on the main loop's X descriptors, T' B with T' from
+//! registers, column-tile groups) runs the same checks on an sm_90a simulator, which also checks
+//! TMA / wgmma operands in flight, async-proxy fences and mbarrier use; every such case asserts
+//! that the sm_90a kernel ran (`TESSERA_SIM_LORA_HOPPER_CASES`, default 12).
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -16,11 +21,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmTile, Layout, LoraSpec, OutType, LORA_RANKS};
 use tessera::runtime::reference::{self, LoraOperands};
-use tessera::runtime::{run_lora, LoraInputs, LoraProblem};
+use tessera::runtime::{run_lora, LoraInputs, LoraOutput, LoraProblem, SimBackend};
 use tessera::{Arch, DType};
 
 mod common;
-use common::{backend, compiler};
+use common::{backend, compiler, hopper_backend};
 
 const ARCH: Arch = Arch::SM80;
 
@@ -93,10 +98,15 @@ fn ids_for(mix: Mix, m: usize, adapters: usize, rng: &mut StdRng) -> Vec<i64> {
 }
 
 fn check(case: &Case) -> Result<(), TestCaseError> {
+    check_on(case, backend(), ARCH).map(|_| ())
+}
+
+/// Runs `case` on `backend` (rendering for `arch`) and compares with the f64 reference.
+fn check_on(case: &Case, backend: &SimBackend, arch: Arch) -> Result<LoraOutput, TestCaseError> {
     let spec = case.spec;
     let p = LoraProblem::new(case.m, case.n, case.k, case.adapters);
     let r = spec.rank as usize;
-    let label = format!("{} {p:?} {:?} scale={} n_group={:?}", spec.kernel_name(ARCH), case.mix, case.scale, case.n_group);
+    let label = format!("{} {p:?} {:?} scale={} n_group={:?}", spec.kernel_name(arch), case.mix, case.scale, case.n_group);
     let mut rng = StdRng::seed_from_u64(case.seed);
     let x = random(&mut rng, p.m * p.k, 1.0);
     let w = (!spec.is_bottleneck()).then(|| random(&mut rng, p.k * p.n, 1.0));
@@ -114,8 +124,9 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
         bias: bias.as_deref(),
         residual: residual.as_deref(),
     };
-    let got = run_lora(backend(), compiler(), &spec, &p, &inputs, case.scale, case.n_group)
+    let ran = run_lora(backend, compiler(), &spec, &p, &inputs, case.scale, case.n_group)
         .map_err(|e| TestCaseError::fail(format!("{label}: {e}")))?;
+    let got = &ran.y;
 
     let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
     let rout = |v: &Option<Vec<f32>>| {
@@ -146,9 +157,9 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
             reference::lora(&ops, &wr, spec.layout_w, bias.as_deref(), spec.epilogue.activation, residual.as_deref())
         }
     };
-    let cmp = reference::compare(&got, &want);
-    prop_assert!(cmp.passes(tolerance(spec.out)), "{}: {:?}", label, cmp);
-    Ok(())
+    let cmp = reference::compare(got, &want);
+    prop_assert!(cmp.passes(tolerance(spec.out)), "{} ({}): {:?}", label, ran.kernel, cmp);
+    Ok(ran)
 }
 
 fn case_strategy() -> impl Strategy<Value = Case> {
@@ -271,4 +282,110 @@ fn bad_input_is_a_clear_error() {
     assert!(msg.contains("adapter_ids"), "{msg}");
     let msg = run(&[0, 1], &a[..64]);
     assert!(msg.contains("`a`") || msg.contains("a:") || msg.contains(" a "), "{msg}");
+}
+
+// ---- the sm_90a kernel ----
+
+/// A case that must run on the sm_90a kernel.
+fn check_hopper(case: &Case) -> Result<(), TestCaseError> {
+    prop_assert!(case.spec.hopper_tile(Arch::SM90A).is_ok(), "{:?}", case.spec);
+    let ran = check_on(case, hopper_backend(), Arch::SM90A)?;
+    prop_assert!(ran.kernel.contains("_sm90a_"), "{} is not the sm_90a kernel", ran.kernel);
+    prop_assert!(ran.note.is_none(), "{}: unexpected note {:?}", ran.kernel, ran.note);
+    Ok(())
+}
+
+/// Sizes off the tiles: around the 128-row and 128/256-column tiles and the 64-deep k-slices.
+fn hopper_dim() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        2 => prop::sample::select(vec![1usize, 8, 63, 64, 65, 127, 128, 129, 200, 255, 256, 257, 300]),
+        3 => 1usize..=300,
+    ]
+}
+
+/// Single-adapter LoRA with the default tile (so sm_90a routes it): every rank, layout, epilogue,
+/// type, scale and column-tile group; stored rows of X, W and B rounded up to whole 16-byte chunks.
+fn hopper_case_strategy() -> impl Strategy<Value = Case> {
+    (
+        (0usize..2, 0usize..3, any::<bool>(), any::<bool>(), 0usize..LORA_RANKS.len()),
+        (any::<bool>(), 0usize..4, any::<bool>(), 0usize..4, 0usize..3),
+        (hopper_dim(), hopper_dim(), hopper_dim(), any::<u64>()),
+    )
+        .prop_map(|((dtype, out, x_col, w_col, rank), (bias, act, residual, group, scale), (m, n, k, seed))| {
+            let spec = LoraSpec {
+                layout_x: if x_col { Layout::ColMajor } else { Layout::RowMajor },
+                layout_w: if w_col { Layout::ColMajor } else { Layout::RowMajor },
+                epilogue: Epilogue { user: None, bias, activation: Activation::ALL[act], residual },
+                ..LoraSpec::new(DType::ALL[dtype], OutType::ALL[out], LORA_RANKS[rank])
+            };
+            let up = |v: usize| v.div_ceil(8) * 8;
+            let (m, n, k) = (if x_col { up(m) } else { m }, up(n), up(k));
+            let n_group = [None, Some(1), Some(2), Some(3)][group];
+            Case { spec, m, n, k, adapters: 1, mix: Mix::AllOne, scale: [1.0, 0.5, 2.0][scale], n_group, seed }
+        })
+}
+
+fn hopper_config() -> ProptestConfig {
+    let cases = std::env::var("TESSERA_SIM_LORA_HOPPER_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    ProptestConfig { cases, max_shrink_iters: 8, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(hopper_config())]
+    #[test]
+    fn hopper_lora_matches_reference(case in hopper_case_strategy()) { check_hopper(&case)?; }
+}
+
+/// One CTA walking three column tiles (X A once, T' reused, B reloaded per tile) while the ring
+/// wraps (K = 520: nine 64-deep slices through 3 stages, continuing across the column tiles), for
+/// every layout pair; rank 128 (two A boxes, the 128-column tile) the same way; rank 8 (zero-filled
+/// to 16) and single rows.
+#[test]
+fn hopper_groups_wrap_the_ring_across_column_tiles() {
+    let epilogue = Epilogue { user: None, bias: true, activation: Activation::GeluTanh, residual: true };
+    let mut seed = 900;
+    let mut cases = Vec::new();
+    for layout_x in Layout::ALL {
+        for layout_w in Layout::ALL {
+            let spec = LoraSpec { layout_x, layout_w, epilogue, ..LoraSpec::new(DType::BF16, OutType::F32, 32) };
+            cases.push(Case { spec, m: 136, n: 600, k: 520, adapters: 1, mix: Mix::AllOne, scale: 0.5, n_group: Some(3), seed });
+            seed += 1;
+        }
+    }
+    let rank = |r| LoraSpec { epilogue, ..LoraSpec::new(DType::F16, OutType::F16, r) };
+    cases.push(Case { spec: rank(128), m: 70, n: 392, k: 200, adapters: 1, mix: Mix::AllOne, scale: 2.0, n_group: Some(4), seed });
+    cases.push(Case { spec: rank(8), m: 1, n: 8, k: 8, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: seed + 1 });
+    cases.push(Case { spec: rank(16), m: 3, n: 264, k: 72, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: Some(2), seed: seed + 2 });
+    for case in &cases {
+        if let Err(e) = check_hopper(case) {
+            panic!("{e}\n{case:?}");
+        }
+    }
+}
+
+/// Routing on sm_90a: per-row adapters, the bottleneck, an explicit tile and unaligned shapes run
+/// the mma.sync kernel (and still match the reference); K = 0 cannot be a tensor map, so the
+/// launcher falls back with a note.
+#[test]
+fn hopper_routes_the_rest_to_mma_sync() {
+    let per_row = LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(DType::BF16, OutType::F32, 16) };
+    let bottleneck = LoraSpec::bottleneck(DType::F16, OutType::F16, 16, Activation::Relu);
+    let single = LoraSpec::new(DType::F16, OutType::F32, 16);
+    assert!(per_row.hopper_tile(Arch::SM90A).unwrap_err().contains("per-row"));
+    let cases = [
+        (Case { spec: per_row, m: 20, n: 40, k: 48, adapters: 3, mix: Mix::RandomWithNone, scale: 1.0, n_group: None, seed: 950 }, None),
+        (Case { spec: bottleneck, m: 20, n: 48, k: 48, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: 951 }, None),
+        (Case { spec: single.with_tile(TILES[0]), m: 20, n: 40, k: 48, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: 952 }, None),
+        // K = 13: rows of X are not whole chunks; run_lora takes the element-wise spec.
+        (Case { spec: single, m: 20, n: 40, k: 13, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: 953 }, None),
+        (Case { spec: single, m: 20, n: 40, k: 0, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: 954 }, Some("problem.k is 0")),
+    ];
+    for (case, note) in &cases {
+        let ran = check_on(case, hopper_backend(), Arch::SM90A).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+        assert!(!ran.kernel.contains("_sm90a_"), "{}", ran.kernel);
+        match note {
+            Some(n) => assert!(ran.note.as_deref().is_some_and(|got| got.contains(n)), "{:?}", ran.note),
+            None => assert!(ran.note.is_none(), "{}: {:?}", ran.kernel, ran.note),
+        }
+    }
 }

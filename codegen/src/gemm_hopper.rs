@@ -69,27 +69,36 @@ pub fn gemm_hopper_route(spec: &GemmSpec, arch: Arch) -> Result<HopperGemmTile, 
     Ok(HopperGemmTile::DEFAULT)
 }
 
-/// The `Ops` struct the template calls: `mma`, one 16-deep k-step of `D (64 x block_n) {+}= X W`
-/// with both operands in shared memory. X is a K-major A when row-major, MN-major when
-/// column-major; W is an MN-major B when row-major (`[K, N]`, N contiguous), K-major when
-/// column-major (`[N, K]`).
-fn wgmma_ops(spec: &GemmSpec, tile: HopperGemmTile) -> String {
-    let comment = format!(
-        "D (64 x {}) {{+}}= X W for one 16-deep k-step: X {}, W {}; `accumulate` false starts D at 0.",
-        tile.block_n,
-        if spec.layout_x == Layout::ColMajor { "MN-major" } else { "K-major" },
-        if spec.layout_w == Layout::RowMajor { "MN-major" } else { "K-major" },
-    );
-    wgmma_ops_struct(&[WgmmaMethod {
-        comment: &comment,
+/// The comment of the `mma` method: `D (64 x n) {+}= X W` with the operands' majorness.
+pub(crate) fn xw_comment(layout_x: Layout, layout_w: Layout, n: u32) -> String {
+    format!(
+        "D (64 x {n}) {{+}}= X W for one 16-deep k-step: X {}, W {}; `accumulate` false starts D at 0.",
+        if layout_x == Layout::ColMajor { "MN-major" } else { "K-major" },
+        if layout_w == Layout::RowMajor { "MN-major" } else { "K-major" },
+    )
+}
+
+/// `mma`, one 16-deep k-step of `D (64 x n) {+}= X W` with both operands in shared memory. X is a
+/// K-major A when row-major, MN-major when column-major; W is an MN-major B when row-major
+/// (`[K, N]`, N contiguous), K-major when column-major (`[N, K]`). The LoRA kernel's main loop
+/// uses the same method.
+pub(crate) fn xw_method(comment: &str, layout_x: Layout, layout_w: Layout, n: u32, dtype: DType) -> WgmmaMethod<'_> {
+    WgmmaMethod {
+        comment,
         name: "mma",
-        n: tile.block_n,
-        dtype: spec.dtype,
-        a: WgmmaA::Shared { desc: "desc_x", trans: spec.layout_x == Layout::ColMajor },
+        n,
+        dtype,
+        a: WgmmaA::Shared { desc: "desc_x", trans: layout_x == Layout::ColMajor },
         b_desc: "desc_w",
-        trans_b: spec.layout_w == Layout::RowMajor,
+        trans_b: layout_w == Layout::RowMajor,
         accumulate_param: true,
-    }])
+    }
+}
+
+/// The `Ops` struct the template calls: `mma` (see [`xw_method`]).
+fn wgmma_ops(spec: &GemmSpec, tile: HopperGemmTile) -> String {
+    let comment = xw_comment(spec.layout_x, spec.layout_w, tile.block_n);
+    wgmma_ops_struct(&[xw_method(&comment, spec.layout_x, spec.layout_w, tile.block_n, spec.dtype)])
 }
 
 /// The `extern "C"` entry point of the sm_90a GEMM kernel for `spec`.

@@ -19,6 +19,7 @@ mod gemm;
 mod gemm_hopper;
 mod kernel_spec;
 mod lora;
+mod lora_hopper;
 mod map;
 mod source;
 mod template;
@@ -47,6 +48,7 @@ pub use gemm_hopper::{
 pub use kernel_spec::KernelSpec;
 pub use map::MapSpec;
 pub use lora::{AdapterMode, LoraSpec, LoraVariant, LORA_RANKS};
+pub use lora_hopper::{lora_hopper_route, HopperLoraTile, HOPPER_LORA_THREADS};
 pub use source::{KernelSource, LaunchGeometry};
 pub use template::{Template, PRELUDE};
 pub use tile::TileConfig;

@@ -22,6 +22,9 @@ pub enum Template {
     GemmHopper,
     /// Fused LoRA / bottleneck adapters; builds on [`Template::Gemm`].
     Lora,
+    /// Fused single-adapter LoRA on TMA + wgmma (sm_90a); builds on [`Template::Hopper`],
+    /// [`Template::Gemm`] (the epilogue) and [`Template::Lora`] (its parameter struct).
+    LoraHopper,
     /// What the mixed-precision training kernels share (element types, fp8, vector I/O, tensor
     /// tables); no entry point of its own.
     Amp,
@@ -45,6 +48,7 @@ impl Template {
             Template::Gemm => "gemm.cuh",
             Template::GemmHopper => "gemm_hopper.cuh",
             Template::Lora => "lora.cuh",
+            Template::LoraHopper => "lora_hopper.cuh",
             Template::Amp => "amp.cuh",
             Template::Cast => "cast.cuh",
             Template::Unscale => "unscale.cuh",
@@ -63,6 +67,7 @@ impl Template {
             Template::Gemm => include_str!("../../templates/gemm.cuh"),
             Template::GemmHopper => include_str!("../../templates/gemm_hopper.cuh"),
             Template::Lora => include_str!("../../templates/lora.cuh"),
+            Template::LoraHopper => include_str!("../../templates/lora_hopper.cuh"),
             Template::Amp => include_str!("../../templates/amp.cuh"),
             Template::Cast => include_str!("../../templates/cast.cuh"),
             Template::Unscale => include_str!("../../templates/unscale.cuh"),
@@ -79,6 +84,7 @@ impl Template {
             Template::Lora => &[Template::Gemm],
             Template::AttentionHopper => &[Template::Hopper, Template::AttentionForward],
             Template::GemmHopper => &[Template::Hopper, Template::Gemm],
+            Template::LoraHopper => &[Template::Hopper, Template::Gemm, Template::Lora],
             Template::Cast | Template::Unscale | Template::AdamW | Template::AmpScale | Template::Map | Template::Window => {
                 &[Template::Amp]
             }

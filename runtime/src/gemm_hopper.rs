@@ -9,12 +9,12 @@
 //! reason in its note.
 
 use tessera_codegen::{GemmSpec, HopperGemmTile, Layout, HOPPER_GEMM_BLOCK_K, HOPPER_GEMM_BLOCK_M};
-use tessera_sim::TensorMap;
+use tessera_sim::Swizzle;
 
 use crate::backend::Backend;
 use crate::gemm::{stored_shape, GemmParams, GemmProblem, GemmStrides};
 use crate::launch::{kernel_params, KernelParams};
-use crate::tma::{swizzled_map, BOX_COLUMNS};
+use crate::tma::{matrix_map, BOX_COLUMNS};
 
 /// Mirrors `tessera::HopperGemmParams`: two 128-byte tensor maps at 64-byte alignment, then the
 /// mma.sync path's parameter struct (128 bytes, so no padding).
@@ -55,26 +55,16 @@ impl KernelParams for GemmLaunchParams {
     }
 }
 
-/// The 2-D tensor map of an operand stored as `rows` rows of `cols` elements, `stride` elements
-/// apart, at `addr`, in boxes of 64 columns x `box_rows` rows.
-fn tensor_map(addr: u64, rows: usize, cols: usize, stride: usize, elem: usize, box_rows: u32) -> Result<TensorMap, String> {
-    if rows == 0 || cols == 0 {
-        return Err(format!("{rows} x {cols} is empty (a tensor map needs every dimension non-empty)"));
-    }
-    let dims = [cols as u64, rows as u64];
-    let strides = [(stride * elem) as u64];
-    swizzled_map(addr, elem, &dims, &strides, &[BOX_COLUMNS, box_rows])
-}
-
-/// The box rows of X's and W's maps: the tile extent along their stored rows (see the template).
-fn box_rows(spec: &GemmSpec, tile: HopperGemmTile) -> (u32, u32) {
+/// The box rows of X's and W's maps for a `128 x block_n` tile: the tile extent along their stored
+/// rows (see the template). The sm_90a LoRA kernel maps X and W the same way.
+pub(crate) fn gemm_map_box_rows(spec: &GemmSpec, block_n: u32) -> (u32, u32) {
     let x = match spec.layout_x {
         Layout::RowMajor => HOPPER_GEMM_BLOCK_M, // rows of X: M
         Layout::ColMajor => HOPPER_GEMM_BLOCK_K, // rows of [K, M]: K
     };
     let w = match spec.layout_w {
         Layout::RowMajor => HOPPER_GEMM_BLOCK_K, // rows of [K, N]: K
-        Layout::ColMajor => tile.block_n,        // rows of [N, K]: N
+        Layout::ColMajor => block_n,             // rows of [N, K]: N
     };
     (x, w)
 }
@@ -95,9 +85,9 @@ pub(crate) fn hopper_gemm_params(
     let elem = spec.dtype.size_bytes();
     let (x_rows, x_cols) = stored_shape(spec.layout_x, p.m, p.k);
     let (w_rows, w_cols) = stored_shape(spec.layout_w, p.k, p.n);
-    let (x_box, w_box) = box_rows(spec, tile);
+    let (x_box, w_box) = gemm_map_box_rows(spec, tile.block_n);
     let encode = |name: &str, addr: u64, rows, cols, stride, box_rows| -> Result<[u8; 128], String> {
-        let map = tensor_map(addr, rows, cols, stride, elem, box_rows).map_err(|e| format!("{name}: {e}"))?;
+        let map = matrix_map(addr, (rows, cols, stride), elem, [BOX_COLUMNS, box_rows], Swizzle::B128).map_err(|e| format!("{name}: {e}"))?;
         backend.encode_tensor_map(&map).map_err(|e| format!("{name}: {e}"))
     };
     Ok(HopperGemmParams {
@@ -125,16 +115,16 @@ mod tests {
     fn maps_follow_the_stored_layouts_or_say_why_not() {
         let t = HopperGemmTile::DEFAULT;
         let spec = GemmSpec { layout_x: Layout::ColMajor, layout_w: Layout::ColMajor, ..GemmSpec::new(DType::BF16, OutType::F32) };
-        assert_eq!(box_rows(&spec, t), (64, 256));
-        assert_eq!(box_rows(&GemmSpec::new(DType::BF16, OutType::F32), t), (128, 64));
+        assert_eq!(gemm_map_box_rows(&spec, t.block_n), (64, 256));
+        assert_eq!(gemm_map_box_rows(&GemmSpec::new(DType::BF16, OutType::F32), t.block_n), (128, 64));
         // X row-major [100, 40] with a padded stride of 48: dims (40, 100), stride 96 bytes.
-        let map = tensor_map(0x1000, 100, 40, 48, 2, 128).unwrap();
+        let map = matrix_map(0x1000, (100, 40, 48), 2, [64, 128], Swizzle::B128).unwrap();
         assert_eq!(map.global_dims[..2], [40, 100]);
         assert_eq!(map.global_strides[0], 96);
         assert_eq!(map.box_dims[..2], [64, 128]);
         // A row stride that is not a multiple of 16 bytes, a misaligned base, an empty tensor.
-        assert!(tensor_map(0x1000, 100, 40, 44, 2, 128).is_err());
-        assert!(tensor_map(0x1008, 100, 40, 48, 2, 128).is_err());
-        assert!(tensor_map(0x1000, 0, 40, 48, 2, 128).unwrap_err().contains("empty"));
+        assert!(matrix_map(0x1000, (100, 40, 44), 2, [64, 128], Swizzle::B128).is_err());
+        assert!(matrix_map(0x1008, (100, 40, 48), 2, [64, 128], Swizzle::B128).is_err());
+        assert!(matrix_map(0x1000, (0, 40, 48), 2, [64, 128], Swizzle::B128).unwrap_err().contains("empty"));
     }
 }

@@ -31,6 +31,7 @@ pub mod gemm_hopper;
 pub mod launch;
 pub mod locate;
 pub mod lora;
+pub mod lora_hopper;
 pub mod map;
 pub mod nvrtc;
 pub mod ptxas;
@@ -55,7 +56,10 @@ pub use gemm::{
     GemmProblem, GemmSpans, GemmStrides, HopperGemmParams,
 };
 pub use launch::{KernelParams, PreparedLaunch};
-pub use lora::{prepare_lora, run_lora, LoraBuffers, LoraInputs, LoraLaunch, LoraParams, LoraProblem, LoraStrides};
+pub use lora::{
+    prepare_lora, run_lora, LoraBuffers, LoraInputs, LoraLaunch, LoraLaunchParams, LoraOutput, LoraParams, LoraProblem,
+    LoraStrides,
+};
 pub use backend::{open_backend, Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};
 pub use cache::{CacheKey, CacheStats, KernelCache, Lookup};
 pub use check::{check_spec, check_spec_with, SpecCheck};

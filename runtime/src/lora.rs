@@ -18,6 +18,8 @@ use crate::compiler::Compiler;
 use crate::error::{Result, RuntimeError};
 use crate::gemm::{check_matrices, decode_out, encode_out, poison_out, stored_shape, CHUNK_ELEMS, MAX_DIM};
 use crate::launch::{kernel_params, HostUploads, PreparedLaunch};
+use crate::lora_hopper::hopper_lora_params;
+pub use crate::lora_hopper::{HopperLoraParams, LoraLaunchParams};
 
 const MAX_GRID_Y: usize = 65_535;
 
@@ -219,9 +221,9 @@ pub fn check(spec: &LoraSpec, p: &LoraProblem, strides: &LoraStrides, buffers: &
 /// groups cost less low-rank work (r / (group x block_n) of the main loop) but give fewer CTAs:
 /// the group is the largest that still leaves about one CTA per multiprocessor.
 pub fn default_n_group(spec: &LoraSpec, p: &LoraProblem, arch: Arch, multiprocessors: u32) -> usize {
-    let tile = spec.tile_for(arch);
-    let m_tiles = p.m.div_ceil(tile.block_m as usize).max(1);
-    let n_tiles = p.n.div_ceil(tile.block_n as usize).max(1);
+    let (_, block_m, block_n) = spec.cta_shape(arch);
+    let m_tiles = p.m.div_ceil(block_m as usize).max(1);
+    let n_tiles = p.n.div_ceil(block_n as usize).max(1);
     let ctas_wanted = multiprocessors.max(1) as usize;
     (m_tiles * n_tiles / ctas_wanted).clamp(1, n_tiles)
 }
@@ -234,25 +236,27 @@ pub fn launch_config(spec: &LoraSpec, p: &LoraProblem, arch: Arch, n_group: usiz
     if n_group == 0 {
         return Err(RuntimeError::invalid("n_group", "must be at least 1"));
     }
-    let tile = spec.tile_for(arch);
-    let gx = p.m.div_ceil(tile.block_m as usize);
-    let gy = p.n.div_ceil(tile.block_n as usize).div_ceil(n_group);
+    let (threads, block_m, block_n) = spec.cta_shape(arch);
+    let gx = p.m.div_ceil(block_m as usize);
+    let gy = p.n.div_ceil(block_n as usize).div_ceil(n_group);
     if gy > MAX_GRID_Y {
         return Err(RuntimeError::invalid("problem.n", format!("needs {gy} CTAs in grid y; the limit is {MAX_GRID_Y}")));
     }
     let gx = u32::try_from(gx).map_err(|_| RuntimeError::invalid("problem.m", "too many row tiles"))?;
     Ok(Some(LaunchConfig {
         grid: [gx, gy as u32, 1],
-        block: [tile.threads(), 1, 1],
-        dynamic_shared_bytes: spec.shared_memory_bytes(tile),
+        block: [threads, 1, 1],
+        dynamic_shared_bytes: spec.shared_memory_bytes_for(arch),
     }))
 }
 
 /// A checked, compiled and loaded LoRA launch.
-pub type LoraLaunch = PreparedLaunch<LoraParams>;
+pub type LoraLaunch = PreparedLaunch<LoraLaunchParams>;
 
 /// Checks the arguments, renders for the backend's architecture, compiles and loads. `n_group`
-/// `None` picks [`default_n_group`]. Nothing is launched.
+/// `None` picks [`default_n_group`]. Nothing is launched. On sm_90a a single-adapter spec takes
+/// the TMA + wgmma kernel (`tessera_codegen::lora_hopper_route`); when a tensor map cannot
+/// describe an operand it runs the mma.sync kernel instead, and the launch's note says why.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_lora(
     backend: &dyn Backend,
@@ -276,9 +280,8 @@ pub fn prepare_lora(
     let spec = &tuned;
     check(spec, problem, strides, buffers, scale)?;
     let arch = backend.arch();
-    let source = spec.render(arch)?;
-    let n_group = n_group.unwrap_or_else(|| default_n_group(spec, problem, arch, backend.multiprocessors()));
-    let config = launch_config(spec, problem, arch, n_group)?;
+    let given_n_group = n_group;
+    let n_group = given_n_group.unwrap_or_else(|| default_n_group(spec, problem, arch, backend.multiprocessors()));
     let int = |arg: &str, v: usize| {
         i32::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i32")))
     };
@@ -286,7 +289,7 @@ pub fn prepare_lora(
         i64::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i64")))
     };
     let addr = |b: Option<&DeviceBuffer>| b.map_or(0, DeviceBuffer::addr);
-    let params = LoraParams {
+    let mut params = LoraParams {
         x: buffers.x.addr(),
         w: addr(buffers.w),
         a: buffers.a.addr(),
@@ -308,7 +311,28 @@ pub fn prepare_lora(
         scale,
         reserved: 0,
     };
-    PreparedLaunch::new(backend, compiler, &source, config, params, buffers.all())
+    let mut spec = *spec;
+    let mut note = None;
+    if let (Ok(tile), Some(config)) = (spec.hopper_tile(arch), launch_config(&spec, problem, arch, n_group)?) {
+        match hopper_lora_params(backend, &spec, tile, problem, strides, params) {
+            Ok(hopper) => {
+                let source = spec.render(arch)?;
+                let params = LoraLaunchParams::Hopper(hopper);
+                return PreparedLaunch::new(backend, compiler, &source, Some(config), params, buffers.all());
+            }
+            Err(reason) => {
+                note = Some(crate::launch::sm90a_fallback_note("LoRA", &reason));
+                spec = spec.with_tile(spec.default_tile(arch));
+                if given_n_group.is_none() {
+                    params.n_group = int("n_group", default_n_group(&spec, problem, arch, backend.multiprocessors()))?;
+                }
+            }
+        }
+    }
+    let config = launch_config(&spec, problem, arch, params.n_group as usize)?;
+    let source = spec.render(arch)?;
+    let launch = PreparedLaunch::new(backend, compiler, &source, config, LoraLaunchParams::MmaSync(params), buffers.all())?;
+    Ok(launch.with_note(note))
 }
 
 /// Host tensors of one [`run_lora`] call, contiguous, as f32 (rounded to the spec's types on
@@ -324,9 +348,20 @@ pub struct LoraInputs<'a> {
     pub residual: Option<&'a [f32]>,
 }
 
+/// What [`run_lora`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraOutput {
+    /// Y `[M, N]`, widened to f32.
+    pub y: Vec<f32>,
+    /// The entry point that ran (empty when nothing was launched).
+    pub kernel: String,
+    /// Why the launcher chose that kernel, when it fell back from its first choice.
+    pub note: Option<String>,
+}
+
 /// Runs a LoRA or bottleneck spec on host tensors: checks every length and adapter id, picks the
 /// element-wise kernel when the shape's rows are not whole 16-byte chunks, poisons Y with NaN,
-/// launches, and returns Y `[M, N]` widened to f32.
+/// launches, and returns Y `[M, N]` widened to f32 with the kernel that ran.
 pub fn run_lora(
     backend: &dyn Backend,
     compiler: &Compiler,
@@ -335,7 +370,7 @@ pub fn run_lora(
     inputs: &LoraInputs<'_>,
     scale: f32,
     n_group: Option<usize>,
-) -> Result<Vec<f32>> {
+) -> Result<LoraOutput> {
     let spec = &LoraSpec { aligned: spec.aligned && fits_aligned(spec, problem), ..*spec };
     check_problem(spec, problem, scale)?;
     let p = problem;
@@ -404,12 +439,17 @@ pub fn run_lora(
         y: &b[yi],
     };
     let strides = LoraStrides::contiguous(spec, problem);
-    prepare_lora(backend, compiler, spec, problem, &strides, &buffers, scale, n_group)?.run(backend)?;
+    let launch = prepare_lora(backend, compiler, spec, problem, &strides, &buffers, scale, n_group)?;
+    launch.run(backend)?;
     let mut out = vec![0u8; p.m * p.n * spec.out.size_bytes()];
     if !out.is_empty() {
         backend.read(&b[yi], &mut out)?;
     }
-    Ok(decode_out(&out, spec.out))
+    Ok(LoraOutput {
+        y: decode_out(&out, spec.out),
+        kernel: launch.kernel().map_or_else(String::new, |k| k.name().to_string()),
+        note: launch.note().map(str::to_string),
+    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! Every sm_90a GEMM variant (f16/bf16 inputs, f16/bf16/f32 output, X and W in both layouts, with
-//! the epilogue's bias and residual on and the activation rotating through all four) compiles
-//! through NVRTC for compute_90a and assembles with 0 spill bytes within the shared-memory limit;
-//! `sass_hopper_gemm.rs` checks their SASS for HGMMA and TMA loads.
+//! the epilogue's bias and residual on and the activation rotating through all four) and every
+//! sm_90a fused-LoRA variant (each rank, both layouts, the epilogue) compiles through NVRTC for
+//! compute_90a and assembles with 0 spill bytes within the shared-memory limit, without ptxas
+//! serialising the wgmma pipeline; `sass_hopper_gemm.rs` checks their SASS for HGMMA and TMA loads.
 
 mod common;
 
-use tessera_runtime::codegen::{Activation, Arch, DType, Epilogue, GemmSpec, KernelSpec, Layout, OutType};
+use tessera_runtime::codegen::{Activation, Arch, DType, Epilogue, GemmSpec, KernelSpec, Layout, LoraSpec, OutType, LORA_RANKS};
 
 #[test]
 fn hopper_gemm_kernels_compile_without_spills() {
@@ -32,4 +33,48 @@ fn hopper_gemm_kernels_compile_without_spills() {
         }
     }
     common::assert_specs_fit("sm_90a gemm", &specs);
+}
+
+/// The LoRA specs that take the sm_90a kernel: every rank with X and W in every layout pair, the
+/// epilogue on and the types rotating.
+fn hopper_lora_specs() -> Vec<LoraSpec> {
+    let mut specs = Vec::new();
+    let mut rotate = 0;
+    for rank in LORA_RANKS {
+        for layout_x in Layout::ALL {
+            for layout_w in Layout::ALL {
+                let epilogue = Epilogue { user: None, bias: true, activation: Activation::ALL[rotate % 4], residual: true };
+                let (dtype, out) = (DType::ALL[rotate % 2], OutType::ALL[rotate % 3]);
+                rotate += 1;
+                specs.push(LoraSpec { layout_x, layout_w, epilogue, ..LoraSpec::new(dtype, out, rank) });
+            }
+        }
+    }
+    specs
+}
+
+#[test]
+fn hopper_lora_kernels_compile_without_spills() {
+    let specs: Vec<_> = hopper_lora_specs()
+        .into_iter()
+        .inspect(|s| assert!(s.hopper_tile(Arch::SM90A).is_ok(), "{}", s.kernel_name(Arch::SM90A)))
+        .map(|s| (KernelSpec::Lora(s), Arch::SM90A))
+        .collect();
+    common::assert_specs_fit("sm_90a lora", &specs);
+}
+
+/// ptxas keeps both wgmma pipelines asynchronous: the GEMM's and the LoRA's, whose first column
+/// tile also accumulates X A and whose T' B product takes A from registers.
+#[test]
+fn hopper_gemm_and_lora_wgmma_pipelines_are_not_serialised() {
+    let mut sources = Vec::new();
+    for layout_x in Layout::ALL {
+        for layout_w in Layout::ALL {
+            sources.push(GemmSpec { layout_x, layout_w, ..GemmSpec::new(DType::BF16, OutType::BF16) }.render(Arch::SM90A).expect("renders"));
+        }
+    }
+    for rank in LORA_RANKS {
+        sources.push(LoraSpec::new(DType::BF16, OutType::BF16, rank).render(Arch::SM90A).expect("renders"));
+    }
+    common::assert_wgmma_not_serialised(&sources);
 }

@@ -23,35 +23,14 @@ fn hopper_attention_kernels_compile_without_spills() {
     common::assert_specs_fit("sm_90a attention", &specs);
 }
 
-/// ptxas keeps the wgmma pipeline asynchronous: no "wgmma.mma_async instructions are serialized"
-/// (C7514) and no injected warpgroup.arrive (C7519), which appear when accumulator registers are
-/// touched between a wgmma and the wait that retires it.
+/// ptxas keeps the wgmma pipeline asynchronous (see `common::assert_wgmma_not_serialised`).
 #[test]
 fn hopper_attention_wgmma_pipeline_is_not_serialised() {
-    if !common::nvrtc_available() || !common::ptxas_available() {
-        return;
-    }
-    let ptxas = tessera_runtime::find_ptxas().expect("ptxas");
-    let compiler = tessera_runtime::Compiler::new();
+    let mut sources = Vec::new();
     for d in HOPPER_HEAD_DIMS {
         for causal in [false, true] {
-            let spec = AttentionSpec::new(DType::BF16, d, causal, 8, 2);
-            let source = spec.render(Arch::SM90A).expect("renders");
-            let module = compiler.compile(&source, tessera_runtime::Target::ptx(Arch::SM90A)).expect("compiles");
-            let dir = tempfile::tempdir().expect("temp dir");
-            let ptx = dir.path().join("k.ptx");
-            std::fs::write(&ptx, &module.image).expect("write ptx");
-            let out = std::process::Command::new(&ptxas)
-                .args(["-v", "-arch=sm_90a", "-o"])
-                .arg(dir.path().join("k.cubin"))
-                .arg(&ptx)
-                .output()
-                .expect("ptxas runs");
-            let log = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "{}: {log}", source.name);
-            for code in ["C7514", "C7519", "serialized"] {
-                assert!(!log.contains(code), "{}: ptxas says {code}:\n{log}", source.name);
-            }
+            sources.push(AttentionSpec::new(DType::BF16, d, causal, 8, 2).render(Arch::SM90A).expect("renders"));
         }
     }
+    common::assert_wgmma_not_serialised(&sources);
 }

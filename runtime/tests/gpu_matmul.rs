@@ -112,7 +112,7 @@ fn lora_matches_the_reference() {
         let ids: Option<Vec<i64>> = (adapters > 0).then(|| (0..m as i64).map(|r| if r % 5 == 4 { -1 } else { r % adapters as i64 }).collect());
         let inputs = LoraInputs { x: &x, w: w.as_deref(), a: &a, b: &b, ids: ids.as_deref(), bias: None, residual: None };
         let label = format!("{} {p:?}", spec.kernel_name(backend.arch()));
-        let got = run_lora(backend.as_ref(), &compiler, &spec, &p, &inputs, 0.5, None).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let got = run_lora(backend.as_ref(), &compiler, &spec, &p, &inputs, 0.5, None).unwrap_or_else(|e| panic!("{label}: {e}")).y;
         let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
         let (xr, ar, br) = (rin(&x), rin(&a), rin(&b));
         let ops = LoraOperands { x: &xr, layout_x: Layout::RowMajor, a: &ar, b: &br, ids: ids.as_deref(), m, n, k, rank: rank as usize, dtype: spec.dtype, scale: 0.5 };

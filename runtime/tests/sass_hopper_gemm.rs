@@ -1,42 +1,45 @@
-//! The sm_90a GEMM kernels keep their Hopper path down to the machine code: the CUBIN NVRTC builds
-//! for each layout pair (f16 and bf16, with the full epilogue) holds HGMMA (at least the 4 of one
-//! 64-deep k-slice), TMA loads (UTMALDG) and register reallocation (USETMAXREG), no HMMA, and no
-//! local memory (`cuobjdump -sass`). A kernel that fell back to mma.sync or plain loads would still
+//! The sm_90a GEMM and fused-LoRA kernels keep their Hopper path down to the machine code: the
+//! CUBIN NVRTC builds for each layout pair (f16 and bf16, with the full epilogue; LoRA at ranks 8,
+//! 32 and 128) holds HGMMA (at least the 4 of one 64-deep k-slice), TMA loads (UTMALDG) and register
+//! reallocation (USETMAXREG), no HMMA, and no local memory (`cuobjdump -sass`). A kernel that fell back to mma.sync or plain loads would still
 //! pass every numerical test; this would fail.
 
 mod common;
 
 use rayon::prelude::*;
-use tessera_runtime::codegen::{Activation, Arch, DType, Epilogue, GemmSpec, Layout, OutType};
+use tessera_runtime::codegen::{Activation, Arch, DType, Epilogue, GemmSpec, KernelSource, Layout, LoraSpec, OutType};
 use tessera_runtime::sass::{disassemble, SassSummary};
 use tessera_runtime::{Compiler, Target};
 
 #[test]
-fn hopper_gemm_uses_hgmma_and_tma_in_sass() {
+fn hopper_gemm_and_lora_use_hgmma_and_tma_in_sass() {
     if !common::nvrtc_available() || !common::cuobjdump_available() {
         return;
     }
     let compiler = Compiler::new();
     let epilogue = Epilogue { user: None, bias: true, activation: Activation::Silu, residual: true };
-    let mut jobs = Vec::new();
+    let arch = Arch::SM90A;
+    let mut jobs: Vec<(String, Result<KernelSource, String>)> = Vec::new();
     for (dtype, out) in [(DType::BF16, OutType::BF16), (DType::F16, OutType::F32)] {
         for layout_x in Layout::ALL {
             for layout_w in Layout::ALL {
-                jobs.push(GemmSpec { layout_x, layout_w, epilogue, ..GemmSpec::new(dtype, out) });
+                let spec = GemmSpec { layout_x, layout_w, epilogue, ..GemmSpec::new(dtype, out) };
+                let source = spec.hopper_tile(arch).and_then(|_| spec.render(arch).map_err(|e| e.to_string()));
+                jobs.push((spec.kernel_name(arch), source));
             }
         }
     }
+    for (rank, layout_x, layout_w) in [(8, Layout::RowMajor, Layout::RowMajor), (32, Layout::ColMajor, Layout::ColMajor), (128, Layout::RowMajor, Layout::ColMajor)] {
+        let spec = LoraSpec { layout_x, layout_w, epilogue, ..LoraSpec::new(DType::BF16, OutType::BF16, rank) };
+        let source = spec.hopper_tile(arch).and_then(|_| spec.render(arch).map_err(|e| e.to_string()));
+        jobs.push((spec.kernel_name(arch), source));
+    }
     let failures: Vec<String> = jobs
         .par_iter()
-        .filter_map(|spec| {
-            let arch = Arch::SM90A;
-            let label = spec.kernel_name(arch);
-            if spec.hopper_tile(arch).is_err() {
-                return Some(format!("{label}: not routed to sm_90a"));
-            }
+        .filter_map(|(label, source)| {
             let run = || -> Result<SassSummary, String> {
-                let source = spec.render(arch).map_err(|e| e.to_string())?;
-                let module = compiler.compile(&source, Target::cubin(arch)).map_err(|e| e.to_string())?;
+                let source = source.as_ref().map_err(|e| format!("not routed to sm_90a: {e}"))?;
+                let module = compiler.compile(source, Target::cubin(arch)).map_err(|e| e.to_string())?;
                 Ok(SassSummary::of(&disassemble(&module.image).map_err(|e| e.to_string())?))
             };
             match run() {

@@ -18,6 +18,13 @@ pub fn backend() -> &'static SimBackend {
     BACKEND.get_or_init(|| SimBackend::with_options(SIM_ARCH, SimOptions { checks: true, ..SimOptions::default() }))
 }
 
+/// An sm_90a simulator with its checks on (also TMA / wgmma in-flight operands, async-proxy fences,
+/// mbarrier misuse, deadlock), for the Hopper kernels.
+pub fn hopper_backend() -> &'static SimBackend {
+    static BACKEND: OnceLock<SimBackend> = OnceLock::new();
+    BACKEND.get_or_init(|| SimBackend::with_options(Arch::SM90A, SimOptions { checks: true, ..SimOptions::default() }))
+}
+
 /// A compiler whose cache (under `CARGO_TARGET_TMPDIR`) is shared by the test binaries, so a
 /// kernel is compiled by NVRTC once per build tree.
 pub fn compiler() -> &'static Compiler {

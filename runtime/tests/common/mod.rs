@@ -98,3 +98,43 @@ pub fn assert_specs_fit(family: &str, specs: &[(tessera_runtime::codegen::Kernel
     );
     assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), specs.len(), failures.join("\n"));
 }
+
+/// Assembles each source's PTX with `ptxas -v -arch=sm_90a` and fails if ptxas had to serialise
+/// the wgmma pipeline ("wgmma.mma_async instructions are serialized", C7514) or inject a
+/// warpgroup.arrive (C7519): both appear when accumulator registers are touched between a wgmma and
+/// the wait that retires it, or when a wgmma sits under a run-time condition.
+pub fn assert_wgmma_not_serialised(sources: &[tessera_runtime::codegen::KernelSource]) {
+    use rayon::prelude::*;
+    if !nvrtc_available() || !ptxas_available() {
+        return;
+    }
+    let ptxas = tessera_runtime::find_ptxas().expect("ptxas");
+    let compiler = tessera_runtime::Compiler::new();
+    let failures: Vec<String> = sources
+        .par_iter()
+        .filter_map(|source| {
+            let module = match compiler.compile(source, tessera_runtime::Target::ptx(tessera_runtime::codegen::Arch::SM90A)) {
+                Ok(m) => m,
+                Err(e) => return Some(format!("{}: {e}", source.name)),
+            };
+            let dir = tempfile::tempdir().expect("temp dir");
+            let ptx = dir.path().join("k.ptx");
+            std::fs::write(&ptx, &module.image).expect("write ptx");
+            let out = std::process::Command::new(&ptxas)
+                .args(["-v", "-arch=sm_90a", "-o"])
+                .arg(dir.path().join("k.cubin"))
+                .arg(&ptx)
+                .output()
+                .expect("ptxas runs");
+            let log = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() {
+                return Some(format!("{}: {log}", source.name));
+            }
+            ["C7514", "C7519", "serialized"]
+                .iter()
+                .find(|code| log.contains(*code))
+                .map(|code| format!("{}: ptxas says {code}:\n{log}", source.name))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

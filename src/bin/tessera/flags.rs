@@ -297,11 +297,14 @@ pub fn family_list() -> String {
          \x20 --bias --activation none, relu, gelu_tanh, silu --residual\n\
          \x20 --block-m 32, 64, 128  --block-n 32, 64, 128  --block-k 32, 64  --warps 4, 8  --stages 1, 2, 3\n\
          \x20 any M, N, K (rows that are not whole 16-byte chunks run the element-wise kernel)\n\
+         \x20 sm_90a      aligned, no split-K or --block-* tile: TMA + wgmma kernel (128x256x64, 4 stages)\n\
          lora       Y = act(X W + s (X A_i) B_i + bias) + residual in one launch, the rank-r intermediate on chip\n\
          \x20 --rank      {}\n\
          \x20 --per-row   stacked adapters A [n, K, r], B [n, r, N], an int32/int64 id per row of X (-1: none)\n\
          \x20 --bottleneck ACT   Y = X + s ACT(X A) B instead (N = K)\n\
          \x20 gemm's --dtype/--out-type/layout/epilogue/tile flags; block_m >= 16 x warps\n\
+         \x20 sm_90a      single adapter, aligned, no --block-* tile: TMA + wgmma kernel (X A on the main loop,\n\
+         \x20             T' B from registers); per-row adapters and the bottleneck run the mma.sync kernel\n\
          cast       element type conversion: --from/--to f32, f16, bf16, e4m3, e5m2; --scale S (one f32 multiply first);\n\
          \x20 --amax-out (max |x|, NaN ignored); round to nearest even, fp8 saturating\n\
          unscale    g *= inv_scale over a list of f32/f16/bf16 tensors in one launch, found_inf if any inf/NaN\n\

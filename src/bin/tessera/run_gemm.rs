@@ -237,8 +237,9 @@ pub fn run_lora_cmd(args: RunLoraArgs) -> Result<()> {
         bias: bias.as_deref(),
         residual: residual.as_deref(),
     };
-    let y = run_lora(backend.as_ref(), &compiler, &spec, &problem, &inputs, args.scale, args.n_group)?;
-    write_npy_f32(&c.out, &[m, n], &y)?;
-    eprintln!("lora {} on {} ({}): Y [{m}, {n}] -> {}", spec.kernel_name(arch), backend.device_name(), backend.kind(), c.out.display());
+    let out = run_lora(backend.as_ref(), &compiler, &spec, &problem, &inputs, args.scale, args.n_group)?;
+    write_npy_f32(&c.out, &[m, n], &out.y)?;
+    let kernel = if out.kernel.is_empty() { spec.kernel_name(arch) } else { out.kernel };
+    eprintln!("lora {kernel} on {} ({}): Y [{m}, {n}] -> {}", backend.device_name(), backend.kind(), c.out.display());
     Ok(())
 }
