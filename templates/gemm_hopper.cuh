@@ -7,15 +7,22 @@
 // Same epilogue, in the same order, as gemm.cuh (gemm_finish: bias, activation, residual; then the
 // rounding to TO), so both kernels agree to the f32 accumulation order.
 //
-// Roles (384 threads = 3 warpgroups), one CTA per 128 x BLOCK_N tile of Y:
+// Persistent: the grid has at most one CTA per SM (the launcher sizes it), and CTA b walks the
+// 128 x BLOCK_N tiles of Y numbered b, b + gridDim.x, ... in a rasterised order: bands of
+// RASTER_M row tiles, column by column inside a band, so the CTAs running at one time share a few
+// W column slices and X row slices in L2.
+// Roles (384 threads = 3 warpgroups):
 //   warpgroup 0, the producer, gives its registers away (setmaxnreg.dec) and one thread issues every
-//   copy: for each 64-deep k-slice t, once the consumers released stage t % STAGES (empty barrier),
-//   it announces the stage's bytes on the full barrier and loads the X slice (128 x 64) and the W
-//   slice (64 x BLOCK_N) as 2-D tensor-map boxes;
+//   copy: for each 64-deep k-slice t (counted over all of the CTA's tiles, so the ring's phases run
+//   on from tile to tile), once the consumers released stage t % STAGES (empty barrier), it
+//   announces the stage's bytes on the full barrier and loads the X slice (128 x 64) and the W slice
+//   (64 x BLOCK_N) as 2-D tensor-map boxes. It runs ahead into the next tile while the consumers
+//   are in the epilogue, so the ring is full when they come back;
 //   warpgroups 1 and 2 take the registers (setmaxnreg.inc) and each owns 64 rows of the tile: wait
 //   for the stage, 4 wgmma m64nBLOCK_Nk16 on it, commit, and once the previous slice's group has
-//   retired (wait_group 1) release the previous stage. The f32 accumulators stay in registers; the
-//   epilogue writes them straight to Y with bounds checks.
+//   retired (wait_group 1) release the previous stage; the tile's last stage is released as soon as
+//   it retires. The f32 accumulators stay in registers; the epilogue writes them straight to Y with
+//   bounds checks.
 //
 // Any M, N, K: the tensor maps cover exactly the tensors, so box elements past M, N or K are
 // zero-filled by the copy engine (and still counted in the stage's bytes), and the products of
@@ -57,6 +64,7 @@ TESSERA_DEVICE void gemm_hopper(const HopperGemmParams& params) {
     constexpr u32 STAGE_BYTES = (X_TILE + W_TILE) * sizeof(T);
     constexpr u32 BOX_BYTES = BOX * sizeof(T);
     constexpr int ACC = BLOCK_N / 2;                 // f32 accumulators per consumer thread (m64nBLOCK_N)
+    constexpr int RASTER_M = 8;                      // row tiles per band of the tile order
     static_assert(sizeof(T) == 2, "16-bit inputs");
     static_assert(BLOCK_N % 64 == 0 && BLOCK_N <= 256, "whole 64-column W boxes, one m64nNk16 per k-step");
     static_assert(STAGES >= 2 && STAGES <= 8, "ring depth");
@@ -64,9 +72,20 @@ TESSERA_DEVICE void gemm_hopper(const HopperGemmParams& params) {
 
     const int tid = thread_index();
     const int warpgroup = tid / 128;
-    const int m0 = block_index_x() * BLOCK_M;
-    const int n0 = block_index_y() * BLOCK_N;
+    const int m_tiles = (p.m + BLOCK_M - 1) / BLOCK_M;
+    const int n_tiles = (p.n + BLOCK_N - 1) / BLOCK_N;
+    const int tiles = m_tiles * n_tiles;
     const int k_tiles = (p.k + BLOCK_K - 1) / BLOCK_K;
+    // Tile `tile` in the rasterised order: band `tile / (RASTER_M n_tiles)` of RASTER_M row tiles
+    // (the last band may be shorter), column-major inside the band.
+    auto tile_origin = [&](int tile, int& m0, int& n0) {
+        const int band = tile / (RASTER_M * n_tiles);
+        const int first_m = band * RASTER_M;
+        const int band_rows = m_tiles - first_m < RASTER_M ? m_tiles - first_m : RASTER_M;
+        const int in_band = tile - band * RASTER_M * n_tiles;
+        m0 = (first_m + in_band % band_rows) * BLOCK_M;
+        n0 = (in_band / band_rows) * BLOCK_N;
+    };
 
     // Shared memory: 1024-byte aligned for the 128-byte swizzle (its pattern repeats every 8 rows).
     unsigned char* base = dynamic_smem();
@@ -89,25 +108,30 @@ TESSERA_DEVICE void gemm_hopper(const HopperGemmParams& params) {
         // ---- producer ----
         regs_decrease<40>();
         if (tid != 0) return;
-        for (int t = 0; t < k_tiles; ++t) {
-            const int stage = t % STAGES;
-            // The stage's previous slice (t - STAGES) must be released by every consumer thread.
-            if (t >= STAGES) mbarrier_wait(empty + stage, (u32)((t / STAGES - 1) & 1));
-            mbarrier_arrive_expect_tx(full + stage, STAGE_BYTES);
-            T* dX = sX + stage * X_TILE;
-            T* dW = sW + stage * W_TILE;
-            const int k0 = t * BLOCK_K;
-            if (X_COL) {
+        int t = 0;
+        for (int tile = block_index_x(); tile < tiles; tile += blocks_per_grid()) {
+            int m0, n0;
+            tile_origin(tile, m0, n0);
+            for (int kt = 0; kt < k_tiles; ++kt, ++t) {
+                const int stage = t % STAGES;
+                // The stage's previous slice (t - STAGES) must be released by every consumer thread.
+                if (t >= STAGES) mbarrier_wait(empty + stage, (u32)((t / STAGES - 1) & 1));
+                mbarrier_arrive_expect_tx(full + stage, STAGE_BYTES);
+                T* dX = sX + stage * X_TILE;
+                T* dW = sW + stage * W_TILE;
+                const int k0 = kt * BLOCK_K;
+                if (X_COL) {
 #pragma unroll
-                for (int s = 0; s < BLOCK_M / 64; ++s) tma_load_2d(dX + s * BOX, &params.x_map, full + stage, m0 + 64 * s, k0);
-            } else {
-                tma_load_2d(dX, &params.x_map, full + stage, k0, m0);
-            }
-            if (W_COL) {
-                tma_load_2d(dW, &params.w_map, full + stage, k0, n0);
-            } else {
+                    for (int s = 0; s < BLOCK_M / 64; ++s) tma_load_2d(dX + s * BOX, &params.x_map, full + stage, m0 + 64 * s, k0);
+                } else {
+                    tma_load_2d(dX, &params.x_map, full + stage, k0, m0);
+                }
+                if (W_COL) {
+                    tma_load_2d(dW, &params.w_map, full + stage, k0, n0);
+                } else {
 #pragma unroll
-                for (int s = 0; s < BLOCK_N / 64; ++s) tma_load_2d(dW + s * BOX, &params.w_map, full + stage, n0 + 64 * s, k0);
+                    for (int s = 0; s < BLOCK_N / 64; ++s) tma_load_2d(dW + s * BOX, &params.w_map, full + stage, n0 + 64 * s, k0);
+                }
             }
         }
         return;
@@ -119,50 +143,60 @@ TESSERA_DEVICE void gemm_hopper(const HopperGemmParams& params) {
     const int lane = tid % 32;
     const int warp = (tid / 32) % 4;  // warp inside the warpgroup: rows 16 * warp .. + 15
     const int g = lane / 4, q4 = lane % 4;
-
-    float acc[ACC];
-#pragma unroll
-    for (int i = 0; i < ACC; ++i) acc[i] = 0.f;
-
-    for (int t = 0; t < k_tiles; ++t) {
-        const int stage = t % STAGES;
-        mbarrier_wait(full + stage, (u32)((t / STAGES) & 1));
-        // This consumer's 64 rows of X: rows 64 c.. of the row-major box, or box c of the
-        // column-major pair; either way 64 x 64 elements in.
-        const T* tX = sX + stage * X_TILE + consumer * BOX;
-        const T* tW = sW + stage * W_TILE;
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < BLOCK_K / 16; ++ks) {
-            const u64 dx = X_COL ? sw128_descriptor(tX + ks * 16 * 64, BOX_BYTES, 1024)
-                                 : sw128_descriptor(tX + ks * 16, 16, 1024);
-            const u64 dw = W_COL ? sw128_descriptor(tW + ks * 16, 16, 1024)
-                                 : sw128_descriptor(tW + ks * 16 * 64, BOX_BYTES, 1024);
-            Ops::mma(acc, dx, dw, true);
-        }
-        wgmma_commit();
-        // Slice t stays in flight; slice t - 1 has retired, so its stage can be refilled.
-        wgmma_wait<1>();
-        if (t > 0) mbarrier_arrive(empty + (t - 1) % STAGES);
-    }
-    wgmma_wait<0>();
-
-    // ---- epilogue: accumulator i is row 16 warp + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 q + (i & 1) ----
     const TO* c = static_cast<const TO*>(p.c);
     const TO* bias = static_cast<const TO*>(p.bias);
     const TO* residual = static_cast<const TO*>(p.residual);
     TO* y = static_cast<TO*>(p.y);
-    const int row0 = m0 + 64 * consumer + 16 * warp + g;
-    const int col0 = n0 + 2 * q4;
+
+    float acc[ACC];
+    int t = 0;
+    for (int tile = block_index_x(); tile < tiles; tile += blocks_per_grid()) {
+        int m0, n0;
+        tile_origin(tile, m0, n0);
 #pragma unroll
-    for (int i = 0; i < ACC; ++i) {
-        const int row = row0 + 8 * ((i >> 1) & 1);
-        const int col = col0 + 8 * (i >> 2) + (i & 1);
-        if (row < p.m && col < p.n) {
-            float v = p.alpha * acc[i];
-            if (c != nullptr) v += p.beta * load_global_f32(c + row * p.ldc + col);
-            v = gemm_finish<TO, HAS_BIAS, ACT, false, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
-            store_global_elem(y + row * p.ldy + col, v);
+        for (int i = 0; i < ACC; ++i) acc[i] = 0.f;
+        for (int kt = 0; kt < k_tiles; ++kt, ++t) {
+            const int stage = t % STAGES;
+            mbarrier_wait(full + stage, (u32)((t / STAGES) & 1));
+            // This consumer's 64 rows of X: rows 64 c.. of the row-major box, or box c of the
+            // column-major pair; either way 64 x 64 elements in.
+            const T* tX = sX + stage * X_TILE + consumer * BOX;
+            const T* tW = sW + stage * W_TILE;
+            fence_operands(acc);
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < BLOCK_K / 16; ++ks) {
+                const u64 dx = X_COL ? sw128_descriptor(tX + ks * 16 * 64, BOX_BYTES, 1024)
+                                     : sw128_descriptor(tX + ks * 16, 16, 1024);
+                const u64 dw = W_COL ? sw128_descriptor(tW + ks * 16, 16, 1024)
+                                     : sw128_descriptor(tW + ks * 16 * 64, BOX_BYTES, 1024);
+                Ops::mma(acc, dx, dw, true);
+            }
+            wgmma_commit();
+            // Slice t stays in flight; slice t - 1 has retired, so its stage can be refilled.
+            wgmma_wait<1>();
+            fence_operands(acc);
+            if (kt > 0) mbarrier_arrive(empty + (t - 1) % STAGES);
+        }
+        wgmma_wait<0>();
+        fence_operands(acc);
+        // The tile's last slice is done too: release it before the epilogue, so the producer can
+        // fill every stage with the next tile meanwhile.
+        if (k_tiles > 0) mbarrier_arrive(empty + (t - 1) % STAGES);
+
+        // ---- epilogue: accumulator i is row 16 warp + g + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 q + (i & 1) ----
+        const int row0 = m0 + 64 * consumer + 16 * warp + g;
+        const int col0 = n0 + 2 * q4;
+#pragma unroll
+        for (int i = 0; i < ACC; ++i) {
+            const int row = row0 + 8 * ((i >> 1) & 1);
+            const int col = col0 + 8 * (i >> 2) + (i & 1);
+            if (row < p.m && col < p.n) {
+                float v = p.alpha * acc[i];
+                if (c != nullptr) v += p.beta * load_global_f32(c + row * p.ldc + col);
+                v = gemm_finish<TO, HAS_BIAS, ACT, false, HAS_RESIDUAL>(v, bias, residual, row, col, p.ldr);
+                store_global_elem(y + row * p.ldy + col, v);
+            }
         }
     }
 }

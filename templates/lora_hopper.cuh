@@ -91,16 +91,18 @@ TESSERA_DEVICE void lora_hopper_main_loop(float (&acc)[BLOCK_N / 2], float (&tac
             }
         }
         wgmma_commit();
-        // Slice t stays in flight; slice t - 1 (possibly the previous column tile's last) has
-        // retired, so its stage can be refilled.
+        // Slice t stays in flight; slice t - 1 has retired, so its stage can be refilled.
         wgmma_wait<1>();
         fence_operands(acc);
         if constexpr (WITH_A) fence_operands(tacc);
-        if (t > 0) mbarrier_arrive(empty + (t - 1) % STAGES);
+        if (kt > 0) mbarrier_arrive(empty + (t - 1) % STAGES);
     }
     wgmma_wait<0>();
     fence_operands(acc);
     if constexpr (WITH_A) fence_operands(tacc);
+    // The last slice is done too: release it now, so the producer can fill every stage with the
+    // next column tile while this one finishes (T' B, epilogue).
+    if (k_tiles > 0) mbarrier_arrive(empty + (t - 1) % STAGES);
 }
 
 template <typename T, typename TO, bool X_COL, bool W_COL, int BLOCK_N, int STAGES, int R, bool HAS_BIAS, int ACT,

@@ -264,6 +264,18 @@ fn every_layout_wraps_the_ring_across_several_ctas() {
     }
 }
 
+/// Persistent CTAs: M = 1100 is nine row tiles, so the rasterised order has a full band of 8 and a
+/// band of 1; with N = 264 (two column tiles) that is 18 tiles for the simulator's 4 CTAs, each
+/// walking 4-5 tiles with the ring (K = 136: three slices, 4 stages) running on from tile to tile.
+#[test]
+fn persistent_ctas_walk_the_tiles_in_bands() {
+    let spec = GemmSpec { epilogue: full_epilogue(), ..GemmSpec::new(DType::F16, OutType::BF16) };
+    let case = Case { spec, m: 1100, n: 264, k: 136, with_c: true, alpha: 1.0, beta: -0.5, pad_in: 0, pad_out: 1, seed: 650 };
+    if let Err(e) = check(&case) {
+        panic!("{e}\n{case:?}");
+    }
+}
+
 /// Single rows, columns and k-slices: boxes almost entirely outside the tensors.
 #[test]
 fn tiny_shapes() {

@@ -406,6 +406,9 @@ pub fn prepare_gemm(
             Ok(hopper) => {
                 let source = spec.render(arch)?;
                 let params = GemmLaunchParams::Hopper(hopper);
+                // Persistent: at most one CTA per SM, each walking its share of the tiles.
+                let tiles = config.grid[0] * config.grid[1];
+                let config = LaunchConfig { grid: [tiles.min(backend.multiprocessors().max(1)), 1, 1], ..config };
                 return PreparedLaunch::new(backend, compiler, &source, Some(config), params, buffers.all());
             }
             Err(reason) => {
