@@ -217,15 +217,19 @@ pub fn check(spec: &LoraSpec, p: &LoraProblem, strides: &LoraStrides, buffers: &
     check_matrices(tensors.to_vec(), "y")
 }
 
-/// Column tiles per CTA. Every CTA recomputes `X A` for its row tile once per group, so larger
-/// groups cost less low-rank work (r / (group x block_n) of the main loop) but give fewer CTAs:
-/// the group is the largest that still leaves about one CTA per multiprocessor.
+/// Column tiles per CTA. Every CTA computes `X A` for its row tile once per group (about
+/// `r / block_n` of one column tile's work), so larger groups cost less low-rank work but give fewer
+/// CTAs. The group minimises the time in column-tile units with about one CTA per multiprocessor
+/// at a time: `waves(g) x (g + r / block_n)`, where `waves(g)` is the number of rounds the
+/// `row tiles x ceil(column tiles / g)` CTAs take; ties go to the smaller group.
 pub fn default_n_group(spec: &LoraSpec, p: &LoraProblem, arch: Arch, multiprocessors: u32) -> usize {
     let (_, block_m, block_n) = spec.cta_shape(arch);
     let m_tiles = p.m.div_ceil(block_m as usize).max(1);
     let n_tiles = p.n.div_ceil(block_n as usize).max(1);
-    let ctas_wanted = multiprocessors.max(1) as usize;
-    (m_tiles * n_tiles / ctas_wanted).clamp(1, n_tiles)
+    let slots = multiprocessors.max(1) as usize;
+    let low_rank = f64::from(spec.padded_rank()) / f64::from(block_n);
+    let cost = |g: usize| (m_tiles * n_tiles.div_ceil(g)).div_ceil(slots) as f64 * (g as f64 + low_rank);
+    (1..=n_tiles).fold(1, |best, g| if cost(g) < cost(best) { g } else { best })
 }
 
 /// The launch shape: `(row tiles, column-tile groups, 1)`. `None` when Y is empty.
@@ -483,10 +487,15 @@ mod tests {
     fn group_sizes_follow_the_device() {
         let s = LoraSpec::new(DType::BF16, OutType::BF16, 16);
         let p = LoraProblem::new(4096, 4096, 4096, 1);
-        // 32 x 32 tiles of 128 x 128 over 132 SMs: groups of 7 column tiles, 5 groups per row tile.
-        assert_eq!(default_n_group(&s, &p, Arch::SM90, 132), 7);
-        let cfg = launch_config(&s, &p, Arch::SM90, 7).unwrap().unwrap();
-        assert_eq!(cfg.grid, [32, 5, 1]);
+        // 32 x 32 tiles of 128 x 128 over 132 SMs: groups of 8 column tiles make 128 CTAs, one
+        // round (groups of 7 would make 160 CTAs: two rounds of 7 tiles, 14 tile-times for 8).
+        assert_eq!(default_n_group(&s, &p, Arch::SM90, 132), 8);
+        let cfg = launch_config(&s, &p, Arch::SM90, 8).unwrap().unwrap();
+        assert_eq!(cfg.grid, [32, 4, 1]);
+        // sm_90a, 128 x 256 tiles: 32 x 16; groups of 4 make 128 CTAs.
+        assert_eq!(default_n_group(&s, &p, Arch::SM90A, 132), 4);
+        // A few row tiles: the CTAs fit in one round with single column tiles.
+        assert_eq!(default_n_group(&s, &LoraProblem::new(256, 4096, 4096, 1), Arch::SM90, 132), 1);
         // Decode: one row tile, every column tile its own CTA.
         assert_eq!(default_n_group(&s, &LoraProblem::new(1, 4096, 4096, 1), Arch::SM90, 132), 1);
         assert!(launch_config(&s, &LoraProblem::new(0, 8, 8, 1), Arch::SM90, 1).unwrap().is_none());
