@@ -99,6 +99,10 @@ pub struct SassSummary {
     pub local: usize,
     /// Register reallocation between warpgroups (`setmaxnreg`): USETMAXREG.
     pub setmaxnreg: usize,
+    /// The per-thread register counts `setmaxnreg.inc` raises to (USETMAXREG.TRY_ALLOC), in order.
+    pub setmaxnreg_inc: Vec<u32>,
+    /// The per-thread register counts `setmaxnreg.dec` lowers to (USETMAXREG.DEALLOC), in order.
+    pub setmaxnreg_dec: Vec<u32>,
     /// Every instruction line.
     pub instructions: usize,
 }
@@ -123,7 +127,22 @@ impl SassSummary {
                 "HGMMA" => s.hgmma += 1,
                 "UTMALDG" | "UTMASTG" => s.tma += 1,
                 "LDL" | "STL" => s.local += 1,
-                "USETMAXREG" => s.setmaxnreg += 1,
+                "USETMAXREG" => {
+                    s.setmaxnreg += 1;
+                    // The count is the last operand: `USETMAXREG.TRY_ALLOC.CTAPOOL UP0, 0xe8 ;`.
+                    let count = body
+                        .split(';')
+                        .next()
+                        .and_then(|ops| ops.rsplit([' ', ',']).find(|w| !w.is_empty()))
+                        .and_then(|w| u32::from_str_radix(w.trim_start_matches("0x"), 16).ok());
+                    if let Some(count) = count {
+                        if opcode.contains("DEALLOC") {
+                            s.setmaxnreg_dec.push(count);
+                        } else {
+                            s.setmaxnreg_inc.push(count);
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -146,9 +165,11 @@ mod tests {
         /*0040*/                   UTMALDG.2D [UR8], [UR4] ;
         /*0050*/                   STL [R1], R2 ;
         /*0058*/                   USETMAXREG.DEALLOC.CTAPOOL 0x28 ;
+        /*005c*/                   USETMAXREG.TRY_ALLOC.CTAPOOL UP0, 0xe8 ;                           /* 0x000000e8000079c8 */
         /*0060*/                   EXIT ;
 ";
         let s = SassSummary::of(listing);
-        assert_eq!((s.hmma, s.hgmma, s.tma, s.local, s.setmaxnreg, s.instructions), (2, 1, 1, 1, 1, 8));
+        assert_eq!((s.hmma, s.hgmma, s.tma, s.local, s.setmaxnreg, s.instructions), (2, 1, 1, 1, 2, 9));
+        assert_eq!((s.setmaxnreg_dec, s.setmaxnreg_inc), (vec![40], vec![232]));
     }
 }

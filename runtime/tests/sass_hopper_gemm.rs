@@ -48,7 +48,9 @@ fn hopper_gemm_and_lora_use_hgmma_and_tma_in_sass() {
                     Some(format!("{label}: {} HGMMA, {} HMMA in {} instructions", s.hgmma, s.hmma, s.instructions))
                 }
                 Ok(s) if s.tma == 0 => Some(format!("{label}: no TMA load")),
-                Ok(s) if s.setmaxnreg < 2 => Some(format!("{label}: {} setmaxnreg, want the 40/232 split", s.setmaxnreg)),
+                Ok(s) if common::register_split_problem(&s).is_some() => {
+                    common::register_split_problem(&s).map(|p| format!("{label}: {p}"))
+                }
                 Ok(s) if s.local > 0 => Some(format!("{label}: {} local-memory instructions", s.local)),
                 Ok(s) => {
                     eprintln!("{label}: {} HGMMA, {} TMA of {} instructions", s.hgmma, s.tma, s.instructions);

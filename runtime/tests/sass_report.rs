@@ -88,7 +88,9 @@ fn hopper_attention_uses_hgmma_and_tma_in_sass() {
                 }
                 Ok(s) if s.tma == 0 => Some(format!("{label}: no TMA load")),
                 // The producer gives registers away and the consumers take them.
-                Ok(s) if s.setmaxnreg < 2 => Some(format!("{label}: {} setmaxnreg, want the 40/232 split", s.setmaxnreg)),
+                Ok(s) if common::register_split_problem(&s).is_some() => {
+                    common::register_split_problem(&s).map(|p| format!("{label}: {p}"))
+                }
                 Ok(s) if s.local > 0 => Some(format!("{label}: {} local-memory instructions", s.local)),
                 Ok(s) => {
                     eprintln!(

@@ -138,3 +138,13 @@ pub fn assert_wgmma_not_serialised(sources: &[tessera_runtime::codegen::KernelSo
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The warpgroup register split every sm_90a kernel intends: the producer lowers itself to 40
+/// registers per thread, the consumers raise themselves to 232 (`templates/*_hopper.cuh`). `None`
+/// when the SASS shows exactly that; otherwise what it shows.
+pub fn register_split_problem(s: &tessera_runtime::sass::SassSummary) -> Option<String> {
+    let all = |v: &[u32], want: u32| !v.is_empty() && v.iter().all(|&c| c == want);
+    (!(all(&s.setmaxnreg_dec, 40) && all(&s.setmaxnreg_inc, 232))).then(|| {
+        format!("setmaxnreg.dec to {:?} and .inc to {:?}, want the 40/232 split", s.setmaxnreg_dec, s.setmaxnreg_inc)
+    })
+}
