@@ -140,7 +140,8 @@ pub fn gemm<T: Element16, O: Scalar>(
         residual.as_deref(),
         alpha,
         beta,
-    )?;
+    )?
+    .y;
     Ok(narrow(&y))
 }
 

@@ -95,7 +95,8 @@ fn check(case: &Case) -> Result<(), TestCaseError> {
         case.alpha,
         case.beta,
     )
-    .map_err(|e| TestCaseError::fail(format!("{label}: {e}")))?;
+    .map_err(|e| TestCaseError::fail(format!("{label}: {e}")))?
+    .y;
 
     let want = common::gemm_reference(
         &spec,

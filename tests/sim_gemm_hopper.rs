@@ -327,6 +327,9 @@ fn specs_route_to_sm90a_and_fall_back_with_a_reason() {
         let (x, w) = (random(&mut rng, p.x_elements()), random(&mut rng, p.w_elements()));
         let got = run_gemm(hopper_backend(), compiler(), &GemmSpec::new(DType::F16, OutType::F32), &p, &x, &w, None, None, None, 1.0, 0.0)
             .unwrap_or_else(|e| panic!("k={k}: {e}"));
+        // An aligned K takes the sm_90a kernel; K = 13 cannot.
+        assert_eq!(got.kernel.contains("_sm90a_"), k == 40, "k={k}: {}", got.kernel);
+        let got = got.y;
         let r = |v: &[f32]| reference::round_to_dtype(v, DType::F16);
         let want = reference::gemm(&r(&x), Layout::RowMajor, &r(&w), Layout::RowMajor, (p.m, p.n, p.k), None, None, Activation::None, None, 1.0, 0.0);
         let cmp = reference::compare(&got, &want);

@@ -462,13 +462,24 @@ pub fn poison_out(elements: usize, out: OutType) -> Vec<u8> {
     }
 }
 
+/// What [`run_gemm`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmOutput {
+    /// Y `[M, N]`, widened to f32.
+    pub y: Vec<f32>,
+    /// The entry point that ran (empty when nothing was launched).
+    pub kernel: String,
+    /// Why the launcher chose that kernel, when it fell back from its first choice.
+    pub note: Option<String>,
+}
+
 /// Runs the GEMM on contiguous host tensors: X `[M, K]` (row-major spec) or `[K, M]` (column-major),
 /// W `[K, N]` (row-major spec) or `[N, K]` (column-major), C and residual `[M, N]`, bias `[N]`.
 /// When the shape has rows that are not whole 16-byte chunks the element-wise kernel
 /// (`aligned: false`) runs instead of an aligned spec. X and W are rounded to the spec dtype,
 /// C / bias / residual to the output type (round to nearest even); Y is filled with NaN before the
-/// launch so unwritten elements show. Returns Y `[M, N]` widened to f32. Device memory is freed on
-/// every path.
+/// launch so unwritten elements show. Returns Y `[M, N]` widened to f32, with the kernel that ran.
+/// Device memory is freed on every path.
 #[allow(clippy::too_many_arguments)]
 pub fn run_gemm(
     backend: &dyn Backend,
@@ -482,7 +493,7 @@ pub fn run_gemm(
     residual: Option<&[f32]>,
     alpha: f32,
     beta: f32,
-) -> Result<Vec<f32>> {
+) -> Result<GemmOutput> {
     let spec = &GemmSpec { aligned: spec.aligned && fits_aligned(spec, problem), ..*spec };
     // The tile a launch would take from the tuning database, so a tuned split-K tile gets its workspace.
     let spec = &match crate::tuning::tuned_spec(backend, (*spec).into(), &[problem.m, problem.n, problem.k]) {
@@ -545,12 +556,17 @@ pub fn run_gemm(
         workspace: wsi.map(|i| &b[i]),
     };
     let strides = GemmStrides::contiguous(spec, problem);
-    gemm_forward(backend, compiler, spec, problem, &strides, &buffers, alpha, beta)?;
+    let launch = prepare_gemm(backend, compiler, spec, problem, &strides, &buffers, alpha, beta)?;
+    launch.run(backend)?;
     let mut out = vec![0u8; y_bytes];
     if y_bytes > 0 {
         backend.read(&b[yi], &mut out)?;
     }
-    Ok(decode_out(&out, spec.out))
+    Ok(GemmOutput {
+        y: decode_out(&out, spec.out),
+        kernel: launch.kernel().map_or_else(String::new, |k| k.name().to_string()),
+        note: launch.note().map(str::to_string),
+    })
 }
 
 #[cfg(test)]

@@ -52,8 +52,8 @@ pub use attention::{
     AttentionStrides, BufferSpan, TensorStrides,
 };
 pub use gemm::{
-    check as check_gemm, gemm_forward, prepare_gemm, run_gemm, GemmBuffers, GemmLaunch, GemmLaunchParams, GemmParams,
-    GemmProblem, GemmSpans, GemmStrides, HopperGemmParams,
+    check as check_gemm, gemm_forward, prepare_gemm, run_gemm, GemmBuffers, GemmLaunch, GemmLaunchParams, GemmOutput,
+    GemmParams, GemmProblem, GemmSpans, GemmStrides, HopperGemmParams,
 };
 pub use launch::{KernelParams, PreparedLaunch};
 pub use lora::{

@@ -34,6 +34,11 @@ fn check_case(backend: &dyn Backend, compiler: &Compiler, spec: &AttentionSpec, 
     let label = format!("{} {p:?}", spec.kernel_name(backend.arch()));
     let got =
         run_attention(backend, compiler, spec, &p, &q, &k, &v, None, true).unwrap_or_else(|e| panic!("{label}: {e}"));
+    // On an H100/H200, a spec that routes to the TMA + wgmma kernel must have run it.
+    if backend.arch().has_wgmma() && !got.kernel.is_empty() {
+        let routed = spec.hopper_tile(backend.arch()).is_ok();
+        assert_eq!(got.kernel.contains("_sm90a_"), routed, "{label}: ran {} ({:?})", got.kernel, got.note);
+    }
 
     let (qr, kr, vr) = (
         reference::round_to_dtype(&q, spec.dtype),

@@ -4,9 +4,18 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_runtime::codegen::{Activation, AdapterMode, DType, Epilogue, GemmSpec, Layout, LoraSpec, OutType};
+use tessera_runtime::codegen::{Activation, AdapterMode, Arch, DType, Epilogue, GemmSpec, Layout, LoraSpec, OutType};
 use tessera_runtime::reference::{self, LoraOperands};
 use tessera_runtime::{open_backend, run_gemm, run_lora, Backend, BackendKind, Compiler, GemmProblem, KernelCache, LoraInputs, LoraProblem};
+
+/// On an H100/H200 (sm_90a), a launch whose spec routes to the TMA + wgmma kernel (with K > 0, so a
+/// tensor map can describe it) must have run that kernel, and nothing else may have. An empty
+/// problem launches nothing.
+fn assert_path(arch: Arch, routed: bool, kernel: &str, label: &str) {
+    if arch.has_wgmma() && !kernel.is_empty() {
+        assert_eq!(kernel.contains("_sm90a_"), routed, "{label}: ran {kernel}");
+    }
+}
 
 fn backend() -> Box<dyn Backend> {
     open_backend(BackendKind::Cuda).unwrap_or_else(|e| panic!("these tests need a CUDA GPU: {e}"))
@@ -49,8 +58,11 @@ fn gemm_matches_the_reference() {
             let bias = random(&mut rng, n);
             let residual = spec.epilogue.residual.then(|| random(&mut rng, m * n));
             let label = format!("{} {p:?}", spec.kernel_name(backend.arch()));
-            let got = run_gemm(backend.as_ref(), &compiler, &spec, &p, &x, &w, None, Some(&bias), residual.as_deref(), 1.0, 0.0)
+            let ran = run_gemm(backend.as_ref(), &compiler, &spec, &p, &x, &w, None, Some(&bias), residual.as_deref(), 1.0, 0.0)
                 .unwrap_or_else(|e| panic!("{label}: {e}"));
+            let aligned = GemmSpec { aligned: tessera_runtime::gemm::fits_aligned(&spec, &p), ..spec };
+            assert_path(backend.arch(), aligned.hopper_tile(backend.arch()).is_ok(), &ran.kernel, &label);
+            let got = ran.y;
             let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
             let rout = |v: &[f32]| spec.out.as_dtype().map_or(v.to_vec(), |d| reference::round_to_dtype(v, d));
             let residual = residual.map(|r| rout(&r));
@@ -73,7 +85,7 @@ fn split_k_gemm_matches_the_reference() {
         let mut rng = StdRng::seed_from_u64(split as u64);
         let x = random(&mut rng, m * k);
         let w = random(&mut rng, k * n);
-        let got = run_gemm(backend.as_ref(), &compiler, &spec, &GemmProblem::new(m, n, k), &x, &w, None, None, None, 1.0, 0.0).unwrap();
+        let got = run_gemm(backend.as_ref(), &compiler, &spec, &GemmProblem::new(m, n, k), &x, &w, None, None, None, 1.0, 0.0).unwrap().y;
         let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
         let want = reference::gemm(&rin(&x), Layout::RowMajor, &rin(&w), Layout::RowMajor, (m, n, k), None, None, Activation::None, None, 1.0, 0.0);
         let cmp = reference::compare(&got, &want);
@@ -112,7 +124,10 @@ fn lora_matches_the_reference() {
         let ids: Option<Vec<i64>> = (adapters > 0).then(|| (0..m as i64).map(|r| if r % 5 == 4 { -1 } else { r % adapters as i64 }).collect());
         let inputs = LoraInputs { x: &x, w: w.as_deref(), a: &a, b: &b, ids: ids.as_deref(), bias: None, residual: None };
         let label = format!("{} {p:?}", spec.kernel_name(backend.arch()));
-        let got = run_lora(backend.as_ref(), &compiler, &spec, &p, &inputs, 0.5, None).unwrap_or_else(|e| panic!("{label}: {e}")).y;
+        let ran = run_lora(backend.as_ref(), &compiler, &spec, &p, &inputs, 0.5, None).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let aligned = LoraSpec { aligned: tessera_runtime::lora::fits_aligned(&spec, &p), ..spec };
+        assert_path(backend.arch(), aligned.hopper_tile(backend.arch()).is_ok(), &ran.kernel, &label);
+        let got = ran.y;
         let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
         let (xr, ar, br) = (rin(&x), rin(&a), rin(&b));
         let ops = LoraOperands { x: &xr, layout_x: Layout::RowMajor, a: &ar, b: &br, ids: ids.as_deref(), m, n, k, rank: rank as usize, dtype: spec.dtype, scale: 0.5 };

@@ -151,9 +151,10 @@ pub fn run_gemm_cmd(args: RunGemmArgs) -> Result<()> {
     spec.validate(arch)?;
     let problem = GemmProblem::new(m, n, k);
     let beta = if cc.is_some() { args.beta } else { 0.0 };
-    let y = run_gemm(backend.as_ref(), &compiler, &spec, &problem, &x.data, &w.data, cc.as_deref(), bias.as_deref(), residual.as_deref(), args.alpha, beta)?;
-    write_npy_f32(&c.out, &[m, n], &y)?;
-    eprintln!("gemm {} on {} ({}): Y [{m}, {n}] -> {}", spec.kernel_name(arch), backend.device_name(), backend.kind(), c.out.display());
+    let out = run_gemm(backend.as_ref(), &compiler, &spec, &problem, &x.data, &w.data, cc.as_deref(), bias.as_deref(), residual.as_deref(), args.alpha, beta)?;
+    write_npy_f32(&c.out, &[m, n], &out.y)?;
+    let kernel = if out.kernel.is_empty() { spec.kernel_name(arch) } else { out.kernel };
+    eprintln!("gemm {kernel} on {} ({}): Y [{m}, {n}] -> {}", backend.device_name(), backend.kind(), c.out.display());
     Ok(())
 }
 
