@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tessera::codegen::HopperTile;
 use tessera::runtime::attention::{encode, POISON_16};
 use tessera::runtime::reference;
 use tessera::runtime::{
@@ -30,6 +31,8 @@ struct Case {
     seq_q: usize,
     seq_k: usize,
     seed: u64,
+    /// An explicit sm_90a tile (a tuned one); `None` runs the head_dim's default.
+    tile: Option<HopperTile>,
 }
 
 fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
@@ -37,8 +40,10 @@ fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
 }
 
 fn check(case: &Case) -> Result<(), TestCaseError> {
-    let spec = AttentionSpec::new(case.dtype, case.head_dim, case.causal, case.heads.0, case.heads.1);
-    prop_assert!(spec.hopper_tile(Arch::SM90A).is_ok());
+    let mut spec = AttentionSpec::new(case.dtype, case.head_dim, case.causal, case.heads.0, case.heads.1);
+    spec.hopper_tile = case.tile;
+    let routed = spec.hopper_tile(Arch::SM90A);
+    prop_assert!(routed.is_ok() && case.tile.map_or(true, |t| routed == Ok(t)), "{:?}", routed);
     let p = AttentionProblem::for_spec(&spec, case.batch, case.seq_q, case.seq_k);
     let mut rng = StdRng::seed_from_u64(case.seed);
     let (q, k, v) = (random(&mut rng, p.q_elements()), random(&mut rng, p.kv_elements()), random(&mut rng, p.kv_elements()));
@@ -67,7 +72,7 @@ fn seq_len() -> impl Strategy<Value = usize> {
 fn cases(head_dim: u32) -> impl Strategy<Value = Case> {
     let heads = prop::sample::select(vec![(1u32, 1u32), (2, 2), (4, 2), (2, 1)]);
     (prop::sample::select(DType::ALL.to_vec()), any::<bool>(), heads, 1usize..=2, seq_len(), seq_len(), any::<u64>()).prop_map(
-        move |(dtype, causal, heads, batch, seq_q, seq_k, seed)| Case { dtype, head_dim, causal, heads, batch, seq_q, seq_k, seed },
+        move |(dtype, causal, heads, batch, seq_q, seq_k, seed)| Case { dtype, head_dim, causal, heads, batch, seq_q, seq_k, seed, tile: None },
     )
 }
 
@@ -89,10 +94,31 @@ proptest! {
 #[test]
 fn causal_rows_without_keys_and_single_rows() {
     for (seq_q, seq_k) in [(300, 20), (1, 1), (129, 1)] {
-        let case = Case { dtype: DType::BF16, head_dim: 64, causal: true, heads: (2, 1), batch: 1, seq_q, seq_k, seed: 9 };
+        let case = Case { dtype: DType::BF16, head_dim: 64, causal: true, heads: (2, 1), batch: 1, seq_q, seq_k, seed: 9, tile: None };
         if let Err(e) = check(&case) {
             panic!("{e}\n{case:?}");
         }
+    }
+}
+
+/// Tiles other than the defaults (as the tuner may store them): 64-key tiles in a 3-deep ring at
+/// d128 and 96-key tiles in a 4-deep ring at d64; 500 keys are 8 and 6 key tiles, so both rings
+/// wrap within one work tile and the last key tile is partial. The launch runs the tile's own kernel.
+#[test]
+fn non_default_tiles_match_reference() {
+    let tiles = [(128, HopperTile { block_n: 64, stages: 3 }, false), (64, HopperTile { block_n: 96, stages: 4 }, true)];
+    for (i, (head_dim, tile, causal)) in tiles.into_iter().enumerate() {
+        let case = Case { dtype: DType::F16, head_dim, causal, heads: (2, 1), batch: 1, seq_q: 150, seq_k: 500, seed: 20 + i as u64, tile: Some(tile) };
+        if let Err(e) = check(&case) {
+            panic!("{e}\n{case:?}");
+        }
+        let spec = AttentionSpec::new(case.dtype, head_dim, causal, 2, 1).with_hopper_tile(tile);
+        let p = AttentionProblem::for_spec(&spec, 1, 150, 500);
+        let b = buffers(hopper_backend(), &spec, &p);
+        let bufs = AttentionBuffers { q: &b[0], k: &b[1], v: &b[2], o: &b[3], lse: None };
+        let launch = prepare_attention(hopper_backend(), compiler(), &spec, &p, &AttentionStrides::contiguous(&p), &bufs, None).unwrap();
+        let name = launch.kernel().unwrap().name().to_string();
+        assert!(name.ends_with(&format!("_sm90a_{tile}")), "{name}");
     }
 }
 

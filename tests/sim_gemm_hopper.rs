@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera::codegen::{Activation, Epilogue, GemmSpec, GemmTile, Layout, OutType};
+use tessera::codegen::{Activation, Epilogue, GemmSpec, GemmTile, HopperGemmTile, Layout, OutType};
 use tessera::runtime::attention::encode;
 use tessera::runtime::gemm::{decode_out, encode_out, poison_out, stored_shape, GemmBuffers, GemmStrides};
 use tessera::runtime::reference;
@@ -189,13 +189,13 @@ fn run_and_compare(case: &Case) -> Result<Ran, TestCaseError> {
     Ok(ran)
 }
 
-/// A case that must run on the sm_90a kernel.
-fn check(case: &Case) -> Result<(), TestCaseError> {
+/// A case that must run on the sm_90a kernel; returns what ran.
+fn check(case: &Case) -> Result<Ran, TestCaseError> {
     prop_assert!(case.spec.hopper_tile(Arch::SM90A).is_ok(), "{:?}", case.spec);
     let ran = run_and_compare(case)?;
     prop_assert!(ran.name.contains("_sm90a_"), "{} is not the sm_90a kernel", ran.name);
     prop_assert!(ran.note.is_none(), "{}: unexpected note {:?}", ran.name, ran.note);
-    Ok(())
+    Ok(ran)
 }
 
 fn dim() -> impl Strategy<Value = usize> {
@@ -273,6 +273,23 @@ fn persistent_ctas_walk_the_tiles_in_bands() {
     let case = Case { spec, m: 1100, n: 264, k: 136, with_c: true, alpha: 1.0, beta: -0.5, pad_in: 0, pad_out: 1, seed: 650 };
     if let Err(e) = check(&case) {
         panic!("{e}\n{case:?}");
+    }
+}
+
+/// Tiles other than the default (as the tuner may store them): 128 columns in a 3-deep ring and
+/// 192 columns in a 5-deep ring. K = 520 is nine 64-deep slices, so both rings wrap; N = 296 takes
+/// 3 and 2 CTAs, the last partly outside Y. The launch runs the tile's own kernel.
+#[test]
+fn non_default_tiles_wrap_their_rings() {
+    let tiles = [
+        (Layout::RowMajor, Layout::ColMajor, HopperGemmTile { block_n: 128, stages: 3 }),
+        (Layout::ColMajor, Layout::RowMajor, HopperGemmTile { block_n: 192, stages: 5 }),
+    ];
+    for (i, (layout_x, layout_w, tile)) in tiles.into_iter().enumerate() {
+        let spec = GemmSpec { layout_x, layout_w, epilogue: full_epilogue(), ..GemmSpec::new(DType::BF16, OutType::F32) }.with_hopper_tile(tile);
+        let case = Case { spec, m: 200, n: 296, k: 520, with_c: true, alpha: 0.5, beta: 2.0, pad_in: 8, pad_out: 3, seed: 800 + i as u64 };
+        let ran = check(&case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
+        assert!(ran.name.ends_with(&format!("_sm90a_{tile}")), "{}", ran.name);
     }
 }
 

@@ -39,16 +39,36 @@ pub struct AttentionSpec {
     /// Masks, score modifiers and layouts beyond plain (causal) attention; absent in older JSON.
     #[serde(default)]
     pub features: AttentionFeatures,
+    /// The sm_90a kernel's tile when the spec takes that kernel ([`hopper_route`]); `None` picks
+    /// [`HopperTile::for_head_dim`]. Absent from JSON when `None`, so older JSON and the tuning
+    /// keys of specs without it are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hopper_tile: Option<HopperTile>,
 }
 
 impl AttentionSpec {
     /// Multi-head attention with the default tile configuration.
     pub fn new(dtype: DType, head_dim: u32, causal: bool, heads_q: u32, heads_kv: u32) -> Self {
-        AttentionSpec { dtype, head_dim, causal, heads_q, heads_kv, tile: None, features: AttentionFeatures::default() }
+        AttentionSpec {
+            dtype,
+            head_dim,
+            causal,
+            heads_q,
+            heads_kv,
+            tile: None,
+            features: AttentionFeatures::default(),
+            hopper_tile: None,
+        }
     }
 
     pub fn with_tile(mut self, tile: TileConfig) -> Self {
         self.tile = Some(tile);
+        self
+    }
+
+    /// This spec with an explicit sm_90a tile (used where the spec takes the sm_90a kernel).
+    pub fn with_hopper_tile(mut self, tile: HopperTile) -> Self {
+        self.hopper_tile = Some(tile);
         self
     }
 
@@ -150,6 +170,11 @@ impl AttentionSpec {
                 arch: arch.to_string(),
             });
         }
+        // An explicit sm_90a tile is checked on every target, so a bad one fails here and not
+        // only on the sm_90a machine that would render it.
+        if let Some(hopper) = self.hopper_tile {
+            hopper.validate(self.dtype, self.head_dim, arch)?;
+        }
         Ok(())
     }
 
@@ -196,14 +221,12 @@ impl AttentionSpec {
     pub fn kernel_name(&self, arch: Arch) -> String {
         if let Ok(t) = hopper_route(self, arch) {
             return format!(
-                "tessera_attention_fwd_{}_d{}_{}_h{}x{}_sm90a_m{HOPPER_BLOCK_M}n{}s{}",
+                "tessera_attention_fwd_{}_d{}_{}_h{}x{}_sm90a_{t}",
                 self.dtype,
                 self.head_dim,
                 if self.causal { "causal" } else { "full" },
                 self.heads_q,
                 self.heads_kv,
-                t.block_n,
-                t.stages
             );
         }
         let tile = self.tile_for(arch);

@@ -4,10 +4,16 @@
 //! A spec takes this path when the target has `wgmma` (sm_90a), the spec is plain attention (no
 //! variant feature), its head dimension has a Hopper tile (64, 128, 256) and no mma.sync tile was
 //! forced. Everything else renders the mma.sync template; [`hopper_route`] says why, so the launch
-//! log and `tessera list` can show it.
+//! log and `tessera list` can show it. The sm_90a tile is [`HopperTile::for_head_dim`] unless the
+//! spec carries an explicit one (its `hopper_tile` field, set by hand or by the tuner).
 
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::gemm::list;
 use crate::wgmma_asm::{wgmma_ops_struct, WgmmaA, WgmmaMethod};
-use crate::{Arch, AttentionSpec, DType};
+use crate::{Arch, AttentionSpec, DType, SpecError};
 
 /// Threads of one CTA: a producer warpgroup and two consumer warpgroups.
 pub const HOPPER_THREADS: u32 = 384;
@@ -16,9 +22,24 @@ pub const HOPPER_BLOCK_M: u32 = 128;
 /// Head dimensions the sm_90a template has tiles for.
 pub const HOPPER_HEAD_DIMS: [u32; 3] = [64, 128, 256];
 
-/// The sm_90a tile for one head dimension: key-tile width and ring depth, chosen so the ring fits
-/// 227 KB of shared memory and S + O + P stay within the consumers' 232 registers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Key-tile widths accepted: multiples of 32 (the template takes any multiple of 16, one k-step
+/// of O += P V) up to 192; 224 and 256 leave no room beside S and P at any head dimension (below).
+const HOPPER_BLOCK_NS: [u32; 6] = [32, 64, 96, 128, 160, 192];
+/// Ring depths the template accepts (its `static_assert`).
+const HOPPER_STAGES: [u32; 3] = [2, 3, 4];
+/// Registers per consumer thread after `setmaxnreg.inc` in the template.
+const CONSUMER_REGISTERS: u32 = 232;
+/// Registers a consumer thread needs besides S, P and O: descriptors, addresses, loop and ring
+/// counters, softmax state, masks. Calibrated with `ptxas -v` (causal GQA, the most registers):
+/// O + S + P of 200 registers (d64 n224) still assembled without spills, 208 (d128 n192) and 224
+/// (d64 n256) spilled; 40 admits at most 192 (d64 n192: 176, d128 n160: 184, d256 n64: 176), and
+/// `runtime/tests/compile_hopper_specs.rs` holds every tile the estimate admits to 0 spill bytes.
+const REGISTER_OVERHEAD: u32 = 40;
+
+/// The sm_90a tile: key-tile width and ring depth. The defaults ([`HopperTile::for_head_dim`]) fit
+/// 227 KB of shared memory and keep S + O + P within the consumers' 232 registers; the tuner
+/// searches the others ([`HopperTile::space`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HopperTile {
     pub block_n: u32,
     pub stages: u32,
@@ -41,9 +62,58 @@ impl HopperTile {
         let ring = self.stages * 2 * self.block_n * head_dim * elem;
         q + ring + 8 * (2 + 2 * self.stages) + 1024
     }
+
+    /// Registers one consumer thread needs: O (`64 x head_dim` f32 over a warpgroup: head_dim / 2),
+    /// S (block_n / 2), P packed to 16 bits (block_n / 4), and the overhead.
+    pub fn register_estimate(&self, head_dim: u32) -> u32 {
+        head_dim / 2 + self.block_n / 2 + self.block_n / 4 + REGISTER_OVERHEAD
+    }
+
+    /// Checks the tile against the template (`hopper_tile.block_n`, `hopper_tile.stages`), the
+    /// consumers' registers and `arch`'s shared memory, for `dtype` and `head_dim`.
+    pub fn validate(&self, dtype: DType, head_dim: u32, arch: Arch) -> Result<(), SpecError> {
+        if !HOPPER_HEAD_DIMS.contains(&head_dim) {
+            return Err(SpecError::unsupported("head_dim", head_dim, format!("{} with an sm_90a tile", list(&HOPPER_HEAD_DIMS))));
+        }
+        if !HOPPER_BLOCK_NS.contains(&self.block_n) {
+            return Err(SpecError::unsupported("hopper_tile.block_n", self.block_n, list(&HOPPER_BLOCK_NS)));
+        }
+        if !HOPPER_STAGES.contains(&self.stages) {
+            return Err(SpecError::unsupported("hopper_tile.stages", self.stages, list(&HOPPER_STAGES)));
+        }
+        let estimated = self.register_estimate(head_dim);
+        if estimated > CONSUMER_REGISTERS {
+            return Err(SpecError::Registers { tile: format!("sm90a_{self}"), head_dim, estimated, limit: CONSUMER_REGISTERS });
+        }
+        let needed = self.shared_memory_bytes(dtype, head_dim);
+        let limit = arch.max_shared_memory_per_block();
+        if needed > limit {
+            return Err(SpecError::SharedMemory { tile: format!("sm90a_{self}"), needed, limit, arch: arch.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Every tile that validates for `dtype` and `head_dim` on `arch`: the tuner's sm_90a space.
+    pub fn space(dtype: DType, head_dim: u32, arch: Arch) -> impl Iterator<Item = HopperTile> {
+        HOPPER_BLOCK_NS.into_iter().flat_map(move |block_n| {
+            HOPPER_STAGES
+                .into_iter()
+                .map(move |stages| HopperTile { block_n, stages })
+                .filter(move |t| t.validate(dtype, head_dim, arch).is_ok())
+        })
+    }
+}
+
+/// `m128n{block_n}s{stages}`: the part of the kernel name (after `sm90a_`) that tells tiles apart.
+impl fmt::Display for HopperTile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m{HOPPER_BLOCK_M}n{}s{}", self.block_n, self.stages)
+    }
 }
 
 /// Whether `spec` renders the sm_90a template on `arch`; `Err` carries the reason it does not.
+/// The tile is the spec's explicit `hopper_tile` when it has one (checked by
+/// [`AttentionSpec::validate`]), else the head dimension's default.
 pub fn hopper_route(spec: &AttentionSpec, arch: Arch) -> Result<HopperTile, String> {
     if !arch.has_wgmma() {
         return Err(format!("{arch} has no wgmma (sm_90a only)"));
@@ -54,8 +124,9 @@ pub fn hopper_route(spec: &AttentionSpec, arch: Arch) -> Result<HopperTile, Stri
     if spec.tile.is_some() {
         return Err("an mma.sync tile was given (or tuned) for this spec".to_string());
     }
-    HopperTile::for_head_dim(spec.head_dim)
-        .ok_or_else(|| format!("head_dim {} has no sm_90a tile (64, 128, 256 do)", spec.head_dim))
+    let default = HopperTile::for_head_dim(spec.head_dim)
+        .ok_or_else(|| format!("head_dim {} has no sm_90a tile (64, 128, 256 do)", spec.head_dim))?;
+    Ok(spec.hopper_tile.unwrap_or(default))
 }
 
 /// The `Ops` struct the template calls: `qk` (S = Q K^T step, both operands from shared memory,
@@ -119,6 +190,64 @@ mod tests {
         assert!(hopper_route(&paged, Arch::SM90A).unwrap_err().contains("paged"));
         let tiled = spec.with_tile(AttentionSpec::default_tile(128, Arch::SM90A));
         assert!(hopper_route(&tiled, Arch::SM90A).unwrap_err().contains("mma.sync tile"));
+    }
+
+    #[test]
+    fn an_explicit_tile_is_routed_and_checked() {
+        let spec = AttentionSpec::new(DType::BF16, 128, true, 16, 4);
+        let t = HopperTile { block_n: 64, stages: 3 };
+        let tuned = spec.with_hopper_tile(t);
+        assert_eq!(hopper_route(&tuned, Arch::SM90A), Ok(t));
+        assert!(tuned.kernel_name(Arch::SM90A).ends_with("_sm90a_m128n64s3"), "{}", tuned.kernel_name(Arch::SM90A));
+        assert_ne!(tuned.render(Arch::SM90A).unwrap().hash, spec.render(Arch::SM90A).unwrap().hash);
+        let src = tuned.render(Arch::SM90A).unwrap();
+        assert!(src.cuda_src.contains("attention_hopper<tessera::bf16, 128, 64, 3, true, 4, TesseraWgmmaOps>"));
+        assert_eq!(src.geometry.dynamic_shared_bytes, t.shared_memory_bytes(DType::BF16, 128));
+        // An mma.sync tile still forces the mma.sync kernel.
+        let both = tuned.with_tile(AttentionSpec::default_tile(128, Arch::SM90A));
+        assert!(hopper_route(&both, Arch::SM90A).unwrap_err().contains("mma.sync tile"));
+
+        let err = |t: HopperTile, d: u32| spec_with(d, t).validate(Arch::SM90A).unwrap_err();
+        let bad_n = err(HopperTile { block_n: 48, stages: 2 }, 128).to_string();
+        assert!(bad_n.contains("hopper_tile.block_n") && bad_n.contains("`48`") && bad_n.contains("32, 64, 96, 128, 160, 192"), "{bad_n}");
+        let bad_s = err(HopperTile { block_n: 64, stages: 5 }, 128).to_string();
+        assert!(bad_s.contains("hopper_tile.stages") && bad_s.contains("2, 3, 4"), "{bad_s}");
+        // S + P + O of 64 + 32 + 128 registers do not fit beside the rest in 232.
+        assert!(matches!(err(HopperTile { block_n: 128, stages: 2 }, 256), SpecError::Registers { estimated: 264, limit: 232, .. }));
+        // Three stages of 128-key K and V tiles at d128 fit 227 KB; four do not.
+        assert!(spec_with(128, HopperTile { block_n: 128, stages: 3 }).validate(Arch::SM90A).is_ok());
+        assert!(matches!(err(HopperTile { block_n: 128, stages: 4 }, 128), SpecError::SharedMemory { .. }));
+        // A head dimension without the sm_90a kernel cannot take its tile.
+        assert!(err(HopperTile { block_n: 64, stages: 2 }, 96).to_string().contains("head_dim"));
+        // Checked on every target, also where it would not be rendered (sm_86: 99 KB).
+        let big = spec_with(64, HopperTile { block_n: 192, stages: 4 });
+        assert!(big.validate(Arch::SM90A).is_ok() && big.validate(Arch::SM86).is_err());
+    }
+
+    fn spec_with(head_dim: u32, t: HopperTile) -> AttentionSpec {
+        AttentionSpec::new(DType::F16, head_dim, false, 8, 8).with_hopper_tile(t)
+    }
+
+    #[test]
+    fn space_holds_the_default_and_only_tiles_that_fit() {
+        for d in HOPPER_HEAD_DIMS {
+            for dtype in DType::ALL {
+                let space: Vec<HopperTile> = HopperTile::space(dtype, d, Arch::SM90A).collect();
+                assert!(space.contains(&HopperTile::for_head_dim(d).unwrap()), "d{d}");
+                for t in &space {
+                    assert!(t.shared_memory_bytes(dtype, d) <= Arch::SM90A.max_shared_memory_per_block());
+                    assert!(t.register_estimate(d) <= CONSUMER_REGISTERS);
+                }
+            }
+        }
+        let d128: Vec<HopperTile> = HopperTile::space(DType::BF16, 128, Arch::SM90A).collect();
+        for (block_n, stages) in [(64, 2), (64, 3), (64, 4), (128, 3), (160, 2)] {
+            assert!(d128.contains(&HopperTile { block_n, stages }), "n{block_n} s{stages}");
+        }
+        assert!(!d128.iter().any(|t| t.block_n > 160 || (t.block_n == 128 && t.stages > 3)));
+        let d256: Vec<HopperTile> = HopperTile::space(DType::BF16, 256, Arch::SM90A).collect();
+        assert_eq!(d256.len(), 4);
+        assert!(d256.iter().all(|t| t.block_n <= 64));
     }
 
     #[test]

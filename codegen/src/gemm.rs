@@ -254,6 +254,11 @@ pub struct GemmSpec {
     pub aligned: bool,
     /// `None` picks [`GemmSpec::default_tile`].
     pub tile: Option<GemmTile>,
+    /// The sm_90a kernel's tile when the spec takes that kernel ([`gemm_hopper_route`]); `None`
+    /// picks [`HopperGemmTile::DEFAULT`]. Absent from JSON when `None`, so older JSON and the
+    /// tuning keys of specs without it are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hopper_tile: Option<HopperGemmTile>,
 }
 
 impl GemmSpec {
@@ -267,11 +272,18 @@ impl GemmSpec {
             epilogue: Epilogue::NONE,
             aligned: true,
             tile: None,
+            hopper_tile: None,
         }
     }
 
     pub fn with_tile(mut self, tile: GemmTile) -> Self {
         self.tile = Some(tile);
+        self
+    }
+
+    /// This spec with an explicit sm_90a tile (used where the spec takes the sm_90a kernel).
+    pub fn with_hopper_tile(mut self, tile: HopperGemmTile) -> Self {
+        self.hopper_tile = Some(tile);
         self
     }
 
@@ -304,6 +316,11 @@ impl GemmSpec {
         let limit = arch.max_shared_memory_per_block();
         if needed > limit {
             return Err(SpecError::SharedMemory { tile: tile.to_string(), needed, limit, arch: arch.to_string() });
+        }
+        // An explicit sm_90a tile is checked on every target, so a bad one fails here and not
+        // only on the sm_90a machine that would render it.
+        if let Some(hopper) = self.hopper_tile {
+            hopper.validate(self.dtype, arch)?;
         }
         Ok(())
     }

@@ -5,10 +5,14 @@
 //! are whole 16-byte chunks, which a tensor map needs), it has no user epilogue function, and its
 //! tile is left to the default (an explicit or tuned [`crate::GemmTile`], split-K included, keeps
 //! the mma.sync kernel). Everything else renders `templates/gemm.cuh`; [`gemm_hopper_route`] says
-//! why.
+//! why. The sm_90a tile is [`HopperGemmTile::DEFAULT`] unless the spec carries an explicit one (its
+//! `hopper_tile`, set by hand or by the tuner).
 
+use serde::{Deserialize, Serialize};
+
+use crate::gemm::list;
 use crate::wgmma_asm::{wgmma_ops_struct, WgmmaA, WgmmaMethod};
-use crate::{Arch, DType, GemmSpec, Layout};
+use crate::{Arch, DType, GemmSpec, Layout, SpecError};
 
 /// Threads of one CTA: a producer warpgroup and two consumer warpgroups.
 pub const HOPPER_GEMM_THREADS: u32 = 384;
@@ -17,10 +21,23 @@ pub const HOPPER_GEMM_BLOCK_M: u32 = 128;
 /// Depth of one k-slice: 64 16-bit elements, one 128-byte swizzle span.
 pub const HOPPER_GEMM_BLOCK_K: u32 = 64;
 
+/// Output columns per CTA the template accepts (its `static_assert`): whole 64-column W boxes up to
+/// the widest wgmma N. 256 columns are 128 f32 accumulators per consumer thread, well within the
+/// 232 registers `setmaxnreg.inc` gives them.
+const HOPPER_GEMM_BLOCK_NS: [u32; 4] = [64, 128, 192, 256];
+/// Ring depths the template accepts (its `static_assert`).
+const HOPPER_GEMM_STAGES: [u32; 7] = [2, 3, 4, 5, 6, 7, 8];
+/// The tuner's share of those, to keep a search short: 64-column tiles read every X slice twice as
+/// often per output as 128-column ones, 2 stages leave a single load in flight behind the slice
+/// being multiplied, and 7 or 8 stages fit only the narrowest tiles. An explicit tile may take any
+/// of the template's values.
+const SPACE_BLOCK_NS: [u32; 3] = [128, 192, 256];
+const SPACE_STAGES: [u32; 4] = [3, 4, 5, 6];
+
 /// The sm_90a GEMM tile: `128 x block_n` outputs per CTA (each consumer warpgroup holds a
 /// `64 x block_n` f32 accumulator tile, `block_n / 2` registers per thread), 64-deep k-slices of X
 /// and W in a `stages`-deep ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HopperGemmTile {
     pub block_n: u32,
     pub stages: u32,
@@ -40,6 +57,34 @@ impl HopperGemmTile {
     /// 128-byte swizzle wants 1024-byte aligned tiles).
     pub fn shared_memory_bytes(&self, dtype: DType) -> u32 {
         self.stages * self.stage_elements() * dtype.size_bytes() as u32 + 8 * 2 * self.stages + 1024
+    }
+
+    /// Checks the tile against the template (`hopper_tile.block_n`, `hopper_tile.stages`) and
+    /// `arch`'s shared memory.
+    pub fn validate(&self, dtype: DType, arch: Arch) -> Result<(), SpecError> {
+        if !HOPPER_GEMM_BLOCK_NS.contains(&self.block_n) {
+            return Err(SpecError::unsupported("hopper_tile.block_n", self.block_n, list(&HOPPER_GEMM_BLOCK_NS)));
+        }
+        if !HOPPER_GEMM_STAGES.contains(&self.stages) {
+            return Err(SpecError::unsupported("hopper_tile.stages", self.stages, list(&HOPPER_GEMM_STAGES)));
+        }
+        let needed = self.shared_memory_bytes(dtype);
+        let limit = arch.max_shared_memory_per_block();
+        if needed > limit {
+            return Err(SpecError::SharedMemory { tile: format!("sm90a_{self}"), needed, limit, arch: arch.to_string() });
+        }
+        Ok(())
+    }
+
+    /// The tuner's sm_90a tiles for `dtype` on `arch`: block_n 128, 192, 256 x 3 to 6 stages, where
+    /// the ring fits shared memory.
+    pub fn space(dtype: DType, arch: Arch) -> impl Iterator<Item = HopperGemmTile> {
+        SPACE_BLOCK_NS.into_iter().flat_map(move |block_n| {
+            SPACE_STAGES
+                .into_iter()
+                .map(move |stages| HopperGemmTile { block_n, stages })
+                .filter(move |t| t.validate(dtype, arch).is_ok())
+        })
     }
 }
 
@@ -66,7 +111,7 @@ pub fn gemm_hopper_route(spec: &GemmSpec, arch: Arch) -> Result<HopperGemmTile, 
         }
         return Err("an mma.sync tile was given (or tuned) for this spec".to_string());
     }
-    Ok(HopperGemmTile::DEFAULT)
+    Ok(spec.hopper_tile.unwrap_or(HopperGemmTile::DEFAULT))
 }
 
 /// The comment of the `mma` method: `D (64 x n) {+}= X W` with the operands' majorness.
@@ -149,6 +194,38 @@ mod tests {
         let mut custom = spec;
         custom.epilogue.user = Some(user);
         assert!(gemm_hopper_route(&custom, Arch::SM90A).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn an_explicit_tile_is_routed_and_checked() {
+        let spec = GemmSpec::new(DType::BF16, OutType::F32);
+        let t = HopperGemmTile { block_n: 128, stages: 5 };
+        let tuned = spec.with_hopper_tile(t);
+        assert_eq!(gemm_hopper_route(&tuned, Arch::SM90A), Ok(t));
+        assert_eq!(tuned.kernel_name(Arch::SM90A), "tessera_gemm_bf16_f32_rr_none_sm90a_m128n128k64s5");
+        assert_eq!(tuned.cta_shape(Arch::SM90A), (384, 128, 128));
+        let src = tuned.render(Arch::SM90A).unwrap();
+        assert!(src.cuda_src.contains("gemm_hopper<tessera::bf16, float, false, false, 128, 5, false, 0, false, TesseraWgmmaOps>"));
+        assert_eq!(src.geometry.dynamic_shared_bytes, 5 * (128 + 128) * 64 * 2 + 80 + 1024);
+        // An mma.sync tile still forces the mma.sync kernel.
+        let both = tuned.with_tile(GemmSpec::default_tile(Arch::SM90A));
+        assert!(gemm_hopper_route(&both, Arch::SM90A).unwrap_err().contains("mma.sync tile"));
+
+        let err = |block_n, stages| spec.with_hopper_tile(HopperGemmTile { block_n, stages }).validate(Arch::SM90A).unwrap_err();
+        let bad_n = err(96, 4).to_string();
+        assert!(bad_n.contains("hopper_tile.block_n") && bad_n.contains("`96`") && bad_n.contains("64, 128, 192, 256"), "{bad_n}");
+        let bad_s = err(128, 9).to_string();
+        assert!(bad_s.contains("hopper_tile.stages") && bad_s.contains("2, 3, 4, 5, 6, 7, 8"), "{bad_s}");
+        // Five 48 KiB stages of 128 x 256 do not fit 227 KB.
+        assert!(matches!(err(256, 5), SpecError::SharedMemory { .. }));
+    }
+
+    #[test]
+    fn space_is_the_tuned_share_that_fits() {
+        let space: Vec<HopperGemmTile> = HopperGemmTile::space(DType::F16, Arch::SM90A).collect();
+        assert!(space.contains(&HopperGemmTile::DEFAULT));
+        let expect = [(128, 3), (128, 4), (128, 5), (128, 6), (192, 3), (192, 4), (192, 5), (256, 3), (256, 4)];
+        assert_eq!(space, expect.map(|(block_n, stages)| HopperGemmTile { block_n, stages }));
     }
 
     #[test]

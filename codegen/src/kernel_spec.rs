@@ -83,12 +83,13 @@ impl KernelSpec {
         }
     }
 
-    /// The tile the kernel uses on `arch`, as its short label (`m128n64w8s2`, `m128n128k32w8s3`).
+    /// The tile the kernel uses on `arch`, as its short label (`m128n64w8s2`, `m128n128k32w8s3`;
+    /// `sm90a_m128n256k64s4` where the sm_90a kernel runs).
     pub fn tile_label(&self, arch: Arch) -> String {
         match self {
-            KernelSpec::Attention(s) => s.tile_for(arch).to_string(),
-            KernelSpec::Gemm(s) => s.tile_for(arch).to_string(),
-            KernelSpec::Lora(s) => s.tile_for(arch).to_string(),
+            KernelSpec::Attention(_) | KernelSpec::Gemm(_) | KernelSpec::Lora(_) => {
+                self.tile_choice(arch).map_or_else(String::new, |t| t.to_string())
+            }
             KernelSpec::Cast(s) => s.tile().to_string(),
             KernelSpec::Unscale(s) => s.tile().to_string(),
             KernelSpec::AdamW(s) => s.tile().to_string(),

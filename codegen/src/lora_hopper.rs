@@ -7,6 +7,8 @@
 //! warpgroups, `wgmma` from 128-byte-swizzled shared memory) with `X A` riding on the same X
 //! descriptors; everything else renders `templates/lora.cuh` and [`lora_hopper_route`] says why.
 
+use serde::{Deserialize, Serialize};
+
 use crate::gemm_hopper::{xw_comment, xw_method, HOPPER_GEMM_BLOCK_K, HOPPER_GEMM_BLOCK_M};
 use crate::wgmma_asm::{wgmma_ops_struct, WgmmaA, WgmmaMethod};
 use crate::{AdapterMode, Arch, DType, Layout, LoraSpec};
@@ -15,8 +17,9 @@ use crate::{AdapterMode, Arch, DType, Layout, LoraSpec};
 pub const HOPPER_LORA_THREADS: u32 = 384;
 
 /// The sm_90a LoRA tile: `128 x block_n` outputs per column tile, 64-deep k-slices of X, W and A in
-/// a `stages`-deep ring, the padded rank `rank` (16, 32, 64 or 128).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// a `stages`-deep ring, the padded rank `rank` (16, 32, 64 or 128). Fixed per rank
+/// ([`HopperLoraTile::for_rank`]): the tuner weighs it against the mma.sync tiles as one candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HopperLoraTile {
     pub block_n: u32,
     pub stages: u32,

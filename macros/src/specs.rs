@@ -150,7 +150,7 @@ pub fn attention(args: Args, item: ItemStruct, call: Span) -> syn::Result<TokenS
         None => quote!(::core::option::Option::None),
     };
     let spec_tokens = quote! {
-        ::tessera::AttentionSpec { dtype: #d, head_dim: #head_dim, causal: #causal, heads_q: #heads_q, heads_kv: #heads_kv, tile: #tile, features: ::tessera::codegen::AttentionFeatures::PLAIN }
+        ::tessera::AttentionSpec { dtype: #d, head_dim: #head_dim, causal: #causal, heads_q: #heads_q, heads_kv: #heads_kv, tile: #tile, features: ::tessera::codegen::AttentionFeatures::PLAIN, hopper_tile: ::core::option::Option::None }
     };
     let elem = elem16_tokens(dtype);
     let name = &item.ident;
@@ -263,7 +263,7 @@ pub fn gemm(args: Args, item: ItemStruct, call: Span) -> syn::Result<TokenStream
         gemm_tile_tokens(spec.tile),
     );
     let spec_tokens = quote! {
-        ::tessera::codegen::GemmSpec { dtype: #d, out: #o, layout_x: #lx, layout_w: #lw, epilogue: #e_tokens, aligned: #aligned, tile: #tile }
+        ::tessera::codegen::GemmSpec { dtype: #d, out: #o, layout_x: #lx, layout_w: #lw, epilogue: #e_tokens, aligned: #aligned, tile: #tile, hopper_tile: ::core::option::Option::None }
     };
     let elem = elem16_tokens(dtype);
     let name = &item.ident;

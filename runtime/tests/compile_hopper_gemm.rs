@@ -1,12 +1,16 @@
 //! Every sm_90a GEMM variant (f16/bf16 inputs, f16/bf16/f32 output, X and W in both layouts, with
-//! the epilogue's bias and residual on and the activation rotating through all four) and every
-//! sm_90a fused-LoRA variant (each rank, both layouts, the epilogue) compiles through NVRTC for
-//! compute_90a and assembles with 0 spill bytes within the shared-memory limit, without ptxas
-//! serialising the wgmma pipeline; `sass_hopper_gemm.rs` checks their SASS for HGMMA and TMA loads.
+//! the epilogue's bias and residual on and the activation rotating through all four), every tile
+//! of the sm_90a tuning space, and every sm_90a fused-LoRA variant (each rank, both layouts, the
+//! epilogue) compiles through NVRTC for compute_90a and assembles with 0 spill bytes within the
+//! shared-memory limit, without ptxas serialising the wgmma pipeline; `sass_hopper_gemm.rs` checks
+//! their SASS for HGMMA and TMA loads.
 
 mod common;
 
-use tessera_runtime::codegen::{Activation, Arch, DType, Epilogue, GemmSpec, KernelSpec, Layout, LoraSpec, OutType, LORA_RANKS};
+use tessera_runtime::codegen::{
+    Activation, Arch, DType, Epilogue, GemmSpec, HopperGemmTile, KernelSpec, Layout, LoraSpec, OutType, TileChoice,
+    LORA_RANKS,
+};
 
 #[test]
 fn hopper_gemm_kernels_compile_without_spills() {
@@ -33,6 +37,32 @@ fn hopper_gemm_kernels_compile_without_spills() {
         }
     }
     common::assert_specs_fit("sm_90a gemm", &specs);
+}
+
+/// Every sm_90a tile the tuner searches (`KernelSpec::tile_space`), with the whole epilogue and an
+/// f32 output, X and W in both K-major and MN-major shared-memory layouts.
+#[test]
+fn hopper_gemm_tile_space_compiles_without_spills() {
+    let epilogue = Epilogue { user: None, bias: true, activation: Activation::GeluTanh, residual: true };
+    let mut specs = Vec::new();
+    for (layout_x, layout_w) in [(Layout::RowMajor, Layout::ColMajor), (Layout::ColMajor, Layout::RowMajor)] {
+        let spec = KernelSpec::Gemm(GemmSpec { layout_x, layout_w, epilogue, ..GemmSpec::new(DType::BF16, OutType::F32) });
+        for tile in spec.tile_space(Arch::SM90A) {
+            if let TileChoice::HopperGemm(_) = tile {
+                let tuned = spec.with_tile_choice(tile).expect("a tile of the spec's space");
+                assert!(tuned.kernel_name(Arch::SM90A).ends_with(&tile.to_string()));
+                specs.push((tuned, Arch::SM90A));
+            }
+        }
+    }
+    assert_eq!(specs.len(), 2 * 9);
+    // The template's extremes outside the tuner's share: the narrowest tile in the deepest ring
+    // and 128 columns in 7 stages (the most shared memory that fits).
+    for (block_n, stages) in [(64, 8), (128, 7)] {
+        let spec = GemmSpec { layout_w: Layout::ColMajor, epilogue, ..GemmSpec::new(DType::F16, OutType::F16) };
+        specs.push((KernelSpec::Gemm(spec.with_hopper_tile(HopperGemmTile { block_n, stages })), Arch::SM90A));
+    }
+    common::assert_specs_fit("sm_90a gemm tile space", &specs);
 }
 
 /// The LoRA specs that take the sm_90a kernel: every rank with X and W in every layout pair, the

@@ -1,10 +1,11 @@
 //! Every sm_90a attention kernel (head_dim 64/128/256, f16/bf16, causal or not, MHA and GQA)
 //! compiles through NVRTC for compute_90a and assembles with 0 spill bytes within the shared-memory
-//! limit; `sass_report.rs` checks their SASS for HGMMA and TMA instructions.
+//! limit, and so does every sm_90a tile of the tuning space; `sass_report.rs` checks their SASS
+//! for HGMMA and TMA instructions.
 
 mod common;
 
-use tessera_runtime::codegen::{Arch, AttentionSpec, DType, KernelSpec, HOPPER_HEAD_DIMS};
+use tessera_runtime::codegen::{Arch, AttentionSpec, DType, KernelSpec, TileChoice, HOPPER_HEAD_DIMS};
 
 #[test]
 fn hopper_attention_kernels_compile_without_spills() {
@@ -21,6 +22,26 @@ fn hopper_attention_kernels_compile_without_spills() {
         }
     }
     common::assert_specs_fit("sm_90a attention", &specs);
+}
+
+/// Every sm_90a tile the tuner searches (`KernelSpec::tile_space`) for each head_dim, on the
+/// kernel with the most live registers (causal masking, GQA), assembles with 0 spill bytes: the
+/// register estimate that prunes the space is calibrated against this.
+#[test]
+fn hopper_attention_tile_space_compiles_without_spills() {
+    let mut specs = Vec::new();
+    for d in HOPPER_HEAD_DIMS {
+        let spec = KernelSpec::Attention(AttentionSpec::new(DType::BF16, d, true, 8, 2));
+        for tile in spec.tile_space(Arch::SM90A) {
+            if let TileChoice::HopperAttention(_) = tile {
+                let tuned = spec.with_tile_choice(tile).expect("a tile of the spec's space");
+                assert!(tuned.kernel_name(Arch::SM90A).ends_with(&tile.to_string()));
+                specs.push((tuned, Arch::SM90A));
+            }
+        }
+    }
+    assert!(specs.len() > 3 * HOPPER_HEAD_DIMS.len(), "{} sm_90a tiles", specs.len());
+    common::assert_specs_fit("sm_90a attention tile space", &specs);
 }
 
 /// ptxas keeps the wgmma pipeline asynchronous (see `common::assert_wgmma_not_serialised`).
