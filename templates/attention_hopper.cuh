@@ -3,7 +3,12 @@
 // and O += P V on wgmma, one producer warpgroup and two consumer warpgroups, persistent CTAs.
 //
 // Same mathematics as attention_fwd.cuh (online softmax in base 2, scale * log2 e folded on the
-// host, causal aligned bottom-right, rows that see no key give O = 0 and LSE = -inf).
+// host, causal aligned bottom-right, rows that see no key give O = 0 and LSE = -inf), including
+// its score-side variants (FEATURES, the ATTN_* bits): LOCAL (sliding window: only the key tiles
+// between the m_block's first row's left edge and its last row's right/causal edge are loaded),
+// ALIBI (minus slope[head] |qpos - kpos|) and SOFTCAP (cap tanh(score / cap)). The variants that
+// change addressing or the grid (prefix, tree, varlen, paged, GQA packing, split-KV) run on
+// attention_fwd.cuh.
 //
 // Schedule.
 //   Persistent: one CTA per SM walks the (m_block, head, batch) tiles t = blockIdx.x, + gridDim.x,
@@ -66,8 +71,12 @@ TESSERA_DEVICE HopperTileIndex hopper_tile(int t, int m_blocks, int heads, int b
     return HopperTileIndex{CAUSAL ? m_blocks - 1 - rank : rank, rest % heads, rest / heads};
 }
 
-template <typename T, int HEAD_DIM, int BLOCK_N, int STAGES, bool CAUSAL, int GROUP, typename Ops>
+template <typename T, int HEAD_DIM, int BLOCK_N, int STAGES, bool CAUSAL, int GROUP, int FEATURES, typename Ops>
 TESSERA_DEVICE void attention_hopper(const HopperAttentionParams& params) {
+    constexpr bool LOCAL = (FEATURES & ATTN_LOCAL) != 0;
+    constexpr bool ALIBI = (FEATURES & ATTN_ALIBI) != 0;
+    constexpr bool SOFTCAP = (FEATURES & ATTN_SOFTCAP) != 0;
+    static_assert((FEATURES & ~(ATTN_LOCAL | ATTN_ALIBI | ATTN_SOFTCAP)) == 0, "score-side variants only");
     constexpr int CONSUMERS = 2;
     constexpr int BLOCK_M = 64 * CONSUMERS;
     constexpr int CONSUMER_THREADS = 128 * CONSUMERS;
@@ -86,11 +95,17 @@ TESSERA_DEVICE void attention_hopper(const HopperAttentionParams& params) {
     const int warpgroup = tid / 128;
     const int m_blocks = (p.seq_q + BLOCK_M - 1) / BLOCK_M;
     const int diag = p.seq_k - p.seq_q;
-    // Key tiles of one m_block: all of them, or up to the causal edge of its last row.
-    auto key_tiles = [&](int m_block) {
-        int kv_end = p.seq_k;
-        if (CAUSAL) kv_end = min_i32(kv_end, m_block * BLOCK_M + BLOCK_M + diag);
-        return kv_end > 0 ? (kv_end + BLOCK_N - 1) / BLOCK_N : 0;
+    // Key tiles [j0, j1) of one m_block: up to the causal / right-window edge of its last row, from
+    // the left-window edge of its first row.
+    auto key_tiles = [&](int m_block, int& j0, int& j1) {
+        const int q_first = m_block * BLOCK_M;
+        const int q_last = min_i32(q_first + BLOCK_M, p.seq_q) - 1;
+        int lo = 0, hi = p.seq_k;
+        if (CAUSAL) hi = min_i32(hi, q_last + diag + 1);
+        if (LOCAL && p.window_left >= 0) lo = max_i32(lo, q_first + diag - p.window_left);
+        if (LOCAL && p.window_right >= 0) hi = min_i32(hi, q_last + diag + p.window_right + 1);
+        j0 = lo / BLOCK_N;
+        j1 = hi > lo ? (hi + BLOCK_N - 1) / BLOCK_N : j0;
     };
 
     // Shared memory: 1024-byte aligned for the 128-byte swizzle (its pattern repeats every 8 rows).
@@ -129,8 +144,9 @@ TESSERA_DEVICE void attention_hopper(const HopperAttentionParams& params) {
             for (int s = 0; s < SUB; ++s)
                 tma_load_4d(sQ + s * Q_SUB, &params.q_map, q_full, 64 * s, w.head, w.m_block * BLOCK_M, w.batch);
             const int kv_head = w.head / GROUP;
-            const int n_tiles = key_tiles(w.m_block);
-            for (int j = 0; j < n_tiles; ++j, ++it) {
+            int j0, j1;
+            key_tiles(w.m_block, j0, j1);
+            for (int j = j0; j < j1; ++j, ++it) {
                 const int stage = it % STAGES;
                 // The stage's previous tile (it - STAGES) must be released by every consumer thread.
                 if (it >= STAGES) mbarrier_wait(empty + stage, (u32)((it / STAGES - 1) & 1));
@@ -160,7 +176,11 @@ TESSERA_DEVICE void attention_hopper(const HopperAttentionParams& params) {
         const HopperTileIndex w = hopper_tile<CAUSAL>(t, m_blocks, p.heads_q, params.batch);
         const int first_row = w.m_block * BLOCK_M + 64 * consumer;
         const int q_row[2] = {first_row + 16 * warp + g, first_row + 16 * warp + g + 8};
-        const int n_tiles = key_tiles(w.m_block);
+        int j0, j1;
+        key_tiles(w.m_block, j0, j1);
+        const int n_tiles = j1 - j0;
+        // ALiBi in log2 units, like the scale: every row of a work tile has the same head.
+        const float slope_log2 = ALIBI ? p.alibi_slopes[w.head] * LOG2E_F32 : 0.f;
 
         float o[O_REGS];
 #pragma unroll
@@ -195,14 +215,26 @@ TESSERA_DEVICE void attention_hopper(const HopperAttentionParams& params) {
         float correction[2] = {1.f, 1.f};
         auto softmax = [&](int j) {
             const int key0 = j * BLOCK_N;
-            const bool needs_mask = key0 + BLOCK_N > p.seq_k || (CAUSAL && key0 + BLOCK_N - 1 > first_row + diag);
+            const int key_last = key0 + BLOCK_N - 1;
+            // Whether any (row, key) pair of this consumer's 64 rows could be hidden in this tile.
+            bool needs_mask = key_last >= p.seq_k || (CAUSAL && key_last > first_row + diag);
+            if (LOCAL) {
+                needs_mask = needs_mask || (p.window_left >= 0 && key0 < first_row + 63 + diag - p.window_left) ||
+                             (p.window_right >= 0 && key_last > first_row + diag + p.window_right);
+            }
 #pragma unroll
             for (int i = 0; i < S_REGS; ++i) {
-                float x = s[i] * p.scale_log2;
+                float x = SOFTCAP ? p.softcap_log2 * tanh_ex2(s[i] * p.softcap_scale) : s[i] * p.scale_log2;
+                const int key = key0 + 8 * (i >> 2) + 2 * q4 + (i & 1);
+                const int qpos = q_row[(i >> 1) & 1] + diag;
+                if (ALIBI) x -= slope_log2 * (float)abs_i32(qpos - key);
                 if (needs_mask) {
-                    const int key = key0 + 8 * (i >> 2) + 2 * q4 + (i & 1);
-                    const int qi = q_row[(i >> 1) & 1];
-                    x = (key >= p.seq_k || (CAUSAL && key > qi + diag)) ? NEG_INF : x;
+                    bool hidden = key >= p.seq_k || (CAUSAL && key > qpos);
+                    if (LOCAL) {
+                        hidden = hidden || (p.window_left >= 0 && key < qpos - p.window_left) ||
+                                 (p.window_right >= 0 && key > qpos + p.window_right);
+                    }
+                    x = hidden ? NEG_INF : x;
                 }
                 s[i] = x;
             }
@@ -254,7 +286,7 @@ TESSERA_DEVICE void attention_hopper(const HopperAttentionParams& params) {
             named_barrier_arrive(1 + (1 - consumer), CONSUMER_THREADS);
             wgmma_wait<0>();
             fence_operands(s);
-            softmax(0);
+            softmax(j0);
             pack_p();
             // O is still 0: the first correction has nothing to rescale. Steady state: issue
             // S_{j+1} and O += P_j V_j, softmax S_{j+1} under the second product. The loop body
@@ -276,7 +308,7 @@ TESSERA_DEVICE void attention_hopper(const HopperAttentionParams& params) {
                 named_barrier_arrive(1 + (1 - consumer), CONSUMER_THREADS);
                 wgmma_wait<1>();  // S_{j+1} is ready; O += P_j V_j may still run
                 fence_operands(s);
-                softmax(j + 1);
+                softmax(j0 + j + 1);
                 wgmma_wait<0>();
                 fence_operands(o);
                 fence_operands(pa);

@@ -156,7 +156,10 @@ fn plain_specs_route_to_sm90a_and_fall_back_with_a_reason() {
     assert!(!launch.kernel().unwrap().name().contains("_sm90a_"));
     assert!(launch.note().unwrap().contains("seq_k is 0"), "{:?}", launch.note());
     launch.run(backend).unwrap();
-    // A variant spec runs the mma.sync kernel (routing is static: no note needed).
-    let paged = spec.with_features(tessera::AttentionFeatures { local: true, ..Default::default() });
-    assert!(paged.hopper_tile(Arch::SM90A).unwrap_err().contains("local"));
+    // A variant that changes addressing runs the mma.sync kernel (routing is static: no note
+    // needed); the score-side ones take the sm_90a kernel.
+    let paged = spec.with_features(tessera::AttentionFeatures { paged: true, ..Default::default() });
+    assert!(paged.hopper_tile(Arch::SM90A).unwrap_err().contains("paged"));
+    let local = spec.with_features(tessera::AttentionFeatures { local: true, ..Default::default() });
+    assert!(local.hopper_tile(Arch::SM90A).is_ok());
 }

@@ -29,7 +29,7 @@ use tessera::runtime::{open_backend, AttentionProblem, Backend, BackendKind, Run
 use tessera::{Arch, AttentionSpec, DType};
 
 mod common;
-use common::{backend, compiler};
+use common::{backend, compiler, hopper_backend};
 
 const ARCH: Arch = Arch::SM80;
 /// See `sim_attention.rs`: the kernel's LSE is f32 (m + log2 l) ln 2.
@@ -226,10 +226,11 @@ fn run_case(case: &VariantCase, backend: &dyn Backend) -> Result<(Built, tessera
 }
 
 fn check(case: &VariantCase) -> Result<(), TestCaseError> {
-    check_on(case, backend())
+    check_on(case, backend()).map(|_| ())
 }
 
-fn check_on(case: &VariantCase, backend: &dyn Backend) -> Result<(), TestCaseError> {
+/// Runs `case` on `backend` and compares O and LSE with the reference; returns the kernel that ran.
+fn check_on(case: &VariantCase, backend: &dyn Backend) -> Result<String, TestCaseError> {
     let spec = case.spec();
     let label = spec.kernel_name(backend.arch());
     let (b, got) = run_case(case, backend).map_err(|e| TestCaseError::fail(format!("{label}: {e}")))?;
@@ -246,7 +247,7 @@ fn check_on(case: &VariantCase, backend: &dyn Backend) -> Result<(), TestCaseErr
             prop_assert!((f64::from(g) - w).abs() <= LSE_TOL * w.abs().max(1.0), "{}: lse[{}] = {}, want {}", label, i, g, w);
         }
     }
-    Ok(())
+    Ok(got.kernel)
 }
 
 fn features(list: &str) -> AttentionFeatures {
@@ -378,6 +379,69 @@ fn everything() -> impl Strategy<Value = VariantCase> {
         c.page_size = 16;
         c
     })
+}
+
+/// The score-side variants on the sm_90a kernel (TMA + wgmma, 128-row CTAs, 128-key tiles at
+/// head_dim 64/128): any non-empty mix of window, ALiBi and softcap, causal or not, GQA or not,
+/// lengths up to 300 (several m_blocks and key tiles, windows that skip tiles on both sides).
+fn sm90a_score_variants() -> impl Strategy<Value = VariantCase> {
+    let side = prop::option::weighted(0.7, 0usize..200);
+    let window = (side.clone(), side).prop_map(|(left, right)| Window { left, right });
+    let heads = prop::sample::select(vec![(4u32, 1u32), (2, 2)]);
+    (dtype(), any::<bool>(), 1usize..8, prop::sample::select(vec![64u32, 128]), heads, window, (1usize..=2, 1usize..=300, 1usize..=300), 5.0f32..50.0, any::<u64>())
+        .prop_map(|(dtype, causal, mask, head_dim, heads, window, (batch, sq, sk), cap, seed)| {
+            let names: Vec<&str> = ["local", "alibi", "softcap"].into_iter().enumerate().filter(|(i, _)| mask >> i & 1 == 1).map(|(_, n)| n).collect();
+            let mut c = base(features(&names.join(",")), causal, head_dim, heads, dtype, seed);
+            if c.features.local {
+                c.window = window;
+            }
+            if c.features.softcap {
+                c.softcap = Some(cap / 10.0);
+            }
+            c.seq_q = vec![sq; batch];
+            c.seq_k = vec![sk; batch];
+            c
+        })
+}
+
+/// A case that must run on the sm_90a kernel.
+fn check_sm90a(case: &VariantCase) -> Result<(), TestCaseError> {
+    prop_assert!(case.spec().hopper_tile(Arch::SM90A).is_ok(), "{:?}", case.spec());
+    let kernel = check_on(case, hopper_backend())?;
+    prop_assert!(kernel.contains("_sm90a_"), "{} is not the sm_90a kernel", kernel);
+    Ok(())
+}
+
+/// Window edges on the sm_90a kernel's 128-key tiles: a left window of 1 or 129 puts the first
+/// visible key of the m_blocks at rows 128 and 256 on key 127, the last key of a tile the window
+/// otherwise skips; left 100 with a right window of 40 skips tiles on both sides; 600 queries make
+/// five m_blocks whose key ranges start past tile 0 and span two or three tiles.
+#[test]
+fn sm90a_window_edges_and_skipped_tiles() {
+    let mut seed = 70;
+    for (causal, left, right) in [(true, Some(1), None), (true, Some(129), None), (false, Some(100), Some(40)), (false, None, Some(3))] {
+        for head_dim in [64u32, 128] {
+            let mut c = base(features("local"), causal, head_dim, (2, 1), DType::BF16, seed);
+            c.window = Window { left, right };
+            c.seq_q = vec![600];
+            c.seq_k = vec![600];
+            if let Err(e) = check_sm90a(&c) {
+                panic!("{e}\n{c:?}");
+            }
+            seed += 1;
+        }
+    }
+}
+
+fn sm90a_config() -> ProptestConfig {
+    let cases = std::env::var("TESSERA_SIM_SM90A_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    ProptestConfig { cases, max_shrink_iters: 8, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(sm90a_config())]
+    #[test]
+    fn sm90a_score_variants_match_reference(case in sm90a_score_variants()) { check_sm90a(&case)?; }
 }
 
 fn config() -> ProptestConfig {
@@ -529,6 +593,32 @@ fn tiles_outside_the_mask_are_never_loaded() {
     // Without causal skipping the plain kernel would copy every tile for every CTA.
     let dense = (seq as u64) * 128 + 6 * 2 * (seq as u64) * 128;
     assert!(measured[0] < dense, "causal {} vs all tiles {dense}", measured[0]);
+}
+
+/// The sm_90a kernel's TMA loads (the simulator counts the in-tensor bytes of each box) cover
+/// exactly the key tiles a causal window allows: seq 700 in 128-row m_blocks and 128-key tiles;
+/// a left window of 128 starts the m_block at row 256 on tile 1, one of 129 on key 127 of tile 0.
+#[test]
+fn sm90a_loads_only_the_tiles_inside_the_window() {
+    let sim = SimBackend::with_options(Arch::SM90A, SimOptions { checks: true, ..SimOptions::default() });
+    let (seq, d) = (700usize, 64usize);
+    let mut measured = Vec::new();
+    for (list, left) in [("", None), ("local", Some(128usize)), ("local", Some(129))] {
+        let mut c = base(features(list), true, d as u32, (1, 1), DType::BF16, 4);
+        c.seq_q = vec![seq];
+        c.seq_k = vec![seq];
+        c.window = Window { left, right: None };
+        let tile = c.spec().hopper_tile(Arch::SM90A).unwrap_or_else(|e| panic!("{list}: {e}"));
+        let (b, got) = run_case(&c, &sim).unwrap_or_else(|e| panic!("{list}: {e}"));
+        assert!(got.kernel.contains("_sm90a_"), "{}", got.kernel);
+        let stats = sim.last_stats().expect("a launch ran");
+        let want = expected_copy_bytes(seq, 128, tile.block_n as usize, left, d);
+        assert_eq!(stats.async_copy_bytes, want, "{list} {left:?}: bytes copied from global memory");
+        let (out, _) = expected(&c, &b, f64::from((1.0 / (d as f64).sqrt()) as f32));
+        assert!(reference::compare(&got.out, &out).passes(reference::tolerance(DType::BF16)));
+        measured.push(stats.async_copy_bytes);
+    }
+    assert!(measured[1] < measured[2] && measured[2] < measured[0], "{measured:?}");
 }
 
 /// The same scenarios on a real GPU (NVRTC to CUBIN, the CUDA driver): 8 cases each, fresh inputs.

@@ -220,8 +220,9 @@ impl AttentionSpec {
     /// The entry point's name: every spec value, so logs and `ptxas -v` reports are readable.
     pub fn kernel_name(&self, arch: Arch) -> String {
         if let Ok(t) = hopper_route(self, arch) {
+            let features: String = self.features.enabled().map(|f| format!("{f}_")).collect();
             return format!(
-                "tessera_attention_fwd_{}_d{}_{}_h{}x{}_sm90a_{t}",
+                "tessera_attention_fwd_{}_d{}_{}_h{}x{}_{features}sm90a_{t}",
                 self.dtype,
                 self.head_dim,
                 if self.causal { "causal" } else { "full" },

@@ -1,9 +1,9 @@
 //! The sm_90a attention path: which specs take it, its fixed tiles, and the rendering of
 //! `templates/attention_hopper.cuh` with the `wgmma` instructions it needs.
 //!
-//! A spec takes this path when the target has `wgmma` (sm_90a), the spec is plain attention (no
-//! variant feature), its head dimension has a Hopper tile (64, 128, 256) and no mma.sync tile was
-//! forced. Everything else renders the mma.sync template; [`hopper_route`] says why, so the launch
+//! A spec takes this path when the target has `wgmma` (sm_90a), its variant features are among
+//! the score-side ones the template implements ([`HOPPER_FEATURES`]: sliding window, ALiBi,
+//! softcap), its head dimension has a Hopper tile (64, 128, 256) and no mma.sync tile was forced. Everything else renders the mma.sync template; [`hopper_route`] says why, so the launch
 //! log and `tessera list` can show it. The sm_90a tile is [`HopperTile::for_head_dim`] unless the
 //! spec carries an explicit one (its `hopper_tile` field, set by hand or by the tuner).
 
@@ -21,6 +21,10 @@ pub const HOPPER_THREADS: u32 = 384;
 pub const HOPPER_BLOCK_M: u32 = 128;
 /// Head dimensions the sm_90a template has tiles for.
 pub const HOPPER_HEAD_DIMS: [u32; 3] = [64, 128, 256];
+/// Variant features the sm_90a template implements: they change scores and which key tiles are
+/// loaded, not the addressing or the grid. Prefix-KV, tree masks, varlen, paged KV, GQA packing and
+/// split-KV run on the mma.sync kernel.
+pub const HOPPER_FEATURES: [&str; 3] = ["local", "alibi", "softcap"];
 
 /// Key-tile widths accepted: multiples of 32 (the template takes any multiple of 16, one k-step
 /// of O += P V) up to 192; 224 and 256 leave no room beside S and P at any head dimension (below).
@@ -118,8 +122,13 @@ pub fn hopper_route(spec: &AttentionSpec, arch: Arch) -> Result<HopperTile, Stri
     if !arch.has_wgmma() {
         return Err(format!("{arch} has no wgmma (sm_90a only)"));
     }
-    if !spec.features.is_plain() {
-        return Err(format!("variant `{}` runs on the mma.sync kernel", spec.features));
+    let unsupported: Vec<&str> = spec.features.enabled().filter(|f| !HOPPER_FEATURES.contains(f)).collect();
+    if !unsupported.is_empty() {
+        return Err(format!(
+            "variant `{}` runs on the mma.sync kernel (sm_90a takes {})",
+            unsupported.join("+"),
+            HOPPER_FEATURES.join(", ")
+        ));
     }
     if spec.tile.is_some() {
         return Err("an mma.sync tile was given (or tuned) for this spec".to_string());
@@ -164,7 +173,7 @@ pub(crate) fn hopper_entry_point(spec: &AttentionSpec, tile: HopperTile, name: &
         "{ops}\n\
          extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
          {name}(const __grid_constant__ tessera::HopperAttentionParams params) {{\n    \
-         tessera::attention_hopper<{ty}, {d}, {bn}, {stages}, {causal}, {group}, TesseraWgmmaOps>(params);\n}}\n",
+         tessera::attention_hopper<{ty}, {d}, {bn}, {stages}, {causal}, {group}, {features}, TesseraWgmmaOps>(params);\n}}\n",
         ops = wgmma_ops(spec.dtype, spec.head_dim, tile.block_n),
         threads = HOPPER_THREADS,
         ty = spec.dtype.cuda_type(),
@@ -173,6 +182,7 @@ pub(crate) fn hopper_entry_point(spec: &AttentionSpec, tile: HopperTile, name: &
         stages = tile.stages,
         causal = spec.causal,
         group = spec.group(),
+        features = spec.features.bits(),
     )
 }
 
@@ -186,8 +196,16 @@ mod tests {
         assert_eq!(hopper_route(&spec, Arch::SM90A), Ok(HopperTile { block_n: 128, stages: 2 }));
         assert!(hopper_route(&spec, Arch::SM90).unwrap_err().contains("wgmma"));
         assert!(hopper_route(&AttentionSpec { head_dim: 96, ..spec }, Arch::SM90A).unwrap_err().contains("head_dim 96"));
-        let paged = spec.with_features(crate::AttentionFeatures { paged: true, ..Default::default() });
-        assert!(hopper_route(&paged, Arch::SM90A).unwrap_err().contains("paged"));
+        let paged = spec.with_features(crate::AttentionFeatures { paged: true, local: true, ..Default::default() });
+        let why = hopper_route(&paged, Arch::SM90A).unwrap_err();
+        assert!(why.contains("variant `paged`") && why.contains("local, alibi, softcap"), "{why}");
+        // The score-side variants take the sm_90a kernel; the name and instantiation carry them.
+        let scored = spec.with_features(crate::AttentionFeatures { local: true, alibi: true, softcap: true, ..Default::default() });
+        assert_eq!(hopper_route(&scored, Arch::SM90A), Ok(HopperTile { block_n: 128, stages: 2 }));
+        assert_eq!(scored.kernel_name(Arch::SM90A), "tessera_attention_fwd_bf16_d128_causal_h16x4_local_alibi_softcap_sm90a_m128n128s2");
+        let src = scored.render(Arch::SM90A).unwrap();
+        let bits = scored.features.bits();
+        assert!(src.cuda_src.contains(&format!("attention_hopper<tessera::bf16, 128, 128, 2, true, 4, {bits}, TesseraWgmmaOps>")));
         let tiled = spec.with_tile(AttentionSpec::default_tile(128, Arch::SM90A));
         assert!(hopper_route(&tiled, Arch::SM90A).unwrap_err().contains("mma.sync tile"));
     }
@@ -201,7 +219,7 @@ mod tests {
         assert!(tuned.kernel_name(Arch::SM90A).ends_with("_sm90a_m128n64s3"), "{}", tuned.kernel_name(Arch::SM90A));
         assert_ne!(tuned.render(Arch::SM90A).unwrap().hash, spec.render(Arch::SM90A).unwrap().hash);
         let src = tuned.render(Arch::SM90A).unwrap();
-        assert!(src.cuda_src.contains("attention_hopper<tessera::bf16, 128, 64, 3, true, 4, TesseraWgmmaOps>"));
+        assert!(src.cuda_src.contains("attention_hopper<tessera::bf16, 128, 64, 3, true, 4, 0, TesseraWgmmaOps>"));
         assert_eq!(src.geometry.dynamic_shared_bytes, t.shared_memory_bytes(DType::BF16, 128));
         // An mma.sync tile still forces the mma.sync kernel.
         let both = tuned.with_tile(AttentionSpec::default_tile(128, Arch::SM90A));

@@ -36,7 +36,7 @@ pub use arch::Arch;
 pub use cast::CastSpec;
 pub use attention::{AttentionSpec, ATTENTION_HEAD_DIMS};
 pub use attention_features::AttentionFeatures;
-pub use attention_hopper::{hopper_route, HopperTile, HOPPER_BLOCK_M, HOPPER_HEAD_DIMS, HOPPER_THREADS};
+pub use attention_hopper::{hopper_route, HopperTile, HOPPER_BLOCK_M, HOPPER_FEATURES, HOPPER_HEAD_DIMS, HOPPER_THREADS};
 pub use dtype::DType;
 pub use elem::ElemType;
 pub use elementwise::ElementwiseTile;

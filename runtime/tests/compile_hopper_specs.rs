@@ -5,7 +5,7 @@
 
 mod common;
 
-use tessera_runtime::codegen::{Arch, AttentionSpec, DType, KernelSpec, TileChoice, HOPPER_HEAD_DIMS};
+use tessera_runtime::codegen::{Arch, AttentionFeatures, AttentionSpec, DType, KernelSpec, TileChoice, HOPPER_HEAD_DIMS};
 
 #[test]
 fn hopper_attention_kernels_compile_without_spills() {
@@ -53,5 +53,25 @@ fn hopper_attention_wgmma_pipeline_is_not_serialised() {
             sources.push(AttentionSpec::new(DType::BF16, d, causal, 8, 2).render(Arch::SM90A).expect("renders"));
         }
     }
+    common::assert_wgmma_not_serialised(&sources);
+}
+
+/// The score-side variants on the sm_90a kernel (window, ALiBi, softcap, alone and all three) at
+/// every head_dim, causal GQA (the most live registers): 0 spills, and the wgmma pipeline stays
+/// asynchronous.
+#[test]
+fn hopper_attention_variants_compile_without_spills_or_serialisation() {
+    let mut specs = Vec::new();
+    for d in HOPPER_HEAD_DIMS {
+        for list in ["local", "alibi", "softcap", "local,alibi,softcap"] {
+            let features = AttentionFeatures::parse(list).expect("feature names");
+            let spec = AttentionSpec::new(DType::BF16, d, true, 8, 2).with_features(features);
+            assert!(spec.hopper_tile(Arch::SM90A).is_ok(), "{}", spec.kernel_name(Arch::SM90A));
+            specs.push(spec);
+        }
+    }
+    let all: Vec<_> = specs.iter().map(|s| (KernelSpec::Attention(*s), Arch::SM90A)).collect();
+    common::assert_specs_fit("sm_90a attention variants", &all);
+    let sources: Vec<_> = specs.iter().filter(|s| s.features.alibi && s.features.local).map(|s| s.render(Arch::SM90A).expect("renders")).collect();
     common::assert_wgmma_not_serialised(&sources);
 }

@@ -405,7 +405,9 @@ pub fn prepare_attention_variant(
     let call = VariantCall { spec, problem, strides, buffers, args, extra, scale, arch };
     check_variant(&call)?;
     let params = variant_params(&call)?;
-    if spec.features.is_plain() {
+    // Plain attention and the score-side variants the sm_90a kernel implements share its launch
+    // (and, on a fallback, the mma.sync kernel's one-CTA-per-query-tile grid).
+    if spec.features.is_plain() || spec.hopper_tile(arch).is_ok() {
         return super::launch_plain(backend, compiler, spec, problem, strides, params, all.into_iter());
     }
     let source = spec.render(arch)?;

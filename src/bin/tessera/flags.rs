@@ -274,9 +274,10 @@ pub fn family_list() -> String {
          \x20 --block-m/--block-n/--warps/--stages  tile config: block_m = 16 x warps (64, 128),\n\
          \x20               block_n 16, 32, 64, 128, 256, warps 4, 8, stages 1, 2, 3 (pruned by shared memory and registers)\n\
          \x20 --arch        {}\n\
-         \x20 sm_90a        plain attention, head_dim 64/128/256: TMA + wgmma kernel (a producer and two consumer\n\
-         \x20               warpgroups, 128 rows per CTA); variants, other head dims, a --block-* tile or tensors a\n\
-         \x20               tensor map cannot describe run the mma.sync kernel (the launch log says why)\n\
+         \x20 sm_90a        head_dim 64/128/256, plain or with window / ALiBi / softcap: TMA + wgmma kernel (a\n\
+         \x20               producer and two consumer warpgroups, 128 rows per CTA); the other variants, other head\n\
+         \x20               dims, a --block-* tile or tensors a tensor map cannot describe run the mma.sync kernel\n\
+         \x20               (the launch log says why)\n\
          \x20 --features    variants (emit/check), comma-separated: {}\n\
          \x20 outputs       O in the input layout, optional LSE [batch, heads_q, seq_q] (natural log, f32)\n\
          \x20 variants on `run attention` (each turns its feature on; they combine):\n\
