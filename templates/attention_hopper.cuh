@@ -132,7 +132,7 @@ TESSERA_DEVICE void attention_hopper(const HopperAttentionParams& params) {
 
     if (warpgroup == 0) {
         // ---- producer ----
-        regs_decrease<40>();
+        regs_decrease<PRODUCER_REGISTERS>();
         if (tid != 0) return;
         int it = 0;      // K/V tiles loaded by this CTA so far: the ring position
         int local = 0;   // work tiles of this CTA so far: the Q buffer's phase
@@ -163,11 +163,8 @@ TESSERA_DEVICE void attention_hopper(const HopperAttentionParams& params) {
     }
 
     // ---- consumers ----
-    regs_increase<232>();
-    const int consumer = warpgroup - 1;
-    const int lane = tid % 32;
-    const int warp = (tid / 32) % 4;     // warp inside the warpgroup: rows 16 * warp .. + 15
-    const int g = lane / 4, q4 = lane % 4;
+    const ConsumerThread me = enter_consumer(tid);
+    const int consumer = me.consumer, warp = me.warp, g = me.g, q4 = me.q4;
     // Ping-pong: consumer 1 lets consumer 0 go first.
     if (consumer == 1) named_barrier_arrive(1, CONSUMER_THREADS);
     int it = 0;

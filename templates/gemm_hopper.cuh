@@ -52,6 +52,34 @@ struct HopperGemmParams {
     GemmParams base;  // pointers, strides, sizes, alpha, beta (the mma.sync path's struct)
 };
 
+// The X and W k-slice at (m0, n0, k0) into dX (128 x 64) and dW (64 x BLOCK_N) as 2-D tensor-map
+// boxes completing on `bar`: the producer's copies of one stage (the LoRA kernel's too).
+template <typename T, bool X_COL, bool W_COL, int BLOCK_N>
+TESSERA_DEVICE void hopper_load_xw(T* dX, T* dW, const TensorMap* x_map, const TensorMap* w_map, u64* bar, int m0, int n0, int k0) {
+    constexpr int BOX = 64 * 64;
+    if (X_COL) {
+#pragma unroll
+        for (int s = 0; s < 2; ++s) tma_load_2d(dX + s * BOX, x_map, bar, m0 + 64 * s, k0);
+    } else {
+        tma_load_2d(dX, x_map, bar, k0, m0);
+    }
+    if (W_COL) {
+        tma_load_2d(dW, w_map, bar, k0, n0);
+    } else {
+#pragma unroll
+        for (int s = 0; s < BLOCK_N / 64; ++s) tma_load_2d(dW + s * BOX, w_map, bar, n0 + 64 * s, k0);
+    }
+}
+
+// The descriptors of k-step ks (16 deep) of a consumer's X rows tX and the stage's W slice tW, laid
+// out as hopper_load_xw writes them (see the layout notes above).
+template <typename T, bool X_COL, bool W_COL>
+TESSERA_DEVICE void hopper_xw_descriptors(const T* tX, const T* tW, int ks, u64& dx, u64& dw) {
+    constexpr u32 BOX_BYTES = 64 * 64 * sizeof(T);
+    dx = X_COL ? sw128_descriptor(tX + ks * 16 * 64, BOX_BYTES, 1024) : sw128_descriptor(tX + ks * 16, 16, 1024);
+    dw = W_COL ? sw128_descriptor(tW + ks * 16, 16, 1024) : sw128_descriptor(tW + ks * 16 * 64, BOX_BYTES, 1024);
+}
+
 template <typename T, typename TO, bool X_COL, bool W_COL, int BLOCK_N, int STAGES, bool HAS_BIAS, int ACT,
           bool HAS_RESIDUAL, typename Ops>
 TESSERA_DEVICE void gemm_hopper(const HopperGemmParams& params) {
@@ -62,7 +90,6 @@ TESSERA_DEVICE void gemm_hopper(const HopperGemmParams& params) {
     constexpr int X_TILE = BLOCK_M * BLOCK_K;        // elements per stage
     constexpr int W_TILE = BLOCK_N * BLOCK_K;
     constexpr u32 STAGE_BYTES = (X_TILE + W_TILE) * sizeof(T);
-    constexpr u32 BOX_BYTES = BOX * sizeof(T);
     constexpr int ACC = BLOCK_N / 2;                 // f32 accumulators per consumer thread (m64nBLOCK_N)
     constexpr int RASTER_M = 8;                      // row tiles per band of the tile order
     static_assert(sizeof(T) == 2, "16-bit inputs");
@@ -106,7 +133,7 @@ TESSERA_DEVICE void gemm_hopper(const HopperGemmParams& params) {
 
     if (warpgroup == 0) {
         // ---- producer ----
-        regs_decrease<40>();
+        regs_decrease<PRODUCER_REGISTERS>();
         if (tid != 0) return;
         int t = 0;
         for (int tile = block_index_x(); tile < tiles; tile += blocks_per_grid()) {
@@ -117,32 +144,16 @@ TESSERA_DEVICE void gemm_hopper(const HopperGemmParams& params) {
                 // The stage's previous slice (t - STAGES) must be released by every consumer thread.
                 if (t >= STAGES) mbarrier_wait(empty + stage, (u32)((t / STAGES - 1) & 1));
                 mbarrier_arrive_expect_tx(full + stage, STAGE_BYTES);
-                T* dX = sX + stage * X_TILE;
-                T* dW = sW + stage * W_TILE;
-                const int k0 = kt * BLOCK_K;
-                if (X_COL) {
-#pragma unroll
-                    for (int s = 0; s < BLOCK_M / 64; ++s) tma_load_2d(dX + s * BOX, &params.x_map, full + stage, m0 + 64 * s, k0);
-                } else {
-                    tma_load_2d(dX, &params.x_map, full + stage, k0, m0);
-                }
-                if (W_COL) {
-                    tma_load_2d(dW, &params.w_map, full + stage, k0, n0);
-                } else {
-#pragma unroll
-                    for (int s = 0; s < BLOCK_N / 64; ++s) tma_load_2d(dW + s * BOX, &params.w_map, full + stage, n0 + 64 * s, k0);
-                }
+                hopper_load_xw<T, X_COL, W_COL, BLOCK_N>(sX + stage * X_TILE, sW + stage * W_TILE, &params.x_map, &params.w_map,
+                                                          full + stage, m0, n0, kt * BLOCK_K);
             }
         }
         return;
     }
 
     // ---- consumers ----
-    regs_increase<232>();
-    const int consumer = warpgroup - 1;
-    const int lane = tid % 32;
-    const int warp = (tid / 32) % 4;  // warp inside the warpgroup: rows 16 * warp .. + 15
-    const int g = lane / 4, q4 = lane % 4;
+    const ConsumerThread me = enter_consumer(tid);
+    const int consumer = me.consumer, warp = me.warp, g = me.g, q4 = me.q4;
     const TO* c = static_cast<const TO*>(p.c);
     const TO* bias = static_cast<const TO*>(p.bias);
     const TO* residual = static_cast<const TO*>(p.residual);
@@ -166,10 +177,8 @@ TESSERA_DEVICE void gemm_hopper(const HopperGemmParams& params) {
             wgmma_fence();
 #pragma unroll
             for (int ks = 0; ks < BLOCK_K / 16; ++ks) {
-                const u64 dx = X_COL ? sw128_descriptor(tX + ks * 16 * 64, BOX_BYTES, 1024)
-                                     : sw128_descriptor(tX + ks * 16, 16, 1024);
-                const u64 dw = W_COL ? sw128_descriptor(tW + ks * 16, 16, 1024)
-                                     : sw128_descriptor(tW + ks * 16 * 64, BOX_BYTES, 1024);
+                u64 dx, dw;
+                hopper_xw_descriptors<T, X_COL, W_COL>(tX, tW, ks, dx, dw);
                 Ops::mma(acc, dx, dw, true);
             }
             wgmma_commit();

@@ -120,6 +120,25 @@ template <int N> TESSERA_DEVICE void regs_increase() {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 
+// The register split of every sm_90a kernel: the producer warpgroup (one thread issues the copies)
+// keeps 40 registers per thread, the two consumer warpgroups take 232 (128 x 40 + 256 x 232 = 64,512
+// of the 65,536 registers of an SM; the SASS tests check both counts).
+constexpr int PRODUCER_REGISTERS = 40;
+constexpr int CONSUMER_REGISTERS = 232;
+
+// Where a consumer thread sits: consumer warpgroup `consumer` (warpgroup 1 + consumer), `warp`
+// inside it (rows 16 warp .. + 15 of the consumer's 64), and its wgmma accumulator-fragment
+// coordinates g = lane / 4, q4 = lane % 4. Every consumer thread calls it once on entry: it raises
+// the thread's registers.
+struct ConsumerThread {
+    int consumer, warp, g, q4;
+};
+TESSERA_DEVICE ConsumerThread enter_consumer(int tid) {
+    regs_increase<CONSUMER_REGISTERS>();
+    const int lane = tid % 32;
+    return ConsumerThread{tid / 128 - 1, (tid / 32) % 4, lane / 4, lane % 4};
+}
+
 // ---- 2-D tensor-map bulk copies (GEMM operands) ----
 // A box of the 2-D tensor described by `map` at coordinates (c0 innermost, c1) into shared memory,
 // completing the box's bytes on `bar` (elements outside the tensor are filled as the map says, and

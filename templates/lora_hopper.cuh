@@ -21,7 +21,8 @@
 // The two main-loop shapes are separate loops (a compile-time flag), never a wgmma under a run-time
 // condition: ptxas serialises the wgmma pipeline around conditional wgmma (warning C7514).
 //
-// Shared-memory operands are as gemm_hopper.cuh (128-byte swizzled X and W). A and B are MN-major
+// Shared-memory operands are as gemm_hopper.cuh (128-byte swizzled X and W, loaded and described by
+// its hopper_load_xw / hopper_xw_descriptors). A and B are MN-major
 // (r, resp. N, contiguous):
 //   A: boxes of A_COLS = min(R, 64) columns x 64 k, swizzled over A_COLS * 2 bytes (32, 64 or 128:
 //     the widest swizzle whose span the R columns fill, as wgmma's canonical MN-major layouts
@@ -67,7 +68,6 @@ template <bool WITH_A, typename T, bool X_COL, bool W_COL, int BLOCK_N, int STAG
 TESSERA_DEVICE void lora_hopper_main_loop(float (&acc)[BLOCK_N / 2], float (&tacc)[R / 2], int& t, int k_tiles,
                                           const T* sX, const T* sW, const T* sA, u64* full, u64* empty, int consumer) {
     typedef LoraHopperTiles<T, BLOCK_N, R> Tiles;
-    constexpr u32 BOX_BYTES = Tiles::BOX * sizeof(T);
     for (int kt = 0; kt < k_tiles; ++kt, ++t) {
         const int stage = t % STAGES;
         mbarrier_wait(full + stage, (u32)((t / STAGES) & 1));
@@ -79,10 +79,8 @@ TESSERA_DEVICE void lora_hopper_main_loop(float (&acc)[BLOCK_N / 2], float (&tac
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < Tiles::BLOCK_K / 16; ++ks) {
-            const u64 dx = X_COL ? sw128_descriptor(tX + ks * 16 * 64, BOX_BYTES, 1024)
-                                 : sw128_descriptor(tX + ks * 16, 16, 1024);
-            const u64 dw = W_COL ? sw128_descriptor(tW + ks * 16, 16, 1024)
-                                 : sw128_descriptor(tW + ks * 16 * 64, BOX_BYTES, 1024);
+            u64 dx, dw;
+            hopper_xw_descriptors<T, X_COL, W_COL>(tX, tW, ks, dx, dw);
             Ops::mma(acc, dx, dw, true);
             if constexpr (WITH_A) {
                 const u64 da = swizzled_descriptor<Tiles::A_SPAN>(tA + ks * 16 * Tiles::A_COLS, Tiles::A_BOX * sizeof(T),
@@ -156,7 +154,7 @@ TESSERA_DEVICE void lora_hopper(const HopperLoraParams& params) {
 
     if (warpgroup == 0) {
         // ---- producer ----
-        regs_decrease<40>();
+        regs_decrease<PRODUCER_REGISTERS>();
         if (tid != 0) return;
         int t = 0;  // k-slices issued so far, over the whole group
         for (int nt = nt_begin; nt < nt_end; ++nt) {
@@ -166,25 +164,12 @@ TESSERA_DEVICE void lora_hopper(const HopperLoraParams& params) {
                 const int stage = t % STAGES;
                 if (t >= STAGES) mbarrier_wait(empty + stage, (u32)((t / STAGES - 1) & 1));
                 mbarrier_arrive_expect_tx(full + stage, first ? MAIN_BYTES + A_BYTES : MAIN_BYTES);
-                T* dX = sX + stage * Tiles::X;
-                T* dW = sW + stage * Tiles::W;
-                const int k0 = kt * BLOCK_K;
-                if (X_COL) {
-#pragma unroll
-                    for (int s = 0; s < BLOCK_M / 64; ++s) tma_load_2d(dX + s * Tiles::BOX, &params.x_map, full + stage, m0 + 64 * s, k0);
-                } else {
-                    tma_load_2d(dX, &params.x_map, full + stage, k0, m0);
-                }
-                if (W_COL) {
-                    tma_load_2d(dW, &params.w_map, full + stage, k0, n0);
-                } else {
-#pragma unroll
-                    for (int s = 0; s < BLOCK_N / 64; ++s) tma_load_2d(dW + s * Tiles::BOX, &params.w_map, full + stage, n0 + 64 * s, k0);
-                }
+                hopper_load_xw<T, X_COL, W_COL, BLOCK_N>(sX + stage * Tiles::X, sW + stage * Tiles::W, &params.x_map, &params.w_map,
+                                                          full + stage, m0, n0, kt * BLOCK_K);
                 if (first) {
 #pragma unroll
                     for (int s = 0; s < R / Tiles::A_COLS; ++s)
-                        tma_load_2d(sA + stage * Tiles::A + s * Tiles::A_BOX, &params.a_map, full + stage, Tiles::A_COLS * s, k0);
+                        tma_load_2d(sA + stage * Tiles::A + s * Tiles::A_BOX, &params.a_map, full + stage, Tiles::A_COLS * s, kt * BLOCK_K);
                 }
             }
             // B of this column tile, once both consumers finished T' B of the previous one.
@@ -198,11 +183,8 @@ TESSERA_DEVICE void lora_hopper(const HopperLoraParams& params) {
     }
 
     // ---- consumers ----
-    regs_increase<232>();
-    const int consumer = warpgroup - 1;
-    const int lane = tid % 32;
-    const int warp = (tid / 32) % 4;  // warp inside the warpgroup: rows 16 * warp .. + 15
-    const int g = lane / 4, q4 = lane % 4;
+    const ConsumerThread me = enter_consumer(tid);
+    const int consumer = me.consumer, warp = me.warp, g = me.g, q4 = me.q4;
 
     float acc[ACC];
     float tacc[T_ACC];

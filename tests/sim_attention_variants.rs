@@ -433,20 +433,20 @@ fn sm90a_window_edges_and_skipped_tiles() {
     }
 }
 
-fn sm90a_config() -> ProptestConfig {
-    let cases = std::env::var("TESSERA_SIM_SM90A_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    ProptestConfig { cases, max_shrink_iters: 8, failure_persistence: None, ..ProptestConfig::default() }
-}
-
 proptest! {
-    #![proptest_config(sm90a_config())]
+    #![proptest_config(config_from("TESSERA_SIM_SM90A_CASES", 10))]
     #[test]
     fn sm90a_score_variants_match_reference(case in sm90a_score_variants()) { check_sm90a(&case)?; }
 }
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("TESSERA_SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+/// `default` cases, or the number in the environment variable `var`.
+fn config_from(var: &str, default: u32) -> ProptestConfig {
+    let cases = std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     ProptestConfig { cases, max_shrink_iters: 8, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+fn config() -> ProptestConfig {
+    config_from("TESSERA_SIM_CASES", 12)
 }
 
 proptest! {

@@ -169,21 +169,18 @@ fn wgmma_ops(dtype: DType, head_dim: u32, block_n: u32) -> String {
 
 /// The `extern "C"` entry point of the sm_90a kernel for `spec`.
 pub(crate) fn hopper_entry_point(spec: &AttentionSpec, tile: HopperTile, name: &str) -> String {
-    format!(
-        "{ops}\n\
-         extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
-         {name}(const __grid_constant__ tessera::HopperAttentionParams params) {{\n    \
-         tessera::attention_hopper<{ty}, {d}, {bn}, {stages}, {causal}, {group}, {features}, TesseraWgmmaOps>(params);\n}}\n",
-        ops = wgmma_ops(spec.dtype, spec.head_dim, tile.block_n),
-        threads = HOPPER_THREADS,
-        ty = spec.dtype.cuda_type(),
-        d = spec.head_dim,
-        bn = tile.block_n,
-        stages = tile.stages,
-        causal = spec.causal,
-        group = spec.group(),
-        features = spec.features.bits(),
-    )
+    let call = format!(
+        "tessera::attention_hopper<{}, {}, {}, {}, {}, {}, {}, TesseraWgmmaOps>",
+        spec.dtype.cuda_type(),
+        spec.head_dim,
+        tile.block_n,
+        tile.stages,
+        spec.causal,
+        spec.group(),
+        spec.features.bits(),
+    );
+    let ops = wgmma_ops(spec.dtype, spec.head_dim, tile.block_n);
+    crate::wgmma_asm::hopper_entry_point(&ops, HOPPER_THREADS, name, "HopperAttentionParams", &call)
 }
 
 #[cfg(test)]

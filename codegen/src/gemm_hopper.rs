@@ -149,23 +149,19 @@ fn wgmma_ops(spec: &GemmSpec, tile: HopperGemmTile) -> String {
 /// The `extern "C"` entry point of the sm_90a GEMM kernel for `spec`.
 pub(crate) fn gemm_hopper_entry_point(spec: &GemmSpec, tile: HopperGemmTile, name: &str) -> String {
     let e = spec.epilogue;
-    format!(
-        "{ops}\n\
-         extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
-         {name}(const __grid_constant__ tessera::HopperGemmParams params) {{\n    \
-         tessera::gemm_hopper<{ty}, {to}, {xcol}, {wcol}, {bn}, {stages}, {bias}, {act}, {res}, TesseraWgmmaOps>(params);\n}}\n",
-        ops = wgmma_ops(spec, tile),
-        threads = HOPPER_GEMM_THREADS,
-        ty = spec.dtype.cuda_type(),
-        to = spec.out.cuda_type(),
-        xcol = spec.layout_x == Layout::ColMajor,
-        wcol = spec.layout_w == Layout::ColMajor,
-        bn = tile.block_n,
-        stages = tile.stages,
-        bias = e.bias,
-        act = e.activation.code(),
-        res = e.residual,
-    )
+    let call = format!(
+        "tessera::gemm_hopper<{}, {}, {}, {}, {}, {}, {}, {}, {}, TesseraWgmmaOps>",
+        spec.dtype.cuda_type(),
+        spec.out.cuda_type(),
+        spec.layout_x == Layout::ColMajor,
+        spec.layout_w == Layout::ColMajor,
+        tile.block_n,
+        tile.stages,
+        e.bias,
+        e.activation.code(),
+        e.residual,
+    );
+    crate::wgmma_asm::hopper_entry_point(&wgmma_ops(spec, tile), HOPPER_GEMM_THREADS, name, "HopperGemmParams", &call)
 }
 
 #[cfg(test)]

@@ -116,24 +116,20 @@ fn wgmma_ops(spec: &LoraSpec, tile: HopperLoraTile) -> String {
 /// The `extern "C"` entry point of the sm_90a LoRA kernel for `spec`.
 pub(crate) fn lora_hopper_entry_point(spec: &LoraSpec, tile: HopperLoraTile, name: &str) -> String {
     let e = spec.epilogue;
-    format!(
-        "{ops}\n\
-         extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
-         {name}(const __grid_constant__ tessera::HopperLoraParams params) {{\n    \
-         tessera::lora_hopper<{ty}, {to}, {xcol}, {wcol}, {bn}, {stages}, {r}, {bias}, {act}, {res}, TesseraWgmmaOps>(params);\n}}\n",
-        ops = wgmma_ops(spec, tile),
-        threads = HOPPER_LORA_THREADS,
-        ty = spec.dtype.cuda_type(),
-        to = spec.out.cuda_type(),
-        xcol = spec.layout_x == Layout::ColMajor,
-        wcol = spec.layout_w == Layout::ColMajor,
-        bn = tile.block_n,
-        stages = tile.stages,
-        r = tile.rank,
-        bias = e.bias,
-        act = e.activation.code(),
-        res = e.residual,
-    )
+    let call = format!(
+        "tessera::lora_hopper<{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, TesseraWgmmaOps>",
+        spec.dtype.cuda_type(),
+        spec.out.cuda_type(),
+        spec.layout_x == Layout::ColMajor,
+        spec.layout_w == Layout::ColMajor,
+        tile.block_n,
+        tile.stages,
+        tile.rank,
+        e.bias,
+        e.activation.code(),
+        e.residual,
+    );
+    crate::wgmma_asm::hopper_entry_point(&wgmma_ops(spec, tile), HOPPER_LORA_THREADS, name, "HopperLoraParams", &call)
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ pub enum Template {
     /// Fused LoRA / bottleneck adapters; builds on [`Template::Gemm`].
     Lora,
     /// Fused single-adapter LoRA on TMA + wgmma (sm_90a); builds on [`Template::Hopper`],
-    /// [`Template::Gemm`] (the epilogue) and [`Template::Lora`] (its parameter struct).
+    /// [`Template::Gemm`] (the epilogue), [`Template::GemmHopper`] (the X / W copies and
+    /// descriptors) and [`Template::Lora`] (its parameter struct).
     LoraHopper,
     /// What the mixed-precision training kernels share (element types, fp8, vector I/O, tensor
     /// tables); no entry point of its own.
@@ -84,7 +85,7 @@ impl Template {
             Template::Lora => &[Template::Gemm],
             Template::AttentionHopper => &[Template::Hopper, Template::AttentionForward],
             Template::GemmHopper => &[Template::Hopper, Template::Gemm],
-            Template::LoraHopper => &[Template::Hopper, Template::Gemm, Template::Lora],
+            Template::LoraHopper => &[Template::Hopper, Template::Gemm, Template::GemmHopper, Template::Lora],
             Template::Cast | Template::Unscale | Template::AdamW | Template::AmpScale | Template::Map | Template::Window => {
                 &[Template::Amp]
             }

@@ -103,6 +103,18 @@ pub(crate) fn wgmma_ops_struct(methods: &[WgmmaMethod<'_>]) -> String {
     format!("struct TesseraWgmmaOps {{\n{body}}};\n")
 }
 
+/// The `extern "C"` entry point of an sm_90a kernel: the ops struct, then a 384-thread kernel
+/// `name` taking `params_type` as a `__grid_constant__` parameter (its tensor maps stay in parameter
+/// memory) and calling `call(params)`, where `call` is the instantiated template
+/// (`tessera::gemm_hopper<..., TesseraWgmmaOps>`).
+pub(crate) fn hopper_entry_point(ops: &str, threads: u32, name: &str, params_type: &str, call: &str) -> String {
+    format!(
+        "{ops}\n\
+         extern \"C\" __global__ void __launch_bounds__({threads}, 1)\n\
+         {name}(const __grid_constant__ tessera::{params_type} params) {{\n    {call}(params);\n}}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,8 +24,13 @@ fn sm90a() -> SimBackend {
 fn tune_three(target: &dyn tuning::TuneTarget, all: &[TileChoice], other: TileChoice) {
     let mma = all.iter().find(|t| matches!(t, TileChoice::Attention(_) | TileChoice::Gemm(_))).expect("mma.sync tiles stay in the space");
     assert!(all.contains(&other), "{other} in {all:?}");
-    let candidates = [all[0], other, *mma];
-    let report = tuning::tune(target, &candidates, &TuneOptions { timing: false, ..TuneOptions::default() }, &|_, _, _| {});
+    tune_without_timing(target, &[all[0], other, *mma]);
+}
+
+/// Tunes `candidates` without timing: each must compile (ptxas: no spills), run and match the
+/// first one's output.
+fn tune_without_timing(target: &dyn tuning::TuneTarget, candidates: &[TileChoice]) {
+    let report = tuning::tune(target, candidates, &TuneOptions { timing: false, ..TuneOptions::default() }, &|_, _, _| {});
     for r in &report.results {
         assert_eq!(r.status, CandidateStatus::Compiled, "{}", r.tile);
     }
@@ -61,10 +66,7 @@ fn sm90a_specs_tune_both_kernels_on_the_simulator() {
     assert_eq!(all.iter().filter(|t| matches!(t, TileChoice::HopperLora(_))).count(), 1);
     let target = targets::lora_target(&backend, &compiler, &spec, LoraProblem::new(150, 296, 136, 1)).unwrap();
     let mma = all[1..].iter().copied().find(|t| matches!(t, TileChoice::Gemm(g) if g.block_m == 64)).expect("an mma.sync tile");
-    let report = tuning::tune(&target, &[all[0], mma], &TuneOptions { timing: false, ..TuneOptions::default() }, &|_, _, _| {});
-    for r in &report.results {
-        assert_eq!(r.status, CandidateStatus::Compiled, "{}", r.tile);
-    }
+    tune_without_timing(&target, &[all[0], mma]);
 }
 
 #[test]
