@@ -12,30 +12,34 @@ fn features(list: &str) -> AttentionFeatures {
     AttentionFeatures::parse(list).expect("feature names")
 }
 
-fn specs() -> [(&'static str, KernelSpec); 6] {
+/// (name, spec, target architecture): the mma.sync kernels for sm_90, the TMA + wgmma ones for sm_90a.
+fn specs() -> [(&'static str, KernelSpec, Arch); 9] {
+    let lora_per_row = LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(DType::BF16, OutType::BF16, 16) };
     [
-        ("bf16_d128_causal_gqa", AttentionSpec::new(DType::BF16, 128, true, 16, 4).into()),
+        ("bf16_d128_causal_gqa", AttentionSpec::new(DType::BF16, 128, true, 16, 4).into(), Arch::SM90),
         (
             "bf16_d128_paged_decode",
             AttentionSpec::new(DType::BF16, 128, true, 32, 4).with_features(features("paged,pack_gqa,split_kv")).into(),
+            Arch::SM90,
         ),
         (
             "bf16_d64_all_variants",
             AttentionSpec::new(DType::BF16, 64, true, 8, 2).with_features(features(&AttentionFeatures::NAMES.join(","))).into(),
+            Arch::SM90,
         ),
-        ("f16_d64_full_mha", AttentionSpec::new(DType::F16, 64, false, 8, 8).into()),
-        ("gemm_bf16", GemmSpec::new(DType::BF16, OutType::BF16).into()),
-        (
-            "lora_bf16_r16_per_row",
-            LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(DType::BF16, OutType::BF16, 16) }.into(),
-        ),
+        ("f16_d64_full_mha", AttentionSpec::new(DType::F16, 64, false, 8, 8).into(), Arch::SM90),
+        ("gemm_bf16", GemmSpec::new(DType::BF16, OutType::BF16).into(), Arch::SM90),
+        ("lora_bf16_r16_per_row", lora_per_row.into(), Arch::SM90),
+        ("sm90a_bf16_d128_causal_gqa", AttentionSpec::new(DType::BF16, 128, true, 16, 4).into(), Arch::SM90A),
+        ("sm90a_gemm_bf16", GemmSpec::new(DType::BF16, OutType::BF16).into(), Arch::SM90A),
+        ("sm90a_lora_bf16_r16", LoraSpec::new(DType::BF16, OutType::BF16, 16).into(), Arch::SM90A),
     ]
 }
 
 fn render(c: &mut Criterion) {
     let mut group = c.benchmark_group("render");
-    for (name, spec) in specs() {
-        group.bench_function(name, |b| b.iter(|| spec.render(Arch::SM90).expect("valid spec")));
+    for (name, spec, arch) in specs() {
+        group.bench_function(name, |b| b.iter(|| spec.render(arch).expect("valid spec")));
     }
     group.finish();
 }
@@ -44,9 +48,9 @@ fn compile_cold(c: &mut Criterion) {
     let mut group = c.benchmark_group("nvrtc_compile_cold");
     // Each iteration is a real NVRTC run (about half a second): keep the sample small.
     group.sample_size(10);
-    for (name, spec) in specs() {
-        let source = spec.render(Arch::SM90).expect("valid spec");
-        for target in [Target::ptx(Arch::SM90), Target::cubin(Arch::SM90)] {
+    for (name, spec, arch) in specs() {
+        let source = spec.render(arch).expect("valid spec");
+        for target in [Target::ptx(arch), Target::cubin(arch)] {
             let id = format!("{name}/{}", target.output.name());
             // A fresh compiler each time: `Compiler` memoises what it built for its own lifetime.
             group.bench_function(id, |b| {
@@ -62,9 +66,9 @@ fn cache_hit(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let cache = KernelCache::open(dir.path()).expect("cache");
     let fresh = || Compiler::new().with_cache(KernelCache::open(dir.path()).expect("cache"));
-    for (name, spec) in specs() {
-        let source = spec.render(Arch::SM90).expect("valid spec");
-        let target = Target::cubin(Arch::SM90);
+    for (name, spec, arch) in specs() {
+        let source = spec.render(arch).expect("valid spec");
+        let target = Target::cubin(arch);
         fresh().compile(&source, target).expect("fills the cache");
         // The full disk-hit path of a new process: render + key + read + verify. A fresh compiler
         // each time, so its in-memory memo does not answer instead of the disk.
@@ -72,7 +76,7 @@ fn cache_hit(c: &mut Criterion) {
             b.iter_batched(
                 fresh,
                 |c| {
-                    let m = c.compile(&spec.render(Arch::SM90).expect("valid"), target).expect("hit");
+                    let m = c.compile(&spec.render(arch).expect("valid"), target).expect("hit");
                     assert!(m.from_cache);
                     m
                 },
