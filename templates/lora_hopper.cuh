@@ -22,8 +22,7 @@
 // condition: ptxas serialises the wgmma pipeline around conditional wgmma (warning C7514).
 //
 // Shared-memory operands are as gemm_hopper.cuh (128-byte swizzled X and W, loaded and described by
-// its hopper_load_xw / hopper_xw_descriptors). A and B are MN-major
-// (r, resp. N, contiguous):
+// its hopper_load_xw / hopper_xw_descriptors). A and B are MN-major (r, resp. N, contiguous):
 //   A: boxes of A_COLS = min(R, 64) columns x 64 k, swizzled over A_COLS * 2 bytes (32, 64 or 128:
 //     the widest swizzle whose span the R columns fill, as wgmma's canonical MN-major layouts
 //     want); SBO = 8 k-rows = 8 * A_COLS * 2 bytes, LBO = one box (R = 128 only).
