@@ -564,7 +564,7 @@ pub fn run_gemm(
     }
     Ok(GemmOutput {
         y: decode_out(&out, spec.out),
-        kernel: launch.kernel().map_or_else(String::new, |k| k.name().to_string()),
+        kernel: launch.kernel_name().unwrap_or_default().to_string(),
         note: launch.note().map(str::to_string),
     })
 }

@@ -82,6 +82,12 @@ impl<P: KernelParams> PreparedLaunch<P> {
         self.kernel.as_ref()
     }
 
+    /// The entry point that runs (the launcher may have taken a tuned tile or fallen back from
+    /// sm_90a); `None` for an empty problem.
+    pub fn kernel_name(&self) -> Option<&str> {
+        self.kernel.as_ref().map(Kernel::name)
+    }
+
     /// Why this kernel was chosen over the default one, if it was (see [`PreparedLaunch::with_note`]).
     pub fn note(&self) -> Option<&str> {
         self.note.as_deref()

@@ -353,7 +353,7 @@ pub fn run_attention_variant(
     };
     let launch = prepare_attention_variant(backend, compiler, spec, &problem, &strides, &buffers, &args, &extra, scale)?;
     launch.run(backend)?;
-    let kernel = launch.kernel().map_or_else(String::new, |k| k.name().to_string());
+    let kernel = launch.kernel_name().unwrap_or_default().to_string();
     let note = launch.note().map(str::to_string);
 
     let mut out = vec![0u8; out_bytes];

@@ -331,7 +331,7 @@ fn bench_gemm(args: BenchGemmArgs) -> Result<()> {
     let launch = prepare_gemm(backend.as_ref(), &compiler, &spec, &problem, &strides, &buffers, 1.0, 0.0)?;
     let timing = Timing::of(launch.time(backend.as_ref(), args.warmup, args.reps)?);
     // The kernel that ran: the launcher may have taken a tuned tile or fallen back from sm_90a.
-    let name = launch.kernel().map_or_else(|| spec.kernel_name(arch), |k| k.name().to_string());
+    let name = launch.kernel_name().map_or_else(|| spec.kernel_name(arch), str::to_string);
     memory.free_all()?;
     let flops = 2.0 * args.m as f64 * args.n as f64 * args.k as f64;
     report(args.json, &name, &backend.device_name(), &timing, flops, args.reps, serde_json::Map::new());
@@ -400,7 +400,7 @@ fn bench_lora(args: BenchLoraArgs) -> Result<()> {
     let n_group = launch.params().base().n_group;
     let grid = launch.config().map(|c| c.grid);
     let timing = Timing::of(launch.time(backend.as_ref(), args.warmup, args.reps)?);
-    let name = launch.kernel().map_or_else(|| spec.kernel_name(arch), |k| k.name().to_string());
+    let name = launch.kernel_name().map_or_else(|| spec.kernel_name(arch), str::to_string);
     memory.free_all()?;
     let (m, n, k, rank) = (args.m as f64, args.n as f64, args.k as f64, f64::from(spec.rank));
     // Useful work: the base product and both low-rank products (not the padding of rank 8).

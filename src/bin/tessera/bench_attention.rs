@@ -321,7 +321,7 @@ pub fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
         prepare_attention_variant(backend.as_ref(), &compiler, &spec, &problem, &strides, &buffers, &vargs, &extra, None)?;
     let timing = Timing::of(launch.time(backend.as_ref(), args.warmup, args.reps)?);
     // The kernel that ran: the launcher may have taken a tuned tile or fallen back from sm_90a.
-    let name = launch.kernel().map_or_else(|| spec.kernel_name(arch), |k| k.name().to_string());
+    let name = launch.kernel_name().map_or_else(|| spec.kernel_name(arch), str::to_string);
     memory.free_all()?;
 
     let (batch, heads_q, d) = (problem.batch as f64, problem.heads_q as f64, problem.head_dim as f64);
