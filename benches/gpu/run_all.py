@@ -27,6 +27,12 @@ Exit status: 0 when every family ran to the end and every correctness check pass
 correctness check failed; 2 when none failed but a family did not finish (timeout, crash, missing
 results) or the binary is missing. Performance targets are reported, not enforced.
 
+--tune: first, `tessera tune` (attention, GEMM, LoRA; bf16, the shapes the families time, at most
+24 candidates per shape: every sm_90a tile and the first mma.sync ones) into DIR/tuned.json within --tune-share of the budget (log in
+DIR/tune/log.txt); the families then run with TESSERA_TUNING_DB=DIR/tuned.json, so they time the
+tuned kernels. DIR/tuned.json is the file to check in as runtime/tuned/<gpu>.json (the shipped
+defaults, see runtime/src/tuning/shipped.rs).
+
 --merge-only DIR: no GPU, no torch, no script run: merge the existing DIR/<family>/results.json
 (or log.txt) into DIR/results.json and plot, as above (with --tessera, when the binary exists).
 
@@ -80,6 +86,51 @@ FAMILIES = [
     Family("amp", "amp.py", 0.40, ["--warmup", "5", "--reps", "20", "--total", str(2 ** 28)]),
     Family("attention_variants", "attention_variants.py", 0.20, ["--warmup", "5", "--reps", "20"]),
 ]
+
+
+# (label, `tessera tune` arguments): bf16, the shapes the timing families measure (attention.py's
+# quick sequence lengths with batch x seq = 16k and heads x head_dim = 2048; gemm_lora.py's sizes).
+ATTENTION_SHAPES = "16x1024x1024,4x4096x4096,2x8192x8192"
+TUNE_JOBS = [
+    ("attention d128", ["attention", "--head-dim", "128", "--heads-q", "16", "--shapes", ATTENTION_SHAPES]),
+    ("attention d128 causal", ["attention", "--head-dim", "128", "--heads-q", "16", "--causal", "--shapes", ATTENTION_SHAPES]),
+    ("attention d64", ["attention", "--head-dim", "64", "--heads-q", "32", "--shapes", ATTENTION_SHAPES]),
+    ("attention d256", ["attention", "--head-dim", "256", "--heads-q", "8", "--shapes", ATTENTION_SHAPES]),
+    ("gemm", ["gemm", "--shapes", "4096x4096x4096,8192x8192x8192"]),
+    ("lora r16", ["lora", "--rank", "16", "--shapes", "4096x4096x4096"]),
+    ("lora r64", ["lora", "--rank", "64", "--shapes", "4096x4096x4096"]),
+]
+
+
+def tune(tessera, out_dir, budget_s):
+    """Runs TUNE_JOBS one after the other into out_dir/tuned.json within budget_s; returns the record
+    (also saved as out_dir/tune/run.json)."""
+    tune_dir = os.path.join(out_dir, "tune")
+    os.makedirs(tune_dir, exist_ok=True)
+    db = os.path.join(out_dir, "tuned.json")
+    started = time.monotonic()
+    record = {"db": db, "jobs": [], "budget_s": round(budget_s, 1)}
+    with open(os.path.join(tune_dir, "log.txt"), "w") as log:
+        for label, job in TUNE_JOBS:
+            left = budget_s - (time.monotonic() - started)
+            if left < 10:
+                record["jobs"].append({"job": label, "skipped": "no time left"})
+                continue
+            cmd = [tessera, "tune"] + job[:1] + ["--dtype", "bf16"] + job[1:] + [
+                "--tuning-db", db, "--max-candidates", "24", "--warmup", "3", "--reps", "10"]
+            print(f"== tune {label}: {' '.join(cmd)}", flush=True)
+            log.write(f"== {label}: {' '.join(cmd)}\n")
+            log.flush()
+            t0 = time.monotonic()
+            try:
+                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=left)
+                record["jobs"].append({"job": label, "returncode": proc.returncode, "elapsed_s": round(time.monotonic() - t0, 1)})
+            except subprocess.TimeoutExpired:
+                record["jobs"].append({"job": label, "timed_out": True, "elapsed_s": round(time.monotonic() - t0, 1)})
+    record["elapsed_s"] = round(time.monotonic() - started, 1)
+    record["db_written"] = os.path.isfile(db)
+    write_json(os.path.join(tune_dir, "run.json"), record)
+    return record
 
 
 # ---- running ---------------------------------------------------------------------------------------
@@ -434,6 +485,8 @@ def main():
     ap.add_argument("--families", default=",".join(f.name for f in FAMILIES),
                     help="comma-separated subset of: " + ", ".join(f.name for f in FAMILIES))
     ap.add_argument("--merge-only", metavar="DIR", help="merge DIR/<family>/ results and plot; run nothing")
+    ap.add_argument("--tune", action="store_true", help="tune first (DIR/tuned.json) and time the tuned kernels")
+    ap.add_argument("--tune-share", type=float, default=0.25, help="share of the budget for --tune")
     args = ap.parse_args()
     started = time.monotonic()
     wanted = [w.strip() for w in args.families.split(",") if w.strip()]
@@ -457,6 +510,12 @@ def main():
                   file=sys.stderr)
             return 2
         os.makedirs(out_dir, exist_ok=True)
+        tuned = None
+        if args.tune:
+            tuned = tune(tessera, out_dir, budget * args.tune_share)
+            if tuned["db_written"]:
+                # The families' subprocesses (and the tessera they run) read the tuned winners.
+                os.environ["TESSERA_TUNING_DB"] = os.path.abspath(tuned["db"])
         reserve = min(30.0, 0.05 * budget)  # merge, plot, table
         for i, fam in enumerate(families):
             left = budget - reserve - (time.monotonic() - started)
@@ -473,6 +532,8 @@ def main():
 
     results = os.path.join(out_dir, "results.json")
     merged = merge(out_dir, families, mode, budget, started)
+    if mode == "run":
+        merged["tune"] = tuned
     write_json(results, merged, atomic=True)
     merged["plot"] = plot(tessera, results, os.path.join(out_dir, "plot.png"))
     merged["elapsed_s"] = round(time.monotonic() - started, 1)

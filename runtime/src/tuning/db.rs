@@ -133,18 +133,22 @@ fn read_entries(path: &Path) -> (Vec<DbEntry>, Option<String>) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Vec::new(), None),
         Err(e) => return (Vec::new(), Some(format!("{}: unreadable ({e}); tuning database ignored", path.display()))),
     };
-    match serde_json::from_str::<DbFile>(&text) {
-        Ok(f) if f.format == FORMAT && f.version == DB_VERSION => (f.entries, None),
-        Ok(f) => (
-            Vec::new(),
-            Some(format!(
-                "{}: format {:?} version {} is not this build's ({FORMAT:?} version {DB_VERSION}); tuning database ignored",
-                path.display(),
-                f.format,
-                f.version
-            )),
-        ),
-        Err(e) => (Vec::new(), Some(format!("{}: not a tuning database ({e}); ignored", path.display()))),
+    match parse_entries(&text, &path.display().to_string()) {
+        Ok(entries) => (entries, None),
+        Err(warning) => (Vec::new(), Some(warning)),
+    }
+}
+
+/// The entries of a database file's text, or why it is not one this build reads (`origin` names
+/// the file in the message).
+pub(crate) fn parse_entries(text: &str, origin: &str) -> std::result::Result<Vec<DbEntry>, String> {
+    match serde_json::from_str::<DbFile>(text) {
+        Ok(f) if f.format == FORMAT && f.version == DB_VERSION => Ok(f.entries),
+        Ok(f) => Err(format!(
+            "{origin}: format {:?} version {} is not this build's ({FORMAT:?} version {DB_VERSION}); tuning database ignored",
+            f.format, f.version
+        )),
+        Err(e) => Err(format!("{origin}: not a tuning database ({e}); ignored")),
     }
 }
 

@@ -6,10 +6,12 @@
 //!   not flatter), verifies every candidate's output against the default tile's, picks the fastest.
 //! - [`db`]: the JSON database of winners keyed by [`TuningKey`] (spec, power-of-two shape bucket,
 //!   GPU, compute capability, driver and NVRTC versions); launches consult it through
-//!   [`tuned_spec`] and fall back to the spec's heuristic default.
+//!   [`tuned_spec`], then the defaults shipped with the library ([`shipped`]: tuned on a GPU model,
+//!   any driver), and fall back to the spec's heuristic default.
 
 pub mod db;
 pub mod key;
+pub mod shipped;
 pub mod space;
 pub mod targets;
 pub mod tuner;
@@ -23,14 +25,15 @@ use tessera_codegen::KernelSpec;
 
 use crate::backend::Backend;
 
-/// `spec` with the tile the global tuning database holds for this backend and shape, when the spec
-/// leaves its tile to the default and the database has a valid entry; otherwise `spec` unchanged.
+/// `spec` with the tile the global tuning database (else a shipped default) holds for this backend
+/// and shape, when the spec leaves its tile to the default and there is a valid entry; otherwise
+/// `spec` unchanged.
 pub fn tuned_spec(backend: &dyn Backend, spec: KernelSpec, shape: &[usize]) -> KernelSpec {
     if spec.untiled() != spec {
         return spec; // an explicit tile always wins
     }
     let key = TuningKey::new(&spec, shape, backend.device_fingerprint());
-    let Some(tile) = db::global_lookup(&key) else { return spec };
+    let Some(tile) = db::global_lookup(&key).or_else(|| shipped::lookup(&key)) else { return spec };
     match spec.with_tile_choice(tile) {
         Some(tuned) if tuned.validate(backend.arch()).is_ok() => tuned,
         _ => spec,

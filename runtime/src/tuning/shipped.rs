@@ -1,0 +1,87 @@
+//! Tuned defaults shipped with the library: tuning databases that `tessera tune` produced on a GPU
+//! (exported with `tessera db export`), checked in under `runtime/tuned/` and compiled in. A launch
+//! consults them when the user's own database has no entry for its key.
+//!
+//! They match on the GPU model and compute capability only, not on the driver and NVRTC versions
+//! the user's own entries are keyed by: a tile measured on an H200 under one driver remains a good
+//! default under the next, while the user's own tuning (exact key) always wins.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use tessera_codegen::TileChoice;
+
+use super::db::parse_entries;
+use super::key::{DeviceFingerprint, TuningKey};
+
+/// (file, text) of every shipped database. Empty until a GPU run produces one: `benches/gpu/run_all.py
+/// --tune` writes `tuned.json`, which is checked in as `runtime/tuned/<gpu>.json` and listed here
+/// with `include_str!`.
+const SHIPPED: &[(&str, &str)] = &[];
+
+/// The shipped tile for `key`, if a shipped database has one for its spec, shape bucket and GPU model.
+pub fn lookup(key: &TuningKey) -> Option<TileChoice> {
+    static INDEX: OnceLock<HashMap<TuningKey, TileChoice>> = OnceLock::new();
+    INDEX.get_or_init(|| index(SHIPPED)).get(&relaxed(key)).copied()
+}
+
+/// `key` without the versions a shipped default does not depend on.
+fn relaxed(key: &TuningKey) -> TuningKey {
+    let device = DeviceFingerprint { driver: 0, nvrtc: (0, 0), ..key.device.clone() };
+    TuningKey { device, ..key.clone() }
+}
+
+/// The entries of `files` by relaxed key; a file this build cannot read is skipped with a warning
+/// (a later file's entry wins over an earlier one's).
+fn index(files: &[(&str, &str)]) -> HashMap<TuningKey, TileChoice> {
+    let mut out = HashMap::new();
+    for (name, text) in files {
+        match parse_entries(text, name) {
+            Ok(entries) => out.extend(entries.into_iter().map(|e| (relaxed(&e.key), e.tile))),
+            Err(warning) => eprintln!("warning: shipped {warning}"),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuning::{DbEntry, TuningDb};
+    use tessera_codegen::{Arch, DType, GemmSpec, HopperGemmTile, KernelSpec, OutType};
+
+    fn device(driver: i32) -> DeviceFingerprint {
+        DeviceFingerprint { name: "NVIDIA H200".into(), compute_capability: (9, 0), driver, nvrtc: (13, 0) }
+    }
+
+    #[test]
+    fn shipped_entries_match_any_driver_of_the_same_gpu() {
+        let spec = KernelSpec::from(GemmSpec::new(DType::BF16, OutType::BF16));
+        let tile = TileChoice::HopperGemm(HopperGemmTile { block_n: 128, stages: 5 });
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = TuningDb::open(dir.path().join("tuning.json")).0;
+        let key = TuningKey::new(&spec, &[8192, 8192, 8192], device(13000));
+        db.insert(DbEntry { key, tile, median_ms: 1.5, throughput: 700.0, unit: "TFLOP/s".into(), candidates: 9 });
+        let file = dir.path().join("shipped.json");
+        db.export(&file).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let shipped = index(&[("h200.json", &text), ("broken.json", "{ not json")]);
+        // Another driver and NVRTC, a shape in the same bucket: the shipped tile.
+        let mut later = device(13020);
+        later.nvrtc = (13, 1);
+        assert_eq!(shipped.get(&relaxed(&TuningKey::new(&spec, &[5000, 8000, 6000], later))), Some(&tile));
+        // Another GPU, or another shape bucket: nothing.
+        let h100 = DeviceFingerprint { name: "NVIDIA H100 80GB HBM3".into(), ..device(13000) };
+        assert_eq!(shipped.get(&relaxed(&TuningKey::new(&spec, &[8192, 8192, 8192], h100))), None);
+        assert_eq!(shipped.get(&relaxed(&TuningKey::new(&spec, &[4096, 8192, 8192], device(13000)))), None);
+        // The shipped tile is one the spec takes on sm_90a.
+        assert!(spec.with_tile_choice(tile).unwrap().validate(Arch::SM90A).is_ok());
+    }
+
+    #[test]
+    fn the_compiled_in_databases_parse() {
+        for (name, text) in SHIPPED {
+            assert!(parse_entries(text, name).is_ok(), "{name}");
+        }
+    }
+}
