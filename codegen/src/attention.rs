@@ -170,10 +170,10 @@ impl AttentionSpec {
                 arch: arch.to_string(),
             });
         }
-        // An explicit sm_90a tile is checked on every target, so a bad one fails here and not
-        // only on the sm_90a machine that would render it.
+        // An explicit sm_90a tile is checked on every target, against the sm_90a limits it is
+        // used under, so a bad one fails here and not only on the machine that would render it.
         if let Some(hopper) = self.hopper_tile {
-            hopper.validate(self.dtype, self.head_dim, arch)?;
+            hopper.validate(self.dtype, self.head_dim, Arch::SM90A)?;
         }
         Ok(())
     }
