@@ -116,7 +116,7 @@ fn launch(case: &Case, x: &[f32], w: &[f32], c: Option<&[f32]>, bias: Option<&[f
         workspace: None,
     };
     let launch = prepare_gemm(backend, compiler(), &spec, &p, &strides, &buffers, case.alpha, case.beta).map_err(|e| e.to_string())?;
-    let name = launch.kernel().map_or(String::new(), |k| k.name().to_string());
+    let name = launch.kernel_name().unwrap_or_default().to_string();
     launch.run(backend).map_err(|e| format!("{name}: {e}"))?;
     let mut bytes = vec![0u8; y_elems * spec.out.size_bytes()];
     if !bytes.is_empty() {
