@@ -50,6 +50,9 @@ Builds nothing: it drives a `tessera` binary built elsewhere (`cargo build --rel
 Writes results.json and results.md to --out and prints the table last. Exits non-zero when a
 correctness case fails (the performance targets are reported, not enforced).
 
+The headline kernel (AdamW vs torch's fused AdamW) is timed first, right after the copy bandwidth;
+`--part headline` times only it (no checks), `--part rest` runs the checks, the casts and unscale.
+
 Usage: python3 benches/gpu/amp.py --tessera target/release/tessera --out results/
        (--skip-bench: correctness only; --skip-checks: timing only; --total / --tensors / --cast-n
        change the sizes; --backend sim --device cpu: a dry run of the checks on Tessera's CPU
@@ -65,11 +68,13 @@ import time
 import numpy as np
 import torch
 
-from common import (add_io_args, add_seed_arg, add_skip_args, add_timing_args, copy_ms, device_line, finish, fmt,
-                    free_cuda, load_npy, pick_seed, print_check, run_cli, run_env, save_npy, shape_error,
-                    tessera_bench, tessera_version, time_cuda, with_target, write_results)
+from common import (add_io_args, add_part_arg, add_seed_arg, add_skip_args, add_timing_args, cmd_timeout, copy_ms,
+                    device_line, finish, fmt, free_cuda, load_npy, pick_seed, print_check, run_cli, run_env, save_npy,
+                    shape_error, split_rows, tessera_bench, tessera_version, time_cuda, with_target, write_results)
 
-CMD_TIMEOUT_S = 900
+CMD_TIMEOUT_S = cmd_timeout(900)
+# Timed first (`--part headline`: only it): fused multi-tensor AdamW vs torch.optim.AdamW(fused=True).
+HEADLINE_KERNELS = ["adamw"]
 E4M3_MAX = 448.0
 E5M2_MAX = 57344.0
 TORCH_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
@@ -535,6 +540,7 @@ def main():
     ap.add_argument("--total", type=int, default=2 ** 30, help="elements over those tensors")
     add_skip_args(ap)
     add_seed_arg(ap)
+    add_part_arg(ap)
     ap.add_argument("--backend", default="cuda", choices=["cuda", "sim"],
                     help="the CLI backend of the checks (sim: a dry run without a GPU, implies --skip-bench)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="torch device of the references")
@@ -549,16 +555,22 @@ def main():
     env = run_env(device_name, {"tessera": version, "seed": seed, "backend": args.backend})
     print(device_line(device_name, (version, f"seed {seed}")), flush=True)
 
-    checks = run_checks(Context(args.tessera, args.backend, args.device), seed) if not args.skip_checks else []
+    run_checks_now = not args.skip_checks and args.part != "headline"
+    checks = run_checks(Context(args.tessera, args.backend, args.device), seed) if run_checks_now else []
 
     copy, rows = None, []
     if not args.skip_bench:
         free_cuda()
         copy = bench_copy(args.warmup, args.reps)
         print(json.dumps({"copy": copy}), flush=True)
-        rows += bench_cast(args.tessera, args.cast_n, copy["gbps"], args.warmup, args.reps)
-        rows += bench_unscale(args.tessera, args.tensors, args.total, copy["gbps"], args.warmup, args.reps)
-        rows += bench_adamw(args.tessera, args.tensors, args.total, copy["gbps"], args.warmup, args.reps)
+        timed = {
+            "cast": lambda: bench_cast(args.tessera, args.cast_n, copy["gbps"], args.warmup, args.reps),
+            "unscale": lambda: bench_unscale(args.tessera, args.tensors, args.total, copy["gbps"], args.warmup,
+                                             args.reps),
+            "adamw": lambda: bench_adamw(args.tessera, args.tensors, args.total, copy["gbps"], args.warmup, args.reps),
+        }
+        for name in split_rows(list(timed), HEADLINE_KERNELS, args.part):
+            rows += timed[name]()
 
     passed = sum(c["ok"] for c in checks)
     summary = (f"correctness: {passed}/{len(checks)} cases passed (bit-exact casts and unscale, AdamW <= 1 ulp); "

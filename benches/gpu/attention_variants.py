@@ -53,15 +53,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import (add_io_args, add_seed_arg, add_skip_args, add_timing_args, bench_command, bench_json,
-                    copy_ms, device_line, error_stats, finish, fmt, free_cuda, pick_seed, print_check,
-                    remove_files, run_cli, run_env, save_npy, tessera_version, time_cuda, with_target,
-                    write_results)
+from common import (add_io_args, add_seed_arg, add_skip_args, add_timing_args, bench_command, bench_json, cmd_timeout,
+                    copy_ms, device_line, error_stats, finish, fmt, free_cuda, pick_seed, print_check, remove_files,
+                    run_cli, run_env, save_npy, tessera_version, time_cuda, with_target, write_results)
 
 TOL = {"bf16": 1e-2, "f16": 2e-3}  # relative L2 of O
 LSE_ABS, LSE_REL = 1e-2, 1e-3
 TORCH_DTYPE = {"bf16": torch.bfloat16, "f16": torch.float16}
-CMD_TIMEOUT_S = 300
+CMD_TIMEOUT_S = cmd_timeout(300)
 MEMORY_LIMIT = 60e9  # bytes a timing case may hold on the device
 COPY_BYTES = 2 ** 31  # the copy-bandwidth tensor: 2 GiB
 

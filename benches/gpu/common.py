@@ -20,6 +20,23 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_TESSERA = "target/release/tessera"
 
 
+# ---- limits --------------------------------------------------------------------------------------
+
+# Caps every script's timeout for one `tessera` command (first_contact.py sets it: within a short
+# GPU window a hung command must not take a family's whole share; the runtime's own sync watchdog,
+# TESSERA_SYNC_TIMEOUT_S, normally turns a hung kernel into an error much sooner).
+CMD_TIMEOUT_ENV = "TESSERA_BENCH_CMD_TIMEOUT_S"
+
+
+def cmd_timeout(default_s):
+    """`default_s`, or less when CMD_TIMEOUT_ENV holds a smaller positive number of seconds."""
+    try:
+        cap = float(os.environ.get(CMD_TIMEOUT_ENV, ""))
+    except ValueError:
+        return default_s
+    return min(default_s, cap) if cap > 0 else default_s
+
+
 # ---- arguments -----------------------------------------------------------------------------------
 
 def add_io_args(ap):
@@ -36,6 +53,25 @@ def add_timing_args(ap, warmup, reps, warmup_help=None, reps_help=None):
 def add_skip_args(ap):
     ap.add_argument("--skip-checks", action="store_true", help="timing only")
     ap.add_argument("--skip-bench", action="store_true", help="correctness only")
+
+
+# --part: which half of a script's work a run does. first_contact.py runs the headline rows (the
+# figures that matter most, first, before anything can eat the GPU window) and later, as time
+# allows, the rest; a plain run does all of it, headline rows first.
+PARTS = ("all", "headline", "rest")
+
+
+def add_part_arg(ap):
+    ap.add_argument("--part", default="all", choices=PARTS,
+                    help="headline: only the headline timing rows, no checks; rest: the checks and every other "
+                         "row; all (default): both, headline rows first")
+
+
+def split_rows(rows, headline, part):
+    """The rows of `part`: the `headline` rows, the other `rows`, or both with the headline first."""
+    head = list(headline)
+    rest = [r for r in rows if r not in head]
+    return {"headline": head, "rest": rest, "all": head + rest}[part]
 
 
 def add_seed_arg(ap):

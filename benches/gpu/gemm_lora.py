@@ -34,8 +34,11 @@ Builds nothing: it drives a `tessera` binary built elsewhere (`cargo build --rel
 Writes results.json and results.md to --out and prints the tables last. Exits non-zero when a
 correctness case fails (the performance targets are reported, not enforced).
 
+The headline rows (GEMM 8192^3, fused LoRA r16 at M = 4096) are timed first; `--part headline`
+times only them (no checks), `--part rest` runs the checks and every other row.
+
 Usage: python3 benches/gpu/gemm_lora.py --tessera target/release/tessera --out results/
-       (--skip-bench: correctness only; --skip-checks: timing only)
+       (--skip-bench: correctness only; --skip-checks: timing only; --part all|headline|rest)
 """
 import argparse
 import json
@@ -47,13 +50,22 @@ import time
 import numpy as np
 import torch
 
-from common import (add_io_args, add_seed_arg, add_skip_args, add_timing_args, device_line, error_stats, finish,
-                    fmt, free_cuda, load_npy, pick_seed, print_check, remove_files, run_cli, run_env, save_npy,
-                    shape_error, tessera_bench, tessera_version, time_cuda, with_target, write_results)
+from common import (add_io_args, add_part_arg, add_seed_arg, add_skip_args, add_timing_args, cmd_timeout, device_line,
+                    error_stats, finish, fmt, free_cuda, load_npy, pick_seed, print_check, remove_files, run_cli,
+                    run_env, save_npy, shape_error, split_rows, tessera_bench, tessera_version, time_cuda, with_target,
+                    write_results)
 
 TOL = 2e-2  # relative L2, bf16 inputs, f32 output
 SCALE = 0.5  # LoRA scale in the correctness cases
-CMD_TIMEOUT_S = 600
+CMD_TIMEOUT_S = cmd_timeout(600)
+GEMM_SIZES = (4096, 8192)
+# (M, rank, adapters, mix) of the timed LoRA rows.
+LORA_ROWS = [(m, r, 1, "same") for m in (1, 16, 256, 4096) for r in (16, 64)]
+LORA_ROWS += [(4096, 16, 8, "segments"), (16, 16, 16, "distinct")]
+# Timed first (`--part headline`: only these): GEMM 8192^3 vs cuBLAS, and fused LoRA r16 at
+# M = N = K = 4096 vs the unfused torch chain and vs Tessera's own base GEMM.
+HEADLINE_GEMM = [8192]
+HEADLINE_LORA = [(4096, 16, 1, "same")]
 
 
 def rounded(t):
@@ -263,6 +275,7 @@ def main():
     add_timing_args(ap, 10, 30)
     add_skip_args(ap)
     add_seed_arg(ap)
+    add_part_arg(ap)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
@@ -273,7 +286,7 @@ def main():
     print(device_line(props.name, (version, f"seed {seed}")), flush=True)
 
     checks = []
-    if not args.skip_checks:
+    if not args.skip_checks and args.part != "headline":
         gen = torch.Generator(device="cuda").manual_seed(seed)
         cases = [("gemm", (m, n, k, lay)) for (m, n, k) in ((1, 1, 1), (37, 53, 19), (256, 384, 512), (130, 72, 200))
                  for lay in ("row", "col")]
@@ -289,14 +302,12 @@ def main():
 
     gemm_rows, lora_rows = [], []
     if not args.skip_bench:
-        for size in (4096, 8192):
+        for size in split_rows(GEMM_SIZES, HEADLINE_GEMM, args.part):
             gemm_rows.append(bench_gemm(args.tessera, size, args.warmup, args.reps))
             free_cuda()  # the tensors of the case are gone; return their memory before the next
             print(json.dumps(gemm_rows[-1]), flush=True)
         base_cache = {}
-        lora_cases = [(m, r, 1, "same") for m in (1, 16, 256, 4096) for r in (16, 64)]
-        lora_cases += [(4096, 16, 8, "segments"), (16, 16, 16, "distinct")]
-        for m, r, adapters, mix in lora_cases:
+        for m, r, adapters, mix in split_rows(LORA_ROWS, HEADLINE_LORA, args.part):
             lora_rows.append(bench_lora(args.tessera, m, r, adapters, mix, base_cache, args.warmup, args.reps))
             free_cuda()
             print(json.dumps(lora_rows[-1]), flush=True)

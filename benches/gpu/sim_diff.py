@@ -31,9 +31,12 @@ Usage (on a machine with a CUDA GPU, from the repository root):
   python3 benches/gpu/sim_diff.py [--seed N] [--only NAME] [--out DIR] [--driver PATH]
   python3 benches/gpu/sim_diff.py --compare GPU_DIR SIM_DIR [--out DIR]   # compare saved runs
 
-Without --driver it builds the driver first (cargo build --release -p tessera-runtime --example
-sim_diff). Writes DIR/report.md and DIR/report.json (default DIR: sim_diff_results) and exits 1 on
-any mismatch or failed case.
+Without --driver it runs the driver of a GPU-run bundle (target/gpu-bundle/bin/sim_diff, built by
+benches/gpu/prepare.sh) or of the last release build (target/release/examples/sim_diff); --build
+builds it with cargo first. It never builds on its own: a GPU machine may have no Rust toolchain.
+Each driver run has a timeout (--timeout-s); a driver that writes no manifest is one failed row.
+Writes DIR/report.md and DIR/report.json (default DIR: sim_diff_results) and exits 1 on any
+mismatch or failed case.
 """
 import argparse
 import json
@@ -46,16 +49,48 @@ import sys
 
 from common import REPO_ROOT as ROOT, write_json, write_text
 
+# Where a built driver is looked for, in this order (relative to the repository root).
+DRIVER_CANDIDATES = ("target/gpu-bundle/bin/sim_diff", "target/release/examples/sim_diff")
+DRIVER_TIMEOUT_S = 120
 
-def run_driver(driver, backend, out, seed, only):
+
+def run_driver(driver, backend, out, seed, only, timeout_s):
+    """Runs the driver on one backend: (exit status, its manifest.json). A driver that fails before
+    writing its manifest (no GPU, a crash, the timeout) gives a manifest with no cases and the error."""
     cmd = [driver, "--backend", backend, "--out", out, "--seed", str(seed)]
     if only:
         cmd += ["--only", only]
     print("$", " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT)
-    with open(os.path.join(out, "manifest.json")) as f:
-        manifest = json.load(f)
-    return proc.returncode, manifest
+    if os.path.exists(os.path.join(out, "manifest.json")):
+        os.remove(os.path.join(out, "manifest.json"))
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, timeout=timeout_s)
+        status, why = proc.returncode, f"exit status {proc.returncode}"
+    except subprocess.TimeoutExpired:
+        status, why = None, f"timed out after {timeout_s} s"
+    try:
+        with open(os.path.join(out, "manifest.json")) as f:
+            return status, json.load(f)
+    except (OSError, ValueError) as e:
+        return status, {"backend": backend, "device": None, "cases": [],
+                        "error": f"the {backend} driver wrote no manifest ({why}): {e}"}
+
+
+def find_driver(explicit, build):
+    """The driver to run: --driver, else (with --build) a fresh cargo build, else the one a
+    GPU-run bundle holds (benches/gpu/prepare.sh), else the last release build. None when none is
+    there: building is never implicit (the GPU machine has no Rust toolchain)."""
+    if explicit:
+        return explicit
+    if build:
+        subprocess.run(["cargo", "build", "--release", "-p", "tessera-runtime", "--example", "sim_diff"], cwd=ROOT,
+                       check=True)
+        return os.path.join(ROOT, "target", "release", "examples", "sim_diff")
+    for candidate in DRIVER_CANDIDATES:
+        path = os.path.join(ROOT, candidate)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def words(path):
@@ -166,7 +201,10 @@ def main():
     ap.add_argument("--seed", type=int, default=None, help="input seed (default: random, printed)")
     ap.add_argument("--only", default=None, help="run the cases whose name contains this")
     ap.add_argument("--out", default="sim_diff_results")
-    ap.add_argument("--driver", default=None, help="a built sim_diff example (default: build it)")
+    ap.add_argument("--driver", default=None,
+                    help=f"a built sim_diff example (default: the first of {', '.join(DRIVER_CANDIDATES)})")
+    ap.add_argument("--build", action="store_true", help="build the driver with cargo first (needs Rust)")
+    ap.add_argument("--timeout-s", type=float, default=DRIVER_TIMEOUT_S, help="per driver run")
     ap.add_argument(
         "--compare",
         nargs=2,
@@ -183,16 +221,14 @@ def main():
         sys.exit(report(args.out, gpu.get("seed"), gpu, sim, gpu_dir, sim_dir))
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     print(f"seed {seed}")
-    driver = args.driver
+    driver = find_driver(args.driver, args.build)
     if driver is None:
-        subprocess.run(
-            ["cargo", "build", "--release", "-p", "tessera-runtime", "--example", "sim_diff"], cwd=ROOT, check=True
-        )
-        driver = os.path.join(ROOT, "target", "release", "examples", "sim_diff")
+        sys.exit("sim_diff.py: no driver found; pass --driver, or --build (needs cargo), or build one with "
+                 "`cargo build --release -p tessera-runtime --example sim_diff` or benches/gpu/prepare.sh")
     gpu_dir = os.path.join(args.out, "cuda")
     sim_dir = os.path.join(args.out, "sim")
-    _, gpu = run_driver(driver, "cuda", gpu_dir, seed, args.only)
-    _, sim = run_driver(driver, "sim", sim_dir, seed, args.only)
+    _, gpu = run_driver(driver, "cuda", gpu_dir, seed, args.only, args.timeout_s)
+    _, sim = run_driver(driver, "sim", sim_dir, seed, args.only, args.timeout_s)
     sys.exit(report(args.out, seed, gpu, sim, gpu_dir, sim_dir))
 
 
@@ -202,6 +238,13 @@ def report(out, seed, gpu, sim, gpu_dir, sim_dir):
 
     results = []
     failed = 0
+    for side in (gpu, sim):
+        if side.get("error"):
+            # A side that ran nothing: one failed row, so the report says why.
+            results.append({"name": f"({side['backend']} driver)", "entry": "-", "gpu_ms": None, "sim_ms": None,
+                            "status": "error", "errors": {"gpu": side["error"] if side is gpu else None,
+                                                          "sim": side["error"] if side is sim else None}})
+            failed += 1
     for case in gpu["cases"]:
         name = case["name"]
         other = sim_cases.get(name, {"error": "missing from the simulator run"})

@@ -6,7 +6,7 @@ fn main() {
     match nvrtc_library() {
         Ok(lib) => {
             let (major, minor) = lib.version();
-            println!("NVRTC {major}.{minor}: {}", lib.path().display());
+            println!("NVRTC {major}.{minor}: {} (found by: {})", lib.path().display(), lib.origin());
             if let Some(builtins) = lib.builtins() {
                 println!("  builtins: {}", builtins.display());
             }

@@ -187,6 +187,12 @@ pub trait Backend: Send + Sync {
         4
     }
 
+    /// Shared memory one block may use (static plus dynamic, opted in): the device's, or for a
+    /// simulator the limit of the architecture it simulates.
+    fn max_shared_per_block(&self) -> u32 {
+        self.arch().max_shared_memory_per_block()
+    }
+
     /// What [`Backend::load`] wants: CUBIN for CUDA, PTX for the simulator.
     fn output_kind(&self) -> OutputKind;
 
@@ -274,13 +280,16 @@ pub(crate) fn check_live_buffer(owner: BackendId, live: &HashMap<u64, usize>, bu
 /// Opens a backend. `Cuda` fails with [`RuntimeError::NoGpu`] where there is no usable GPU; `Sim`
 /// opens the CPU simulator ([`SimBackend::from_env`]); `Auto` gives CUDA when a GPU opens, else the
 /// simulator, whose [`Backend::device_name`] then says why the GPU was passed over. Only when
-/// neither opens (a bad `TESSERA_SIM_ARCH`) does `Auto` fail, with both reasons.
+/// neither opens (a bad `TESSERA_SIM_ARCH`) does `Auto` fail, with both reasons; and after a GPU
+/// hang in this process ([`RuntimeError::Hung`]) `Auto` returns that error rather than quietly
+/// carrying on without the GPU.
 pub fn open_backend(kind: BackendKind) -> Result<Box<dyn Backend>> {
     match kind {
         BackendKind::Cuda => Ok(Box::new(CudaBackend::open(0)?)),
         BackendKind::Sim => open_sim_backend(),
         BackendKind::Auto => match CudaBackend::open(0) {
             Ok(cuda) => Ok(Box::new(cuda)),
+            Err(hung) if hung.is_hung() => Err(hung),
             Err(cuda) => match SimBackend::from_env() {
                 Ok(sim) => Ok(Box::new(sim.with_fallback_reason(cuda.to_string()))),
                 Err(sim) => Err(RuntimeError::NoBackend { cuda: cuda.to_string(), sim: sim.to_string() }),

@@ -8,6 +8,12 @@
 //! Kernels are launched with `cuLaunchKernel` and a one-element `void**` array pointing at the
 //! parameter struct's bytes, so any `#[repr(C)]` parameter struct works without cudarc's typed
 //! launch machinery.
+//!
+//! No call here blocks on device work without a deadline ([`crate::watchdog`]): launches are
+//! tracked, and before any call that would wait for them (a copy, a free, a module load, a
+//! synchronisation) the backend records an event behind them on the null stream, where every launch
+//! goes, and polls it with `cuEventQuery` until done or `TESSERA_SYNC_TIMEOUT_S` passes. After a
+//! hang every call fails at once with [`RuntimeError::Hung`] and `Drop` leaks rather than waits.
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -21,6 +27,7 @@ use tessera_codegen::Arch;
 use crate::backend::{check_live_buffer, Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};
 use crate::compiler::{CompiledModule, OutputKind};
 use crate::error::{Result, RuntimeError};
+use crate::watchdog::{sync_timeout_from_env, Watchdog, PROCESS_HANG};
 
 /// Shared memory any kernel may use without opting in (`cuFuncSetAttribute`).
 const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
@@ -39,7 +46,6 @@ const REQUIRED_SYMBOLS: &[&str] = &[
     "cuDevicePrimaryCtxRetain",
     "cuDevicePrimaryCtxRelease_v2",
     "cuCtxSetCurrent",
-    "cuCtxSynchronize",
     "cuMemAlloc_v2",
     "cuMemFree_v2",
     "cuMemcpyHtoD_v2",
@@ -52,7 +58,7 @@ const REQUIRED_SYMBOLS: &[&str] = &[
     "cuLaunchKernel",
     "cuEventCreate",
     "cuEventRecord",
-    "cuEventSynchronize",
+    "cuEventQuery",
     "cuEventElapsedTime_v2",
     "cuEventDestroy_v2",
     "cuTensorMapEncodeTiled",
@@ -81,13 +87,55 @@ pub struct CudaBackend {
 unsafe impl Send for CudaBackend {}
 unsafe impl Sync for CudaBackend {}
 
-#[derive(Default)]
 struct State {
     /// Live allocations: address -> size.
     buffers: HashMap<u64, usize>,
     kernels: Vec<LoadedKernel>,
     /// `(source hash, output, arch)` -> index in `kernels`.
     loaded: HashMap<(String, OutputKind, Arch), usize>,
+    /// Outstanding launches and the deadline for waiting on them.
+    watchdog: Watchdog,
+    /// Recorded behind the outstanding launches to wait for them; created on first use.
+    sync_event: Option<sys::CUevent>,
+}
+
+impl State {
+    fn new(watchdog: Watchdog) -> State {
+        State { buffers: HashMap::new(), kernels: Vec::new(), loaded: HashMap::new(), watchdog, sync_event: None }
+    }
+
+    /// Waits, with the watchdog's deadline, for every launch still outstanding; returns at once
+    /// when there is none. The caller has made the context current and holds the state lock, so no
+    /// launch can be enqueued behind the event before the blocking call that follows.
+    fn settle(&mut self) -> Result<()> {
+        self.watchdog.check()?;
+        if !self.watchdog.outstanding() {
+            return Ok(());
+        }
+        let event = match self.sync_event {
+            Some(event) => event,
+            None => {
+                let event = cu::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)
+                    .map_err(cuda_error("cuEventCreate"))?;
+                self.sync_event = Some(event);
+                event
+            }
+        };
+        // SAFETY: a live event of this context; the null stream is where `launch` enqueues.
+        unsafe { cu::event::record(event, ptr::null_mut()) }.map_err(cuda_error("cuEventRecord"))?;
+        self.watchdog.wait(|| event_done(event))
+    }
+}
+
+/// `cuEventQuery`: `Ok(true)` when the work before the event is done, `Ok(false)` while it runs, an
+/// error when it failed (the kernel's error, e.g. an illegal address).
+fn event_done(event: sys::CUevent) -> Result<bool> {
+    // SAFETY: the caller passes a live event.
+    match unsafe { sys::cuEventQuery(event) } {
+        sys::CUresult::CUDA_SUCCESS => Ok(true),
+        sys::CUresult::CUDA_ERROR_NOT_READY => Ok(false),
+        status => Err(cuda_error("cuEventQuery (a kernel failed)")(DriverError(status))),
+    }
 }
 
 struct LoadedKernel {
@@ -104,7 +152,20 @@ impl CudaBackend {
     /// Opens device `ordinal`. [`RuntimeError::NoGpu`] when there is no driver, the driver is too
     /// old for this build, `cuInit` fails or there are no devices;
     /// [`RuntimeError::UnsupportedDevice`] for a GPU Tessera has no code path for.
+    ///
+    /// After a hang ([`RuntimeError::Hung`]) in this process it fails at once with that error: the
+    /// hung kernel still holds the device's primary context, which every backend shares. A
+    /// `TESSERA_SYNC_TIMEOUT_S` that is not a number of seconds is an
+    /// [`RuntimeError::InvalidArgument`] naming it.
     pub fn open(ordinal: usize) -> Result<CudaBackend> {
+        PROCESS_HANG.check()?;
+        CudaBackend::open_with_sync_timeout(ordinal, sync_timeout_from_env()?)
+    }
+
+    /// [`CudaBackend::open`] with the deadline for waits on device work given rather than read
+    /// from `TESSERA_SYNC_TIMEOUT_S` (`None`: no deadline).
+    pub fn open_with_sync_timeout(ordinal: usize, timeout: Option<std::time::Duration>) -> Result<CudaBackend> {
+        PROCESS_HANG.check()?;
         let has_param_info = probe_driver()?;
         let mut driver_version = 0;
         // SAFETY: symbol presence checked by `probe_driver`; valid out-pointer.
@@ -154,7 +215,7 @@ impl CudaBackend {
             max_shared_per_block: optin.max(0) as u32,
             multiprocessors: multiprocessors.max(1) as u32,
             has_param_info,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new(Watchdog::new(timeout, &PROCESS_HANG))),
         };
         backend.make_current()?;
         Ok(backend)
@@ -174,6 +235,21 @@ impl CudaBackend {
         self.max_shared_per_block
     }
 
+    /// The deadline for waits on device work (`TESSERA_SYNC_TIMEOUT_S` when opened); `None`: no
+    /// deadline.
+    pub fn sync_timeout(&self) -> Option<std::time::Duration> {
+        self.state().watchdog.timeout()
+    }
+
+    /// The state, locked, with the context current and every outstanding launch waited for (with
+    /// the deadline): what a call that may block behind launches holds while it makes that call.
+    fn settled(&self) -> Result<MutexGuard<'_, State>> {
+        self.make_current()?;
+        let mut state = self.state();
+        state.settle()?;
+        Ok(state)
+    }
+
     fn make_current(&self) -> Result<()> {
         // SAFETY: `context` is the retained primary context, alive until `Drop`.
         unsafe { cu::ctx::set_current(self.context) }.map_err(cuda_error("cuCtxSetCurrent"))
@@ -185,208 +261,23 @@ impl CudaBackend {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn check_kernel<'a>(&self, state: &'a mut State, kernel: &Kernel) -> Result<&'a mut LoadedKernel> {
+    fn check_kernel<'a>(&self, kernels: &'a mut [LoadedKernel], kernel: &Kernel) -> Result<&'a mut LoadedKernel> {
         if kernel.owner() != self.id {
             return Err(RuntimeError::invalid("kernel", format!("`{}` was loaded by another backend", kernel.name())));
         }
-        state
-            .kernels
+        kernels
             .get_mut(kernel.index())
             .ok_or_else(|| RuntimeError::invalid("kernel", format!("`{}` is not loaded", kernel.name())))
     }
-}
 
-impl Backend for CudaBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Cuda
-    }
-
-    fn device_name(&self) -> String {
-        self.name.clone()
-    }
-
-    fn arch(&self) -> Arch {
-        self.arch
-    }
-
-    fn multiprocessors(&self) -> u32 {
-        self.multiprocessors
-    }
-
-    fn device_fingerprint(&self) -> crate::tuning::DeviceFingerprint {
-        let (major, minor) = self.compute_capability;
-        crate::tuning::DeviceFingerprint {
-            name: self.name.clone(),
-            compute_capability: (major.max(0) as u32, minor.max(0) as u32),
-            driver: self.driver_version,
-            nvrtc: crate::nvrtc::nvrtc_version().unwrap_or((0, 0)),
-        }
-    }
-
-    fn output_kind(&self) -> OutputKind {
-        OutputKind::Cubin
-    }
-
-    fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
-        if bytes == 0 {
-            // cuMemAlloc rejects 0; an empty buffer is never dereferenced.
-            return Ok(DeviceBuffer::new(self.id, 0, 0));
-        }
-        self.make_current()?;
-        // SAFETY: plain allocation; freed by `free` or `Drop`.
-        let addr = unsafe { cu::malloc_sync(bytes) }.map_err(cuda_error("cuMemAlloc"))?;
-        self.state().buffers.insert(addr, bytes);
-        Ok(DeviceBuffer::new(self.id, addr, bytes))
-    }
-
-    fn write(&self, buffer: &DeviceBuffer, data: &[u8]) -> Result<()> {
-        self.check_buffer(buffer)?;
-        check_copy_len("write", data.len(), buffer)?;
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.make_current()?;
-        // SAFETY: `buffer` is a live allocation of at least `data.len()` bytes (checked above).
-        unsafe { cu::memcpy_htod_sync(buffer.addr(), data) }.map_err(cuda_error("cuMemcpyHtoD"))
-    }
-
-    fn read(&self, buffer: &DeviceBuffer, out: &mut [u8]) -> Result<()> {
-        self.check_buffer(buffer)?;
-        check_copy_len("read", out.len(), buffer)?;
-        if out.is_empty() {
-            return Ok(());
-        }
-        self.make_current()?;
-        // SAFETY: as for `write`.
-        unsafe { cu::memcpy_dtoh_sync(out, buffer.addr()) }.map_err(cuda_error("cuMemcpyDtoH"))
-    }
-
-    fn free(&self, buffer: DeviceBuffer) -> Result<()> {
-        self.check_buffer(&buffer)?;
-        if buffer.bytes() == 0 {
-            return Ok(());
-        }
-        self.make_current()?;
-        self.state().buffers.remove(&buffer.addr());
-        // SAFETY: a live allocation (checked), removed from the table so it cannot be freed twice.
-        // cuMemFree waits for work using it.
-        unsafe { cu::free_sync(buffer.addr()) }.map_err(cuda_error("cuMemFree"))
-    }
-
-    fn check_buffer(&self, buffer: &DeviceBuffer) -> Result<()> {
-        check_live_buffer(self.id, &self.state().buffers, buffer)
-    }
-
-    /// `cuTensorMapEncodeTiled` (a host call: no context needed). Elements are copied as raw
-    /// 1/2/4/8-byte values: only the out-of-bounds NaN fill would care about the float type.
-    fn encode_tensor_map(&self, map: &tessera_sim::TensorMap) -> Result<[u8; 128]> {
-        use sys::{
-            CUtensorMapDataType as Data, CUtensorMapFloatOOBfill as Fill, CUtensorMapInterleave as Interleave,
-            CUtensorMapL2promotion as L2, CUtensorMapSwizzle as Swizzle,
-        };
-        map.validate().map_err(|e| RuntimeError::invalid("tensor map", e.to_string()))?;
-        let data = match map.elem_bytes {
-            1 => Data::CU_TENSOR_MAP_DATA_TYPE_UINT8,
-            2 => Data::CU_TENSOR_MAP_DATA_TYPE_UINT16,
-            4 => Data::CU_TENSOR_MAP_DATA_TYPE_UINT32,
-            _ => Data::CU_TENSOR_MAP_DATA_TYPE_UINT64,
-        };
-        let swizzle = match map.swizzle {
-            tessera_sim::Swizzle::None => Swizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
-            tessera_sim::Swizzle::B32 => Swizzle::CU_TENSOR_MAP_SWIZZLE_32B,
-            tessera_sim::Swizzle::B64 => Swizzle::CU_TENSOR_MAP_SWIZZLE_64B,
-            tessera_sim::Swizzle::B128 => Swizzle::CU_TENSOR_MAP_SWIZZLE_128B,
-        };
-        let fill = match map.oob_fill {
-            tessera_sim::OobFill::Zero => Fill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
-            tessera_sim::OobFill::Nan => Fill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA,
-        };
-        let element_strides = [1u32; 5];
-        let mut encoded = sys::CUtensorMap { opaque: [0; 16] };
-        // SAFETY: the symbol was checked by `probe_driver`; every array holds at least `rank`
-        // entries and `encoded` is a valid out-pointer. The address is only recorded, not read.
-        let status = unsafe {
-            sys::cuTensorMapEncodeTiled(
-                &mut encoded,
-                data,
-                map.rank,
-                map.global_address as *mut c_void,
-                map.global_dims.as_ptr(),
-                map.global_strides.as_ptr(),
-                map.box_dims.as_ptr(),
-                element_strides.as_ptr(),
-                Interleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-                swizzle,
-                L2::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-                fill,
-            )
-        };
-        if status != sys::CUresult::CUDA_SUCCESS {
-            return Err(RuntimeError::Cuda { call: "cuTensorMapEncodeTiled", message: format!("{status:?}") });
-        }
-        let mut bytes = [0u8; 128];
-        for (chunk, word) in bytes.chunks_exact_mut(8).zip(encoded.opaque) {
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
-        Ok(bytes)
-    }
-
-    fn load(&self, module: &CompiledModule) -> Result<Kernel> {
-        let compatible = match module.output {
-            OutputKind::Cubin => module.arch == self.arch,
-            // The driver JITs PTX for any architecture at least as new.
-            OutputKind::Ptx => module.arch.sm <= self.arch.sm,
-        };
-        if !compatible {
-            return Err(RuntimeError::invalid(
-                "module",
-                format!("`{}` was compiled for {}, but the GPU is {}", module.name, module.target(), self.arch),
-            ));
-        }
-        let key = (module.source_hash.clone(), module.output, module.arch);
-        let mut state = self.state();
-        if let Some(&index) = state.loaded.get(&key) {
-            return Ok(Kernel::new(self.id, index, module.name.clone()));
-        }
-        let entry = CString::new(module.name.as_str())
-            .map_err(|_| RuntimeError::invalid("module.name", "contains a NUL byte"))?;
-        let image = aligned_image(&module.image, module.output);
-        self.make_current()?;
-        // SAFETY: `image` is a complete PTX string (NUL-terminated) or CUBIN, 8-byte aligned, alive
-        // for the call; the driver copies it.
-        let cu_module = unsafe { cu::module::load_data(image.as_ptr().cast::<c_void>()) }
-            .map_err(cuda_error("cuModuleLoadData"))?;
-        // SAFETY: `cu_module` was just loaded.
-        let function = match unsafe { cu::module::get_function(cu_module, entry) } {
-            Ok(function) => function,
-            Err(e) => {
-                // SAFETY: loaded above, not yet recorded anywhere.
-                let _ = unsafe { cu::module::unload(cu_module) };
-                return Err(cuda_error("cuModuleGetFunction")(e));
-            }
-        };
-        // SAFETY: `function` belongs to a loaded module.
-        let static_shared = unsafe {
-            cu::function::get_function_attribute(function, CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
-        }
-        .map_err(cuda_error("cuFuncGetAttribute"))?;
-        let param_bytes = if self.has_param_info { param_size(function) } else { None };
-        state.kernels.push(LoadedKernel {
-            module: cu_module,
-            function,
-            static_shared_bytes: static_shared.max(0) as u32,
-            dynamic_shared_limit: DEFAULT_SHARED_LIMIT,
-            param_bytes,
-        });
-        let index = state.kernels.len() - 1;
-        state.loaded.insert(key, index);
-        Ok(Kernel::new(self.id, index, module.name.clone()))
-    }
-
-    unsafe fn launch(&self, kernel: &Kernel, config: &LaunchConfig, params: &[u8]) -> Result<()> {
+    /// [`Backend::launch`] with the state already locked; the launch is recorded as outstanding.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Backend::launch`].
+    unsafe fn launch_locked(&self, state: &mut State, kernel: &Kernel, config: &LaunchConfig, params: &[u8]) -> Result<()> {
         config.validate()?;
-        let mut state = self.state();
-        let loaded = self.check_kernel(&mut state, kernel)?;
+        let loaded = self.check_kernel(&mut state.kernels, kernel)?;
         if let Some(expected) = loaded.param_bytes {
             if expected != params.len() {
                 return Err(RuntimeError::invalid(
@@ -443,12 +334,229 @@ impl Backend for CudaBackend {
                 &mut args,
             )
         }
-        .map_err(cuda_error("cuLaunchKernel"))
+        .map_err(cuda_error("cuLaunchKernel"))?;
+        state.watchdog.launched(kernel.name());
+        Ok(())
+    }
+}
+
+impl Backend for CudaBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cuda
     }
 
-    fn synchronize(&self) -> Result<()> {
+    fn device_name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    fn multiprocessors(&self) -> u32 {
+        self.multiprocessors
+    }
+
+    fn device_fingerprint(&self) -> crate::tuning::DeviceFingerprint {
+        let (major, minor) = self.compute_capability;
+        crate::tuning::DeviceFingerprint {
+            name: self.name.clone(),
+            compute_capability: (major.max(0) as u32, minor.max(0) as u32),
+            driver: self.driver_version,
+            nvrtc: crate::nvrtc::nvrtc_version().unwrap_or((0, 0)),
+        }
+    }
+
+    fn output_kind(&self) -> OutputKind {
+        OutputKind::Cubin
+    }
+
+    fn max_shared_per_block(&self) -> u32 {
+        self.max_shared_per_block
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
+        PROCESS_HANG.check()?;
+        if bytes == 0 {
+            // cuMemAlloc rejects 0; an empty buffer is never dereferenced.
+            return Ok(DeviceBuffer::new(self.id, 0, 0));
+        }
+        // The allocator may synchronise the device (to reuse memory), so wait with the deadline.
+        let mut state = self.settled()?;
+        // SAFETY: plain allocation; freed by `free` or `Drop`.
+        let addr = unsafe { cu::malloc_sync(bytes) }.map_err(cuda_error("cuMemAlloc"))?;
+        state.buffers.insert(addr, bytes);
+        Ok(DeviceBuffer::new(self.id, addr, bytes))
+    }
+
+    fn write(&self, buffer: &DeviceBuffer, data: &[u8]) -> Result<()> {
+        PROCESS_HANG.check()?;
+        self.check_buffer(buffer)?;
+        check_copy_len("write", data.len(), buffer)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        // A copy from pageable host memory waits for the launches before it.
+        let _state = self.settled()?;
+        // SAFETY: `buffer` is a live allocation of at least `data.len()` bytes (checked above).
+        unsafe { cu::memcpy_htod_sync(buffer.addr(), data) }.map_err(cuda_error("cuMemcpyHtoD"))
+    }
+
+    fn read(&self, buffer: &DeviceBuffer, out: &mut [u8]) -> Result<()> {
+        PROCESS_HANG.check()?;
+        self.check_buffer(buffer)?;
+        check_copy_len("read", out.len(), buffer)?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        let _state = self.settled()?;
+        // SAFETY: as for `write`.
+        unsafe { cu::memcpy_dtoh_sync(out, buffer.addr()) }.map_err(cuda_error("cuMemcpyDtoH"))
+    }
+
+    fn free(&self, buffer: DeviceBuffer) -> Result<()> {
+        PROCESS_HANG.check()?;
+        self.check_buffer(&buffer)?;
+        if buffer.bytes() == 0 {
+            return Ok(());
+        }
+        // cuMemFree waits for all work on the device.
+        let mut state = self.settled()?;
+        state.buffers.remove(&buffer.addr());
+        // SAFETY: a live allocation (checked), removed from the table so it cannot be freed twice.
+        unsafe { cu::free_sync(buffer.addr()) }.map_err(cuda_error("cuMemFree"))
+    }
+
+    fn check_buffer(&self, buffer: &DeviceBuffer) -> Result<()> {
+        check_live_buffer(self.id, &self.state().buffers, buffer)
+    }
+
+    /// `cuTensorMapEncodeTiled`. A host call, but made with this backend's context current all the
+    /// same: it runs on whatever thread asks (rayon's, during `tessera tune`), and the driver
+    /// checks the address against the current context. Elements are copied as raw 1/2/4/8-byte
+    /// values: only the out-of-bounds NaN fill would care about the float type.
+    fn encode_tensor_map(&self, map: &tessera_sim::TensorMap) -> Result<[u8; 128]> {
+        PROCESS_HANG.check()?;
+        use sys::{
+            CUtensorMapDataType as Data, CUtensorMapFloatOOBfill as Fill, CUtensorMapInterleave as Interleave,
+            CUtensorMapL2promotion as L2, CUtensorMapSwizzle as Swizzle,
+        };
+        map.validate().map_err(|e| RuntimeError::invalid("tensor map", e.to_string()))?;
         self.make_current()?;
-        cu::ctx::synchronize().map_err(cuda_error("cuCtxSynchronize (a kernel failed)"))
+        let data = match map.elem_bytes {
+            1 => Data::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            2 => Data::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+            4 => Data::CU_TENSOR_MAP_DATA_TYPE_UINT32,
+            _ => Data::CU_TENSOR_MAP_DATA_TYPE_UINT64,
+        };
+        let swizzle = match map.swizzle {
+            tessera_sim::Swizzle::None => Swizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+            tessera_sim::Swizzle::B32 => Swizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+            tessera_sim::Swizzle::B64 => Swizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+            tessera_sim::Swizzle::B128 => Swizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+        };
+        let fill = match map.oob_fill {
+            tessera_sim::OobFill::Zero => Fill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            tessera_sim::OobFill::Nan => Fill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA,
+        };
+        let element_strides = [1u32; 5];
+        let mut encoded = sys::CUtensorMap { opaque: [0; 16] };
+        // SAFETY: the symbol was checked by `probe_driver`; every array holds at least `rank`
+        // entries and `encoded` is a valid out-pointer. The address is only recorded, not read.
+        let status = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut encoded,
+                data,
+                map.rank,
+                map.global_address as *mut c_void,
+                map.global_dims.as_ptr(),
+                map.global_strides.as_ptr(),
+                map.box_dims.as_ptr(),
+                element_strides.as_ptr(),
+                Interleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle,
+                L2::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                fill,
+            )
+        };
+        if status != sys::CUresult::CUDA_SUCCESS {
+            return Err(RuntimeError::Cuda { call: "cuTensorMapEncodeTiled", message: format!("{status:?}") });
+        }
+        let mut bytes = [0u8; 128];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(encoded.opaque) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        Ok(bytes)
+    }
+
+    fn load(&self, module: &CompiledModule) -> Result<Kernel> {
+        PROCESS_HANG.check()?;
+        let compatible = match module.output {
+            OutputKind::Cubin => module.arch == self.arch,
+            // The driver JITs PTX for any architecture at least as new.
+            OutputKind::Ptx => module.arch.sm <= self.arch.sm,
+        };
+        if !compatible {
+            return Err(RuntimeError::invalid(
+                "module",
+                format!("`{}` was compiled for {}, but the GPU is {}", module.name, module.target(), self.arch),
+            ));
+        }
+        let key = (module.source_hash.clone(), module.output, module.arch);
+        let mut state = self.state();
+        if let Some(&index) = state.loaded.get(&key) {
+            return Ok(Kernel::new(self.id, index, module.name.clone()));
+        }
+        let entry = CString::new(module.name.as_str())
+            .map_err(|_| RuntimeError::invalid("module.name", "contains a NUL byte"))?;
+        let image = aligned_image(&module.image, module.output);
+        self.make_current()?;
+        // Loading a module may synchronise the device (it allocates and initialises the module's
+        // globals), so wait for outstanding launches with the deadline first.
+        state.settle()?;
+        // SAFETY: `image` is a complete PTX string (NUL-terminated) or CUBIN, 8-byte aligned, alive
+        // for the call; the driver copies it.
+        let cu_module = unsafe { cu::module::load_data(image.as_ptr().cast::<c_void>()) }
+            .map_err(cuda_error("cuModuleLoadData"))?;
+        // SAFETY: `cu_module` was just loaded.
+        let function = match unsafe { cu::module::get_function(cu_module, entry) } {
+            Ok(function) => function,
+            Err(e) => {
+                // SAFETY: loaded above, not yet recorded anywhere.
+                let _ = unsafe { cu::module::unload(cu_module) };
+                return Err(cuda_error("cuModuleGetFunction")(e));
+            }
+        };
+        // SAFETY: `function` belongs to a loaded module.
+        let static_shared = unsafe {
+            cu::function::get_function_attribute(function, CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+        }
+        .map_err(cuda_error("cuFuncGetAttribute"))?;
+        let param_bytes = if self.has_param_info { param_size(function) } else { None };
+        state.kernels.push(LoadedKernel {
+            module: cu_module,
+            function,
+            static_shared_bytes: static_shared.max(0) as u32,
+            dynamic_shared_limit: DEFAULT_SHARED_LIMIT,
+            param_bytes,
+        });
+        let index = state.kernels.len() - 1;
+        state.loaded.insert(key, index);
+        Ok(Kernel::new(self.id, index, module.name.clone()))
+    }
+
+    unsafe fn launch(&self, kernel: &Kernel, config: &LaunchConfig, params: &[u8]) -> Result<()> {
+        PROCESS_HANG.check()?;
+        let mut state = self.state();
+        // SAFETY: forwarded from the caller.
+        unsafe { self.launch_locked(&mut state, kernel, config, params) }
+    }
+
+    /// Waits, with the deadline, for every launch of this backend; an error raised by one of them
+    /// is returned here.
+    fn synchronize(&self) -> Result<()> {
+        PROCESS_HANG.check()?;
+        self.settled().map(drop)
     }
 
     unsafe fn time_launches(
@@ -459,11 +567,15 @@ impl Backend for CudaBackend {
         warmup: usize,
         reps: usize,
     ) -> Result<Vec<f32>> {
+        PROCESS_HANG.check()?;
+        // Held throughout, so no other thread's launch lands between the events.
+        let mut state = self.state();
         for _ in 0..warmup {
             // SAFETY: forwarded from the caller.
-            unsafe { self.launch(kernel, config, params)? };
+            unsafe { self.launch_locked(&mut state, kernel, config, params)? };
         }
-        self.synchronize()?;
+        self.make_current()?;
+        state.settle()?;
         let start = Event::new()?;
         let stop = Event::new()?;
         let mut times = Vec::with_capacity(reps);
@@ -471,21 +583,31 @@ impl Backend for CudaBackend {
             // SAFETY: live events on the null stream, where `launch` enqueues.
             unsafe {
                 cu::event::record(start.0, ptr::null_mut()).map_err(cuda_error("cuEventRecord"))?;
-                self.launch(kernel, config, params)?;
+                self.launch_locked(&mut state, kernel, config, params)?;
                 cu::event::record(stop.0, ptr::null_mut()).map_err(cuda_error("cuEventRecord"))?;
-                cu::event::synchronize(stop.0).map_err(cuda_error("cuEventSynchronize (a kernel failed)"))?;
-                times.push(cu::event::elapsed(start.0, stop.0).map_err(cuda_error("cuEventElapsedTime"))?);
             }
+            state.watchdog.wait(|| event_done(stop.0))?;
+            // SAFETY: both events recorded and complete.
+            times.push(unsafe { cu::event::elapsed(start.0, stop.0) }.map_err(cuda_error("cuEventElapsedTime"))?);
         }
         Ok(times)
     }
 }
 
 impl Drop for CudaBackend {
+    /// Waits (with the deadline) for outstanding launches, then unloads, frees and releases
+    /// everything. After a hang it does none of that: unloading, freeing and releasing the context
+    /// would all wait for the hung kernel, so everything is leaked to the process's exit.
     fn drop(&mut self) {
+        if PROCESS_HANG.get().is_some() {
+            return;
+        }
         let _ = self.make_current();
-        let _ = cu::ctx::synchronize();
         let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A kernel error is reported by the wait and changes nothing here; a hang leaks.
+        if state.settle().is_err_and(|e| e.is_hung()) {
+            return;
+        }
         // SAFETY: every handle below was created by this backend and is released exactly once.
         unsafe {
             for kernel in state.kernels.drain(..) {
@@ -493,6 +615,9 @@ impl Drop for CudaBackend {
             }
             for (addr, _) in state.buffers.drain() {
                 let _ = cu::free_sync(addr);
+            }
+            if let Some(event) = state.sync_event.take() {
+                let _ = cu::event::destroy(event);
             }
             let _ = cu::primary_ctx::release(self.device);
         }
@@ -513,6 +638,30 @@ impl Drop for Event {
         // SAFETY: created by `Event::new`, destroyed once.
         let _ = unsafe { cu::event::destroy(self.0) };
     }
+}
+
+/// The CUDA version the installed driver supports, `(major, minor)` (e.g. `(13, 0)`), or `None`
+/// without a loadable libcuda. Only `cuDriverGetVersion`, which needs no `cuInit`: safe to ask
+/// before choosing which NVRTC to load.
+pub fn driver_cuda_version() -> Option<(i32, i32)> {
+    type DriverGetVersion = unsafe extern "C" fn(*mut std::ffi::c_int) -> sys::CUresult;
+    // SAFETY: only tries `dlopen` on cudarc's candidate names.
+    if !unsafe { sys::is_culib_present() } {
+        return None;
+    }
+    // SAFETY: cannot panic now that `is_culib_present` succeeded with the same candidate names;
+    // the symbol is looked up (not assumed) and has this signature in every driver.
+    let version = unsafe {
+        let get = sys::culib().get::<DriverGetVersion>(b"cuDriverGetVersion\0").ok()?;
+        let mut version = 0;
+        (get(&mut version) == sys::CUresult::CUDA_SUCCESS).then_some(version)?
+    };
+    Some(split_driver_version(version))
+}
+
+/// `13000` -> `(13, 0)`, `12040` -> `(12, 4)`: `cuDriverGetVersion`'s encoding.
+pub fn split_driver_version(version: i32) -> (i32, i32) {
+    (version / 1000, (version % 1000) / 10)
 }
 
 /// Checks that libcuda is present and exports every symbol this backend calls; returns whether
@@ -577,7 +726,8 @@ fn cuda_error(call: &'static str) -> impl Fn(DriverError) -> RuntimeError {
 }
 
 fn version_text(version: i32) -> String {
-    format!("{}.{}", version / 1000, (version % 1000) / 10)
+    let (major, minor) = split_driver_version(version);
+    format!("{major}.{minor}")
 }
 
 #[cfg(test)]
@@ -598,6 +748,16 @@ mod tests {
     fn driver_versions_print_like_cuda_releases() {
         assert_eq!(version_text(13000), "13.0");
         assert_eq!(version_text(12040), "12.4");
+    }
+
+    #[test]
+    fn the_driver_version_is_read_without_a_gpu_or_not_at_all() {
+        assert_eq!(split_driver_version(13000), (13, 0));
+        assert_eq!(split_driver_version(12080), (12, 8));
+        // Must never panic; without libcuda there is no version.
+        if let Some((major, _)) = driver_cuda_version() {
+            assert!(major >= 1);
+        }
     }
 
     #[test]

@@ -82,6 +82,20 @@ pub enum RuntimeError {
     #[error("no backend available (cuda: {cuda}; sim: {sim})")]
     NoBackend { cuda: String, sim: String },
 
+    /// Device work did not finish within the deadline (`TESSERA_SYNC_TIMEOUT_S`); see
+    /// [`crate::watchdog`]. The kernel may still be running: the process must exit to free the GPU,
+    /// and every later GPU call in it fails with this error.
+    #[error("{}", hung_message(.kernels, *.launches, *.waited_s, *.timeout_s))]
+    Hung {
+        /// The kernels launched and not known to be complete, distinct, in launch order.
+        kernels: Vec<String>,
+        /// How many launches were outstanding.
+        launches: usize,
+        waited_s: f64,
+        /// The deadline that passed.
+        timeout_s: f64,
+    },
+
     /// A CUDA driver API call failed.
     #[error("CUDA {call} failed: {message}")]
     Cuda { call: &'static str, message: String },
@@ -120,6 +134,12 @@ impl RuntimeError {
             RuntimeError::LibraryLoad { path, message } => {
                 RuntimeError::LibraryLoad { path: path.clone(), message: message.clone() }
             }
+            RuntimeError::Hung { kernels, launches, waited_s, timeout_s } => RuntimeError::Hung {
+                kernels: kernels.clone(),
+                launches: *launches,
+                waited_s: *waited_s,
+                timeout_s: *timeout_s,
+            },
             other => RuntimeError::LibraryLoad { path: PathBuf::new(), message: other.to_string() },
         }
     }
@@ -128,6 +148,12 @@ impl RuntimeError {
     /// tests and the CLI use it to skip rather than fail.
     pub fn is_no_gpu(&self) -> bool {
         matches!(self, RuntimeError::NoGpu { .. } | RuntimeError::NoBackend { .. })
+    }
+
+    /// True for [`RuntimeError::Hung`]: GPU work that never finished. Unlike every other error the
+    /// process cannot carry on with the GPU, and should exit without waiting on the driver.
+    pub fn is_hung(&self) -> bool {
+        matches!(self, RuntimeError::Hung { .. })
     }
 
     /// The simulator's report (kernel, CTA, thread, PTX line, address) when a simulated kernel
@@ -155,6 +181,18 @@ fn rejected_note(rejected: &[String]) -> String {
     } else {
         format!("Found but not usable:\n{}", bullets(rejected))
     }
+}
+
+fn hung_message(kernels: &[String], launches: usize, waited_s: f64, timeout_s: f64) -> String {
+    let names = kernels.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    format!(
+        "GPU work did not finish within the {timeout_s} s deadline: waited {waited_s:.1} s for {launches} \
+         launch(es) of {names}. The kernel is presumed hung (a deadlock, or far slower than expected) \
+         and may still occupy the GPU; the CUDA context cannot be recovered, so this process must exit \
+         to free the GPU (every later GPU call in it fails with this error). To change the deadline \
+         set {}=<seconds> (0 waits without one)",
+        crate::watchdog::SYNC_TIMEOUT_ENV
+    )
 }
 
 fn compile_message(kernel: &str, target: &str, log: &str, excerpts: &[(usize, String)]) -> String {

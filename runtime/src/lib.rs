@@ -6,6 +6,8 @@
 //!   [`KernelCache`], which verifies every entry it reads and is safe across processes.
 //! - [`ptxas`] reports registers, spills and shared memory; [`check_spec`] combines both for
 //!   `tessera check`.
+//! - [`watchdog`] puts a deadline (`TESSERA_SYNC_TIMEOUT_S`) on every wait for GPU work, so a
+//!   hung kernel is an error ([`RuntimeError::Hung`]), never a process stuck in the driver.
 //! - [`Backend`] abstracts the device: [`open_backend`] gives the CUDA backend where there is a GPU
 //!   and the CPU simulator ([`SimBackend`], a PTX interpreter from `tessera-sim`) where there is
 //!   none; asked for CUDA explicitly without a GPU, it is a clear [`RuntimeError::NoGpu`].
@@ -42,6 +44,7 @@ pub mod tensor_list;
 mod tma;
 pub mod tuning;
 pub mod unscale;
+pub mod watchdog;
 pub mod window;
 
 pub use tessera_codegen as codegen;
@@ -66,8 +69,9 @@ pub use check::{check_spec, check_spec_with, SpecCheck};
 pub use compiler::{nvrtc_options, CompiledModule, Compiler, OutputKind, Target};
 pub use cuda::CudaBackend;
 pub use error::{Result, RuntimeError};
-pub use locate::{find_nvrtc, find_ptxas, NvrtcFiles};
+pub use locate::{find_nvrtc, find_ptxas, NvrtcFiles, NvrtcOrigin};
 pub use nvrtc::{nvrtc_library, nvrtc_version, NvrtcLibrary};
 pub use ptxas::{parse_ptxas_output, run_ptxas, PtxasReport};
 pub use sim::SimBackend;
+pub use watchdog::{process_hang, sync_timeout_from_env, SYNC_TIMEOUT_ENV};
 pub use tessera_sim as simulator;

@@ -1,22 +1,115 @@
 //! Loading NVRTC once per process, and a small safe wrapper over one NVRTC program.
 //!
-//! cudarc finds NVRTC by `dlopen`ing a list of bare names, which only works when the library's
-//! folder is on `LD_LIBRARY_PATH`; and NVRTC itself `dlopen`s `libnvrtc-builtins.so.13.x` by bare
-//! name at its first compile. Both are solved the same way: load the files [`crate::locate`] found by
-//! full path with `RTLD_NOW | RTLD_GLOBAL`, builtins first. The dynamic loader then answers later
-//! `dlopen("libnvrtc.so.13")` and `dlopen("libnvrtc-builtins.so.13.0")` calls with the already
-//! loaded objects, matched by SONAME.
+//! The library [`crate::locate`] chose is opened by full path, and every NVRTC entry point this
+//! crate calls is resolved from that one handle into a function table ([`NvrtcApi`]): nothing
+//! looks NVRTC up by a bare name, so whatever copy the system loader would find under
+//! `libnvrtc.so` (say, a toolkit in `ld.so.cache` while the search chose a pip wheel) is never
+//! used. NVRTC itself `dlopen`s `libnvrtc-builtins.so.13.x` by bare name at its first compile, so
+//! the builtins library found beside it is loaded first with `RTLD_GLOBAL`: the loader then answers
+//! that `dlopen` with the object already loaded, matched by SONAME.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
+use std::ptr;
 use std::sync::OnceLock;
 
-use cudarc::nvrtc::result::{self as nvrtc_result, NvrtcError};
-use cudarc::nvrtc::sys::{self as nvrtc_sys, nvrtcResult};
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
 
 use crate::error::{Result, RuntimeError};
-use crate::locate::{find_nvrtc, NVRTC_MAJOR};
+use crate::locate::{find_nvrtc, NvrtcOrigin, NVRTC_MAJOR};
+
+/// `nvrtcResult` (`nvrtc.h`): an `enum`, i.e. a C `int`.
+type Status = c_int;
+const NVRTC_SUCCESS: Status = 0;
+/// The source has errors; the log says which.
+const NVRTC_ERROR_COMPILATION: Status = 6;
+/// NVRTC could not load or use its builtins library.
+const NVRTC_ERROR_BUILTIN_OPERATION_FAILURE: Status = 7;
+
+/// `nvrtcProgram`: an opaque pointer.
+type RawProgram = *mut c_void;
+
+/// The NVRTC entry points this crate calls, resolved from the loaded library's own handle. Their
+/// signatures are those of `nvrtc.h`, unchanged since NVRTC 11.
+struct NvrtcApi {
+    version: unsafe extern "C" fn(*mut c_int, *mut c_int) -> Status,
+    create_program: unsafe extern "C" fn(
+        *mut RawProgram,
+        *const c_char,
+        *const c_char,
+        c_int,
+        *const *const c_char,
+        *const *const c_char,
+    ) -> Status,
+    compile_program: unsafe extern "C" fn(RawProgram, c_int, *const *const c_char) -> Status,
+    get_program_log_size: unsafe extern "C" fn(RawProgram, *mut usize) -> Status,
+    get_program_log: unsafe extern "C" fn(RawProgram, *mut c_char) -> Status,
+    get_ptx_size: unsafe extern "C" fn(RawProgram, *mut usize) -> Status,
+    get_ptx: unsafe extern "C" fn(RawProgram, *mut c_char) -> Status,
+    get_cubin_size: unsafe extern "C" fn(RawProgram, *mut usize) -> Status,
+    get_cubin: unsafe extern "C" fn(RawProgram, *mut c_char) -> Status,
+    destroy_program: unsafe extern "C" fn(*mut RawProgram) -> Status,
+    get_error_string: unsafe extern "C" fn(Status) -> *const c_char,
+}
+
+impl std::fmt::Debug for NvrtcApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NvrtcApi { .. }")
+    }
+}
+
+impl NvrtcApi {
+    /// Every entry point from `library`, or the first one it lacks.
+    fn resolve(library: &Library, path: &Path) -> Result<NvrtcApi> {
+        /// Copies a function pointer out of the library. The pointer stays valid because the
+        /// library is never unloaded (see [`NvrtcLibrary`]).
+        fn symbol<T: Copy>(library: &Library, path: &Path, name: &str) -> Result<T> {
+            let nul_terminated = format!("{name}\0");
+            // SAFETY: the caller names a `T` with the entry point's `nvrtc.h` signature.
+            unsafe { library.get::<T>(nul_terminated.as_bytes()) }.map(|s| *s).map_err(|e| RuntimeError::LibraryLoad {
+                path: path.to_path_buf(),
+                message: format!("not a usable NVRTC {NVRTC_MAJOR} library: it lacks {name} ({e})"),
+            })
+        }
+        Ok(NvrtcApi {
+            version: symbol(library, path, "nvrtcVersion")?,
+            create_program: symbol(library, path, "nvrtcCreateProgram")?,
+            compile_program: symbol(library, path, "nvrtcCompileProgram")?,
+            get_program_log_size: symbol(library, path, "nvrtcGetProgramLogSize")?,
+            get_program_log: symbol(library, path, "nvrtcGetProgramLog")?,
+            get_ptx_size: symbol(library, path, "nvrtcGetPTXSize")?,
+            get_ptx: symbol(library, path, "nvrtcGetPTX")?,
+            get_cubin_size: symbol(library, path, "nvrtcGetCUBINSize")?,
+            get_cubin: symbol(library, path, "nvrtcGetCUBIN")?,
+            destroy_program: symbol(library, path, "nvrtcDestroyProgram")?,
+            get_error_string: symbol(library, path, "nvrtcGetErrorString")?,
+        })
+    }
+
+    /// `Ok` for success, else the [`RuntimeError::Nvrtc`] of `call`.
+    fn check(&self, call: &'static str, status: Status) -> Result<()> {
+        if status == NVRTC_SUCCESS {
+            return Ok(());
+        }
+        // SAFETY: NVRTC returns a static string for every status, including unknown ones.
+        let text = unsafe {
+            let text = (self.get_error_string)(status);
+            if text.is_null() {
+                format!("status {status}")
+            } else {
+                CStr::from_ptr(text).to_string_lossy().into_owned()
+            }
+        };
+        let mut message = format!("{text} (nvrtcResult {status})");
+        if status == NVRTC_ERROR_BUILTIN_OPERATION_FAILURE {
+            message.push_str(&format!(
+                "; NVRTC could not load libnvrtc-builtins.so.{NVRTC_MAJOR}.*, which must sit beside \
+                 libnvrtc.so.{NVRTC_MAJOR}"
+            ));
+        }
+        Err(RuntimeError::Nvrtc { call, message })
+    }
+}
 
 /// The NVRTC this process compiles with.
 #[derive(Debug)]
@@ -24,16 +117,20 @@ pub struct NvrtcLibrary {
     path: PathBuf,
     builtins: Option<PathBuf>,
     version: (i32, i32),
-    /// Never dropped: cudarc caches function pointers into these libraries for the life of the
-    /// process, so unloading them would leave those dangling.
+    origin: NvrtcOrigin,
+    warning: Option<String>,
+    api: NvrtcApi,
+    /// Never dropped (the library lives in a process-wide static): `api` points into these.
     _handles: Vec<Library>,
 }
 
 impl NvrtcLibrary {
+    /// The `libnvrtc.so.13` loaded.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The `libnvrtc-builtins.so.13.x` loaded beside it, if one was found.
     pub fn builtins(&self) -> Option<&Path> {
         self.builtins.as_deref()
     }
@@ -41,6 +138,16 @@ impl NvrtcLibrary {
     /// `(major, minor)` as reported by `nvrtcVersion`.
     pub fn version(&self) -> (i32, i32) {
         self.version
+    }
+
+    /// Which rule of the search ([`crate::locate::nvrtc_candidate_dirs`]) found it.
+    pub fn origin(&self) -> NvrtcOrigin {
+        self.origin
+    }
+
+    /// Why this NVRTC may not suit the installed driver (it is newer), when it may not.
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
     }
 }
 
@@ -57,12 +164,16 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
 
 fn load() -> Result<NvrtcLibrary> {
     let files = find_nvrtc()?;
+    if let Some(warning) = &files.warning {
+        eprintln!("tessera: warning: {warning}");
+    }
     let mut handles = Vec::new();
     if let Some(builtins) = &files.builtins {
         handles.push(open_global(builtins)?);
     }
     let library = open_global(&files.library)?;
-    let version = version_of(&library, &files.library)?;
+    let api = NvrtcApi::resolve(&library, &files.library)?;
+    let version = version_of(&api, &files.library)?;
     if version.0 != NVRTC_MAJOR {
         return Err(RuntimeError::LibraryLoad {
             path: files.library,
@@ -73,9 +184,16 @@ fn load() -> Result<NvrtcLibrary> {
             ),
         });
     }
-    check_cudarc_resolves_to(&library, &files.library)?;
     handles.push(library);
-    Ok(NvrtcLibrary { path: files.library, builtins: files.builtins, version, _handles: handles })
+    Ok(NvrtcLibrary {
+        path: files.library,
+        builtins: files.builtins,
+        version,
+        origin: files.origin,
+        warning: files.warning,
+        api,
+        _handles: handles,
+    })
 }
 
 fn open_global(path: &Path) -> Result<Library> {
@@ -85,71 +203,23 @@ fn open_global(path: &Path) -> Result<Library> {
         .map_err(|e| RuntimeError::LibraryLoad { path: path.to_path_buf(), message: e.to_string() })
 }
 
-/// Asks the library itself, through our own handle, so that a wrong file fails cleanly here rather
-/// than inside cudarc (which panics on a missing symbol).
-fn version_of(library: &Library, path: &Path) -> Result<(i32, i32)> {
-    type VersionFn = unsafe extern "C" fn(*mut c_int, *mut c_int) -> c_int;
-    let load_err = |message: String| RuntimeError::LibraryLoad { path: path.to_path_buf(), message };
-    // SAFETY: `nvrtcVersion` has had this signature since NVRTC 7.
-    let version: libloading::os::unix::Symbol<VersionFn> =
-        unsafe { library.get(b"nvrtcVersion\0") }.map_err(|e| load_err(format!("not an NVRTC library: {e}")))?;
+fn version_of(api: &NvrtcApi, path: &Path) -> Result<(i32, i32)> {
     let (mut major, mut minor) = (0, 0);
     // SAFETY: two valid out-pointers.
-    let status = unsafe { version(&mut major, &mut minor) };
-    if status != 0 {
-        return Err(load_err(format!("nvrtcVersion returned error {status}")));
+    let status = unsafe { (api.version)(&mut major, &mut minor) };
+    if status != NVRTC_SUCCESS {
+        return Err(RuntimeError::LibraryLoad {
+            path: path.to_path_buf(),
+            message: format!("nvrtcVersion returned error {status}"),
+        });
     }
     Ok((major, minor))
 }
 
-/// cudarc opens NVRTC by bare names, starting with `libnvrtc.so`. If the system loader knows a
-/// different NVRTC under one of those names, cudarc would silently compile with it; compare the
-/// address of one entry point to make sure both handles are the same library.
-fn check_cudarc_resolves_to(library: &Library, path: &Path) -> Result<()> {
-    let load_err = |message: String| RuntimeError::LibraryLoad { path: path.to_path_buf(), message };
-    // SAFETY: `is_culib_present` only tries `dlopen` on cudarc's candidate names.
-    if !unsafe { nvrtc_sys::is_culib_present() } {
-        return Err(load_err(format!(
-            "it loads, but cudarc cannot open it as libnvrtc.so.{NVRTC_MAJOR}; its SONAME must be \
-             libnvrtc.so.{NVRTC_MAJOR}"
-        )));
-    }
-    // SAFETY: looking up a symbol's address does not call it; `culib` cannot panic after
-    // `is_culib_present` returned true, as both try the same names.
-    let (ours, theirs) = unsafe {
-        let ours = library.get::<*const c_void>(b"nvrtcVersion\0").map(|s| *s);
-        let theirs = nvrtc_sys::culib().get::<*const c_void>(b"nvrtcVersion\0").map(|s| *s);
-        (ours, theirs)
-    };
-    match (ours, theirs) {
-        (Ok(a), Ok(b)) if a == b => Ok(()),
-        _ => Err(load_err(
-            "another NVRTC library is found first by its plain name (libnvrtc.so) on the system \
-             library path, so it would be used instead; remove it from the library path or point \
-             TESSERA_NVRTC at that one"
-                .to_string(),
-        )),
-    }
-}
-
-fn nvrtc_error(call: &'static str) -> impl Fn(NvrtcError) -> RuntimeError {
-    move |e| {
-        // SAFETY: NVRTC returns a static string for every status, including unknown ones.
-        let text = unsafe { CStr::from_ptr(nvrtc_sys::nvrtcGetErrorString(e.0)) }.to_string_lossy();
-        let mut message = format!("{text} ({:?})", e.0);
-        if e.0 == nvrtcResult::NVRTC_ERROR_BUILTIN_OPERATION_FAILURE {
-            message.push_str(&format!(
-                "; NVRTC could not load libnvrtc-builtins.so.{NVRTC_MAJOR}.*, which must sit beside \
-                 libnvrtc.so.{NVRTC_MAJOR}"
-            ));
-        }
-        RuntimeError::Nvrtc { call, message }
-    }
-}
-
 /// One NVRTC program: created from a source, compiled once, then read out. Destroyed on drop.
 pub(crate) struct Program {
-    raw: nvrtc_sys::nvrtcProgram,
+    raw: RawProgram,
+    api: &'static NvrtcApi,
     // NVRTC may keep pointers to the source and name until the program is destroyed.
     _src: CString,
     _name: CString,
@@ -157,61 +227,71 @@ pub(crate) struct Program {
 
 impl Program {
     pub(crate) fn new(src: &str, name: &str) -> Result<Program> {
-        nvrtc_library()?;
+        let api = &nvrtc_library()?.api;
         let src = CString::new(src).map_err(|_| RuntimeError::invalid("source", "contains a NUL byte"))?;
         let name = CString::new(name).map_err(|_| RuntimeError::invalid("name", "contains a NUL byte"))?;
-        let raw = nvrtc_result::create_program(&src, Some(&name)).map_err(nvrtc_error("nvrtcCreateProgram"))?;
-        Ok(Program { raw, _src: src, _name: name })
+        let mut raw: RawProgram = ptr::null_mut();
+        // SAFETY: valid out-pointer; NUL-terminated strings alive as long as the program; no headers.
+        let status =
+            unsafe { (api.create_program)(&mut raw, src.as_ptr(), name.as_ptr(), 0, ptr::null(), ptr::null()) };
+        api.check("nvrtcCreateProgram", status)?;
+        Ok(Program { raw, api, _src: src, _name: name })
     }
 
     /// `Ok(true)` when it compiled, `Ok(false)` when the source has errors (see [`Program::log`]).
     pub(crate) fn compile(&self, options: &[String]) -> Result<bool> {
-        // Options are generated by the runtime and never contain NUL bytes, which is the one way
-        // cudarc's `compile_program` could panic.
-        // SAFETY: `raw` is a live program.
-        match unsafe { nvrtc_result::compile_program(self.raw, options) } {
-            Ok(()) => Ok(true),
-            Err(NvrtcError(nvrtcResult::NVRTC_ERROR_COMPILATION)) => Ok(false),
-            Err(e) => Err(nvrtc_error("nvrtcCompileProgram")(e)),
+        let options: Vec<CString> = options
+            .iter()
+            .map(|o| CString::new(o.as_str()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| RuntimeError::invalid("NVRTC options", "an option contains a NUL byte"))?;
+        let pointers: Vec<*const c_char> = options.iter().map(|o| o.as_ptr()).collect();
+        let count = c_int::try_from(pointers.len())
+            .map_err(|_| RuntimeError::invalid("NVRTC options", format!("{} options", pointers.len())))?;
+        // SAFETY: `raw` is a live program; `count` NUL-terminated strings alive for the call.
+        let status = unsafe { (self.api.compile_program)(self.raw, count, pointers.as_ptr()) };
+        match status {
+            NVRTC_ERROR_COMPILATION => Ok(false),
+            status => self.api.check("nvrtcCompileProgram", status).map(|()| true),
         }
     }
 
     pub(crate) fn log(&self) -> Result<String> {
-        // SAFETY: `raw` is a live program.
-        let log = unsafe { nvrtc_result::get_program_log(self.raw) }.map_err(nvrtc_error("nvrtcGetProgramLog"))?;
-        Ok(String::from_utf8_lossy(&strip_nul(c_chars_to_bytes(log))).into_owned())
+        let log = self.read("nvrtcGetProgramLog", self.api.get_program_log_size, self.api.get_program_log)?;
+        Ok(String::from_utf8_lossy(&strip_nul(log)).into_owned())
     }
 
     /// The PTX text, without NVRTC's terminating NUL.
     pub(crate) fn ptx(&self) -> Result<Vec<u8>> {
-        // SAFETY: `raw` is a live, compiled program.
-        let ptx = unsafe { nvrtc_result::get_ptx(self.raw) }.map_err(nvrtc_error("nvrtcGetPTX"))?;
-        Ok(strip_nul(c_chars_to_bytes(ptx)))
+        Ok(strip_nul(self.read("nvrtcGetPTX", self.api.get_ptx_size, self.api.get_ptx)?))
     }
 
     pub(crate) fn cubin(&self) -> Result<Vec<u8>> {
+        self.read("nvrtcGetCUBIN", self.api.get_cubin_size, self.api.get_cubin)
+    }
+
+    /// One of NVRTC's size-then-contents outputs.
+    fn read(
+        &self,
+        call: &'static str,
+        size_of: unsafe extern "C" fn(RawProgram, *mut usize) -> Status,
+        contents: unsafe extern "C" fn(RawProgram, *mut c_char) -> Status,
+    ) -> Result<Vec<u8>> {
         let mut size = 0usize;
-        // SAFETY: `raw` is a live, compiled program; the buffer has the size NVRTC asked for.
-        unsafe {
-            nvrtc_sys::nvrtcGetCUBINSize(self.raw, &mut size).result().map_err(nvrtc_error("nvrtcGetCUBINSize"))?;
-            let mut cubin = vec![0u8; size];
-            nvrtc_sys::nvrtcGetCUBIN(self.raw, cubin.as_mut_ptr().cast::<c_char>())
-                .result()
-                .map_err(nvrtc_error("nvrtcGetCUBIN"))?;
-            Ok(cubin)
-        }
+        // SAFETY: `raw` is a live program; valid out-pointer.
+        self.api.check(call, unsafe { size_of(self.raw, &mut size) })?;
+        let mut bytes = vec![0u8; size];
+        // SAFETY: the buffer has the size NVRTC asked for.
+        self.api.check(call, unsafe { contents(self.raw, bytes.as_mut_ptr().cast::<c_char>()) })?;
+        Ok(bytes)
     }
 }
 
 impl Drop for Program {
     fn drop(&mut self) {
-        // SAFETY: created by `create_program`, destroyed exactly once.
-        let _ = unsafe { nvrtc_result::destroy_program(self.raw) };
+        // SAFETY: created by `nvrtcCreateProgram`, destroyed exactly once.
+        let _ = unsafe { (self.api.destroy_program)(&mut self.raw) };
     }
-}
-
-fn c_chars_to_bytes(chars: Vec<c_char>) -> Vec<u8> {
-    chars.into_iter().map(|c| c as u8).collect()
 }
 
 fn strip_nul(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -240,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn compiles_a_trivial_kernel_to_ptx() {
+    fn compiles_a_trivial_kernel_to_ptx_and_cubin() {
         if nvrtc_library().is_err() {
             eprintln!("skipped: NVRTC not available");
             return;
@@ -250,5 +330,36 @@ mod tests {
         let ptx = String::from_utf8(program.ptx().unwrap()).unwrap();
         assert!(ptx.contains(".entry k"), "{ptx}");
         assert!(!ptx.ends_with('\0'));
+        let program = Program::new("extern \"C\" __global__ void k(int* p) { *p = 1; }", "k.cu").unwrap();
+        assert!(program.compile(&["--gpu-architecture=sm_80".to_string()]).unwrap());
+        // An ELF image.
+        assert_eq!(program.cubin().unwrap().get(..4), Some(&b"\x7fELF"[..]));
+    }
+
+    #[test]
+    fn a_source_error_is_a_log_not_a_failure() {
+        if nvrtc_library().is_err() {
+            eprintln!("skipped: NVRTC not available");
+            return;
+        }
+        let program = Program::new("__global__ void k() { undeclared = 1; }", "bad.cu").unwrap();
+        assert!(!program.compile(&[]).unwrap());
+        let log = program.log().unwrap();
+        assert!(log.contains("undeclared") && log.contains("bad.cu"), "{log}");
+        // A bad option is NVRTC's error, with its text.
+        let program = Program::new("__global__ void k() {}", "k.cu").unwrap();
+        let err = program.compile(&["--no-such-option".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("nvrtcCompileProgram") && err.contains("nvrtcResult"), "{err}");
+    }
+
+    #[test]
+    fn the_library_says_where_it_came_from() {
+        let Ok(lib) = nvrtc_library() else { return };
+        // Consistent with the search, which read the version from the file names.
+        assert!(!lib.origin().name().is_empty());
+        if let Some(builtins) = lib.builtins() {
+            let name = builtins.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with(&format!("libnvrtc-builtins.so.{}.", lib.version().0)), "{name}");
+        }
     }
 }

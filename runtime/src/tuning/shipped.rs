@@ -14,9 +14,10 @@ use tessera_codegen::TileChoice;
 use super::db::parse_entries;
 use super::key::{DeviceFingerprint, TuningKey};
 
-/// (file, text) of every shipped database. Empty until a GPU run produces one: `benches/gpu/run_all.py
-/// --tune` writes `tuned.json`, which is checked in as `runtime/tuned/<gpu>.json` and listed here
-/// with `include_str!`.
+/// (file, text) of every shipped database. Empty until a GPU run produces one: `benches/gpu/
+/// first_contact.sh --tune` leaves `tuned/<gpu>.json` in its archive (`benches/gpu/run_all.py --tune`
+/// writes `tuned.json`), which is checked in as `runtime/tuned/<gpu>.json` and listed here with
+/// `include_str!`.
 const SHIPPED: &[(&str, &str)] = &[];
 
 /// The shipped tile for `key`, if a shipped database has one for its spec, shape bucket and GPU model.

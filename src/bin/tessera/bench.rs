@@ -5,6 +5,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use rand::rngs::StdRng;
+use rayon::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::{AdapterMode, GemmSpec, Layout, LoraSpec, OutType};
@@ -209,22 +210,52 @@ impl Drop for DeviceMemory<'_> {
     }
 }
 
+/// The seed of every benchmark's inputs: the same inputs on every run and machine.
+const RANDOM_SEED: u64 = 0x7e55e7a;
+/// Values drawn per chunk by [`RandomData::values`], each chunk from its own generator: large
+/// enough that seeding costs nothing next to drawing, small enough to spread a tensor of a few
+/// million values over every core.
+const VALUES_PER_CHUNK: usize = 1 << 16;
+
 /// Random data, not zeros: zeros can run faster than real inputs and hide unwritten outputs.
-pub(crate) struct RandomData(StdRng);
+pub(crate) struct RandomData {
+    /// `values` calls so far: each call draws from its own seed.
+    calls: u64,
+    shuffler: StdRng,
+}
 
 impl RandomData {
     pub(crate) fn new() -> Self {
-        RandomData(StdRng::seed_from_u64(0x7e55e7a))
+        RandomData { calls: 0, shuffler: StdRng::seed_from_u64(RANDOM_SEED) }
     }
 
+    /// `n` values uniform in (-range, range). Drawn in parallel (up to 64M values per benchmark
+    /// tensor), in fixed-size chunks whose generators are seeded from (seed, call, chunk index), so
+    /// the values do not depend on the number of threads.
     pub(crate) fn values(&mut self, n: usize, range: f32) -> Vec<f32> {
-        (0..n).map(|_| self.0.random_range(-range..range)).collect()
+        let call_seed = mix_seed(RANDOM_SEED, self.calls);
+        self.calls += 1;
+        let mut values = vec![0.0f32; n];
+        values.par_chunks_mut(VALUES_PER_CHUNK).enumerate().for_each(|(chunk_index, chunk)| {
+            let mut rng = StdRng::seed_from_u64(mix_seed(call_seed, chunk_index as u64));
+            chunk.iter_mut().for_each(|v| *v = rng.random_range(-range..range));
+        });
+        values
     }
 
     /// A uniformly random permutation of `items`.
     pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
-        items.shuffle(&mut self.0);
+        items.shuffle(&mut self.shuffler);
     }
+}
+
+/// A seed for stream `index` of `seed`: SplitMix64's finaliser over both, so neighbouring indices
+/// give unrelated seeds.
+fn mix_seed(seed: u64, index: u64) -> u64 {
+    let mut z = seed ^ index.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 pub(crate) fn check_run_args(reps: usize, dims: &[(&str, usize)]) -> Result<()> {
@@ -416,4 +447,33 @@ fn bench_lora(args: BenchLoraArgs) -> Result<()> {
     }
     report(args.json, &name, &backend.device_name(), &timing, flops, args.reps, extra);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_values_do_not_depend_on_the_thread_count() {
+        let n = 2 * VALUES_PER_CHUNK + VALUES_PER_CHUNK / 2;
+        let draw = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut rng = RandomData::new();
+                (rng.values(n, 2.0), rng.values(100, 2.0))
+            })
+        };
+        let (one, one_next) = draw(1);
+        let (four, four_next) = draw(4);
+        assert_eq!(one, four);
+        assert_eq!(one_next, four_next);
+        assert_eq!(one.len(), n);
+        assert!(one.iter().all(|v| (-2.0..2.0).contains(v)));
+        // Chunks are not copies of each other, and the next call draws fresh values.
+        assert_ne!(one[..8], one[VALUES_PER_CHUNK..VALUES_PER_CHUNK + 8]);
+        assert_ne!(one[..8], one_next[..8]);
+        // Roughly uniform: the mean of |v| over (-2, 2) is 1.
+        let mean_abs = one.iter().map(|v| f64::from(v.abs())).sum::<f64>() / n as f64;
+        assert!((mean_abs - 1.0).abs() < 0.01, "{mean_abs}");
+    }
 }

@@ -88,7 +88,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 println!("(simulated on the CPU: ms is interpretation time, not GPU time)");
             }
             println!();
-            println!("{:<44} {:<26} {:>10} {:>10} {:>10}  result", "case", "shape b,sq,sk,hq,hkv,d", "rel L2", "max abs", "ms");
+            println!(
+                "{:<44} {:<26} {:>10} {:>10} {:>10}  {:<14} kernel",
+                "case", "shape b,sq,sk,hq,hkv,d", "rel L2", "max abs", "ms", "result"
+            );
             for case in cases() {
                 let pr = &case.problem;
                 let n_q = pr.batch * pr.seq_q * pr.heads_q * pr.head_dim;
@@ -122,11 +125,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 if !ok {
                     failures += 1;
                 }
+                // The entry point that ran (the sm_90a kernel or the mma.sync one), so a GPU run shows
+                // which path each case took; a fallback's reason is already on standard error.
                 println!(
-                    "{label:<44} {shape:<26} {:>10.2e} {:>10.2e} {ms:>10.1}  {}",
+                    "{label:<44} {shape:<26} {:>10.2e} {:>10.2e} {ms:>10.1}  {:<14} {}",
                     cmp.rel_l2,
                     cmp.max_abs,
-                    if ok { "ok" } else if lse_ok { "FAIL (output)" } else { "FAIL (lse)" }
+                    if ok { "ok" } else if lse_ok { "FAIL (output)" } else { "FAIL (lse)" },
+                    out.kernel
                 );
             }
         }

@@ -1,4 +1,4 @@
-//! The `tessera` command line: list, emit, check, run, bench, demo.
+//! The `tessera` command line: list, emit, check, run, bench, demo, doctor.
 //!
 //! Flags and the `.npy` in/out contract are a public interface: add, never rename.
 
@@ -10,6 +10,7 @@ mod check;
 mod db;
 mod declared;
 mod demo;
+mod doctor;
 mod flags;
 mod plot;
 mod run;
@@ -24,8 +25,21 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tessera::TesseraError;
 
+/// The exit status after GPU work did not finish within the deadline: distinct from 1 (any other
+/// error) and 2 (clap's usage errors), so a driver script can tell a hang from a failure.
+const EXIT_HUNG: i32 = 3;
+
+const EXIT_STATUS_HELP: &str = "Exit status: 0 success; 1 error; 2 bad command line; 3 GPU work did not \
+finish within TESSERA_SYNC_TIMEOUT_S seconds (default 120, 0 for no deadline): the kernel is presumed \
+hung and the process exits at once, without driver teardown, so that the GPU is freed.";
+
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Typed kernel specs -> specialised CUDA kernels, JIT-compiled and verified")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Typed kernel specs -> specialised CUDA kernels, JIT-compiled and verified",
+    after_help = EXIT_STATUS_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,6 +84,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Draw the merged GPU benchmark results of benches/gpu/run_all.py as one PNG (Tessera vs PyTorch).
     Plot(plot::PlotArgs),
+    /// What Tessera finds on this machine: NVRTC (and how it was found), ptxas, the kernel cache,
+    /// the tuning database, the GPU deadline and the device (--json: one JSON object).
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,14 +106,36 @@ fn main() -> ExitCode {
         Command::Tune { family } => tune::run(family),
         Command::Db { command } => db::run(command),
         Command::Plot(args) => plot::run(args),
+        Command::Doctor(args) => doctor::run(args),
     };
+    let reported_hang = matches!(&result, Err(TesseraError::Runtime(e)) if e.is_hung());
+    if let Err(e) = &result {
+        eprintln!("error: {e}");
+    }
+    // A hang may also have been reported as one failed candidate or check among others; whatever
+    // the command made of it, the process must not run its exit handlers.
+    if let Some(hang) = tessera::runtime::process_hang() {
+        if !reported_hang {
+            eprintln!("error: {hang}");
+        }
+        exit_without_teardown(EXIT_HUNG);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
+}
+
+/// Ends the process now, with `code`, without running exit handlers: the CUDA driver's teardown
+/// there would wait for a hung kernel, forever.
+fn exit_without_teardown(code: i32) -> ! {
+    use std::io::Write;
+    eprintln!("tessera: a GPU kernel is still running; exiting with status {code} without driver teardown");
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` takes no pointers and ends the process; the buffered output that matters was
+    // flushed above, and the leaked GPU resources are reclaimed with the process.
+    unsafe { libc::_exit(code) }
 }
 
 pub(crate) type Result<T> = std::result::Result<T, TesseraError>;
