@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn bits_match_the_template_enum() {
-        let template = include_str!("../../templates/attention_fwd.cuh");
+        let template = crate::Template::AttentionForward.text();
         for (name, bit) in BITS {
             let line = format!("ATTN_{} = {bit},", name.to_uppercase().replace("SPLIT_KV", "SPLIT"));
             assert!(template.contains(&line), "templates/attention_fwd.cuh lacks `{line}`");

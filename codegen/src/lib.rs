@@ -21,6 +21,7 @@ mod kernel_spec;
 mod lora;
 mod lora_hopper;
 mod map;
+pub mod params;
 mod source;
 mod template;
 mod tile;

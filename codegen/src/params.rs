@@ -1,0 +1,1 @@
+//! The host/device contract of kernel parameters (filled in by the `KernelParams` derive work).
