@@ -10,7 +10,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera::runtime::attention::encode;
+use tessera::runtime::common::buffers::encode;
 use tessera::runtime::simulator::SimOptions;
 use tessera::runtime::{
     prepare_attention, AttentionBuffers, AttentionProblem, AttentionStrides, Backend, Compiler, KernelCache, SimBackend,

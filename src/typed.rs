@@ -182,6 +182,6 @@ pub fn lora<T: Element16, O: Scalar>(
 pub fn map<O: Scalar>(spec: &MapSpec, backend: &dyn Backend, compiler: &Compiler, inputs: &[&Vec<f32>]) -> Result<Vec<O>, TesseraError> {
     check_type("output", O::ELEM, spec.function.output)?;
     let slices: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
-    let y = tessera_runtime::map::run_map(backend, compiler, spec, &slices)?;
+    let y = tessera_runtime::elementwise::run_map(backend, compiler, spec, &slices)?;
     Ok(narrow(&y))
 }

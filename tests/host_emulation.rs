@@ -1,6 +1,6 @@
 //! Host emulation of the generated kernels: the numerics check that needs no GPU.
 //!
-//! `tests/emulation/host_prelude.hpp` implements every primitive of `templates/tessera.cuh` on the
+//! `tests/emulation/host_prelude.hpp` implements every primitive of `templates/common/tessera.cuh` on the
 //! CPU (lanes as fibers, warps as threads, deferred cp.async, shared-memory race checks). Each
 //! attention spec is rendered exactly as for NVRTC, with the device prelude swapped for the host one,
 //! compiled with g++ and run for every CTA of the grid; its output is compared with the f64 reference
@@ -653,7 +653,7 @@ fn instantiation(spec: &AttentionSpec) -> String {
     entry[start..=end].to_string()
 }
 
-/// The translation unit: exactly what `render` gives NVRTC, with `templates/tessera.cuh` replaced by
+/// The translation unit: exactly what `render` gives NVRTC, with `templates/common/tessera.cuh` replaced by
 /// the host prelude, plus a host `main`.
 fn host_sources(spec: &AttentionSpec) -> (String, String) {
     let source = spec.render(ARCH).unwrap_or_else(|e| panic!("{spec:?} does not render: {e}"));

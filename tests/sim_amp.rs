@@ -11,11 +11,12 @@ use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::{AdamWSpec, CastSpec, ElemType, ElementwiseTile, UnscaleSpec};
-use tessera::runtime::adamw::{run_adamw, GradScaling, HostParam};
-use tessera::runtime::cast::run_cast;
-use tessera::runtime::elems::{decode_elems, encode_elems, fp8_format};
+use tessera::runtime::amp::adamw::{run_adamw, GradScaling, HostParam};
+use tessera::runtime::amp::cast::run_cast;
+use tessera::runtime::common::buffers::{decode_elems, encode_elems, fp8_format};
 use tessera::runtime::reference::{self, AdamWHyper, AmpFloat, LossScaler};
-use tessera::runtime::unscale::{run_unscale, HostTensor};
+use tessera::runtime::amp::unscale::run_unscale;
+use tessera::runtime::amp::HostTensor;
 
 mod common;
 use common::{backend, compiler};
@@ -283,7 +284,7 @@ fn special_values_convert_exactly() {
 /// device, against the references.
 #[test]
 fn scale_updates_follow_the_references() {
-    use tessera::runtime::amp_scale::{prepare_fp8_scale_update, prepare_loss_scale_update, Fp8ScaleBuffers, LossScaleRules};
+    use tessera::runtime::amp::scale::{prepare_fp8_scale_update, prepare_loss_scale_update, Fp8ScaleBuffers, LossScaleRules};
     use tessera::runtime::Backend;
     let b = backend();
     let scalar = |bytes: [u8; 4]| {

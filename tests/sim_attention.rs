@@ -17,7 +17,8 @@ use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::ATTENTION_HEAD_DIMS;
-use tessera::runtime::attention::{decode, encode, launch_config, AttentionParams, POISON_16};
+use tessera::runtime::attention::{launch_config, AttentionParams};
+use tessera::runtime::common::buffers::{decode, encode, POISON_16};
 use tessera::runtime::reference;
 use tessera::runtime::KernelParams;
 use tessera::runtime::{

@@ -9,7 +9,7 @@ use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::HopperTile;
-use tessera::runtime::attention::{encode, POISON_16};
+use tessera::runtime::common::buffers::{encode, POISON_16};
 use tessera::runtime::reference;
 use tessera::runtime::{
     prepare_attention, run_attention, AttentionBuffers, AttentionProblem, AttentionStrides, Backend,

@@ -212,7 +212,8 @@ fn any_shape_runs_unaligned() {
 /// CTA of every tile re-arms its counter.
 #[test]
 fn split_k_launches_rearm_their_counters() {
-    use tessera::runtime::gemm::{encode_out, prepare_gemm, split_workspace_bytes, GemmBuffers, GemmStrides};
+    use tessera::runtime::common::buffers::{decode_out, encode, encode_out, poison_out};
+    use tessera::runtime::gemm::{prepare_gemm, split_workspace_bytes, GemmBuffers, GemmStrides};
     use tessera::runtime::Backend;
     let b = backend();
     let spec = GemmSpec::new(DType::BF16, OutType::F32).with_tile(TILES[4]);
@@ -224,18 +225,18 @@ fn split_k_launches_rearm_their_counters() {
         b.write(&buf, &bytes).unwrap();
         buf
     };
-    let (xb, wb) = (up(tessera::runtime::attention::encode(&x, spec.dtype)), up(tessera::runtime::attention::encode(&w, spec.dtype)));
+    let (xb, wb) = (up(encode(&x, spec.dtype)), up(encode(&w, spec.dtype)));
     let yb = up(encode_out(&vec![0.0; p.y_elements()], spec.out));
     let ws = up(vec![0u8; split_workspace_bytes(&spec, &p, ARCH)]);
     let buffers = GemmBuffers { x: &xb, w: &wb, c: None, bias: None, residual: None, y: &yb, workspace: Some(&ws) };
     let launch = prepare_gemm(b, compiler(), &spec, &p, &GemmStrides::contiguous(&spec, &p), &buffers, 1.0, 0.0).unwrap();
     let mut outputs = Vec::new();
     for _ in 0..3 {
-        b.write(&yb, &tessera::runtime::gemm::poison_out(p.y_elements(), spec.out)).unwrap();
+        b.write(&yb, &poison_out(p.y_elements(), spec.out)).unwrap();
         launch.run(b).unwrap();
         let mut bytes = vec![0u8; p.y_elements() * 4];
         b.read(&yb, &mut bytes).unwrap();
-        outputs.push(tessera::runtime::gemm::decode_out(&bytes, spec.out));
+        outputs.push(decode_out(&bytes, spec.out));
     }
     assert!(outputs[0].iter().all(|v| v.is_finite()));
     assert_eq!(outputs[0], outputs[1]);

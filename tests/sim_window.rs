@@ -11,7 +11,7 @@ use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::{ElemType, ElementwiseTile, WindowOp, WindowSpec};
-use tessera::runtime::elems::{decode_elems, encode_elems};
+use tessera::runtime::common::buffers::{decode_elems, encode_elems};
 use tessera::runtime::reference;
 use tessera::runtime::window::{run_window, WindowProblem};
 

@@ -21,7 +21,7 @@ Builds nothing: it drives a `tessera` binary built elsewhere (`cargo build --rel
        with an inf and a NaN injected, a 40-tensor mixed list;
      - AdamW `tessera run adamw --params ... --grads ... --grad-dtype bf16 --model-dtype bf16
        --lr 1e-3 --weight-decay 0.01 --step 0 --out-dir DIR` vs a torch float32 reimplementation of
-       the exact op order of templates/adamw.cuh (each f32 op computed in f64 and rounded once,
+       the exact op order of templates/amp/adamw.cuh (each f32 op computed in f64 and rounded once,
        which is the correctly rounded f32 result on any device; bias corrections through f64 like
        the kernel). Bit-exact is expected; the max ulp difference of master, exp_avg, exp_avg_sq (f32)
        and model (bf16 / f16 ulps) is reported and <= 1 ulp passes. Also f16 grads with an f16

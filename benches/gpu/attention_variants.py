@@ -4,7 +4,7 @@
 Builds nothing: it drives a `tessera` binary built elsewhere (`cargo build --release`). One run:
   1. correctness on the GPU: `tessera run attention --backend cuda` on random .npy inputs against an
      f64 reference computed by torch on the GPU from the same inputs pre-rounded to the kernel dtype.
-     The reference follows the rules of runtime/src/reference/attention.rs: query i of a sequence
+     The reference follows the rules of runtime/src/attention/reference.rs: query i of a sequence
      sits at qpos = i + seq_k - seq_q (bottom-right alignment), own key j at kpos = j; an own key is
      visible when every enabled rule allows it (causal j <= qpos; window qpos - left <= j <=
      qpos + right; tree: when query node t = i - (seq_q - n) and key node u = j - (seq_k - n) are

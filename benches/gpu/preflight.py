@@ -372,7 +372,7 @@ def powi_exact(base, n):
 
 
 class AdamW:
-    """The CLI's defaults, as f32, and one step of templates/adamw.cuh's operation order."""
+    """The CLI's defaults, as f32, and one step of templates/amp/adamw.cuh's operation order."""
     lr, beta1, beta2, eps, weight_decay = (f32(v) for v in (1e-3, 0.9, 0.999, 1e-8, 0.01))
 
     @classmethod

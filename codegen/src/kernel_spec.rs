@@ -3,10 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    AdamWSpec, Arch, AttentionSpec, CastSpec, GemmSpec, KernelSource, LoraSpec, MapSpec, ScaleUpdateSpec, SpecError, UnscaleSpec,
-    WindowSpec,
-};
+use crate::amp::{AdamWSpec, CastSpec, ScaleUpdateSpec, UnscaleSpec};
+use crate::attention::AttentionSpec;
+use crate::common::{Arch, KernelSource, SpecError};
+use crate::elementwise::MapSpec;
+use crate::gemm::GemmSpec;
+use crate::lora::LoraSpec;
+use crate::window::WindowSpec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "family")]

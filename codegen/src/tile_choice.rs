@@ -5,10 +5,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    Arch, AttentionSpec, ElementwiseTile, GemmSpec, GemmTile, HopperGemmTile, HopperLoraTile, HopperTile, KernelSpec, LoraSpec,
-    TileConfig,
-};
+use crate::attention::{AttentionSpec, HopperTile, TileConfig};
+use crate::common::{Arch, ElementwiseTile};
+use crate::gemm::{GemmSpec, GemmTile, HopperGemmTile};
+use crate::kernel_spec::KernelSpec;
+use crate::lora::{HopperLoraTile, LoraSpec};
 
 /// `Attention` and `Gemm` are the mma.sync kernels' tiles (choosing one forces that kernel, also on
 /// sm_90a); `HopperAttention`, `HopperGemm` and `HopperLora` are the sm_90a (TMA + wgmma) kernels'
@@ -164,7 +165,9 @@ impl KernelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AttentionSpec, DType, GemmSpec, OutType};
+    use crate::attention::{AttentionFeatures, AttentionSpec};
+    use crate::common::DType;
+    use crate::gemm::{GemmSpec, OutType};
 
     #[test]
     fn round_trips_and_spaces() {
@@ -206,7 +209,7 @@ mod tests {
         assert_eq!(swapped.with_tile_choice(hopper).unwrap().tile_choice(arch), Some(hopper));
         // sm_90 (no wgmma) and variants have no sm_90a tiles to search.
         assert!(!a.tile_space(Arch::SM90).iter().any(|t| matches!(t, TileChoice::HopperAttention(_))));
-        let paged = AttentionSpec::new(DType::BF16, 128, true, 8, 2).with_features(crate::AttentionFeatures { paged: true, ..Default::default() });
+        let paged = AttentionSpec::new(DType::BF16, 128, true, 8, 2).with_features(AttentionFeatures { paged: true, ..Default::default() });
         assert!(!KernelSpec::from(paged).tile_space(arch).iter().any(|t| matches!(t, TileChoice::HopperAttention(_))));
 
         let g = KernelSpec::from(GemmSpec::new(DType::F16, OutType::F32));
@@ -225,7 +228,7 @@ mod tests {
 
         // LoRA: the sm_90a tile (fixed per rank) first, then the mma.sync tiles; choosing it
         // leaves the tile to the default, choosing an mma.sync tile forces that kernel.
-        let l = KernelSpec::from(crate::LoraSpec::new(DType::BF16, OutType::BF16, 64));
+        let l = KernelSpec::from(LoraSpec::new(DType::BF16, OutType::BF16, 64));
         let hopper = TileChoice::HopperLora(HopperLoraTile::for_rank(64));
         assert_eq!(l.tile_choice(arch), Some(hopper));
         assert_eq!(l.tile_label(arch), "sm90a_m128n256k64s3");

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use sha2::{Digest, Sha256};
-use tessera_runtime::cache::decode_entry;
+use tessera_runtime::compile::cache::decode_entry;
 use tessera_runtime::codegen::Arch;
 use tessera_runtime::{nvrtc_version, CacheKey, Compiler, KernelCache, Lookup, Target};
 

@@ -5,12 +5,13 @@
 use half::bf16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_runtime::adamw::{run_adamw, GradScaling, HostParam};
-use tessera_runtime::cast::run_cast;
+use tessera_runtime::amp::adamw::{run_adamw, GradScaling, HostParam};
+use tessera_runtime::amp::cast::run_cast;
 use tessera_runtime::codegen::{AdamWSpec, CastSpec, ElemType, UnscaleSpec};
-use tessera_runtime::elems::{decode_elems, encode_elems, fp8_format};
+use tessera_runtime::common::buffers::{decode_elems, encode_elems, fp8_format};
 use tessera_runtime::reference::{self, AdamWHyper};
-use tessera_runtime::unscale::{run_unscale, HostTensor};
+use tessera_runtime::amp::unscale::run_unscale;
+use tessera_runtime::amp::HostTensor;
 use tessera_runtime::{open_backend, Backend, BackendKind, Compiler};
 
 fn backend() -> Box<dyn Backend> {

@@ -3,7 +3,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_runtime::attention::{encode, POISON_16};
+use tessera_runtime::common::buffers::{encode, POISON_16};
 use tessera_runtime::codegen::{AttentionSpec, DType, TileConfig};
 use tessera_runtime::reference;
 use tessera_runtime::{
@@ -191,7 +191,7 @@ fn strided_layouts_match_contiguous_ones() {
     attention_forward(&*backend, &compiler, &spec, &p, &strides, &buffers, None).unwrap();
     let mut raw = vec![0u8; ob.bytes()];
     backend.read(&ob, &mut raw).unwrap();
-    let strided = tessera_runtime::attention::decode(&raw, spec.dtype);
+    let strided = tessera_runtime::common::buffers::decode(&raw, spec.dtype);
     let expected = scatter(&contiguous.out, p.seq_q, 4, strides.o);
     for b in 0..p.batch {
         for t in 0..p.seq_q {

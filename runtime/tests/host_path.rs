@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use tessera_runtime::attention::{decode, encode, POISON_16};
+use tessera_runtime::common::buffers::{decode, encode, POISON_16};
 use tessera_runtime::codegen::{Arch, AttentionSpec, DType};
 use tessera_runtime::{
     run_attention, AttentionParams, AttentionProblem, Backend, BackendId, BackendKind, CompiledModule, Compiler,

@@ -8,7 +8,7 @@ mod common;
 
 use rayon::prelude::*;
 use tessera_runtime::codegen::{Activation, Arch, DType, Epilogue, GemmSpec, KernelSource, Layout, LoraSpec, OutType};
-use tessera_runtime::sass::{disassemble, SassSummary};
+use tessera_runtime::compile::sass::{disassemble, SassSummary};
 use tessera_runtime::{Compiler, Target};
 
 #[test]

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use tessera_runtime::codegen::{
     AdapterMode, Arch, AttentionFeatures, AttentionSpec, DType, GemmSpec, KernelSpec, LoraSpec, OutType, HOPPER_HEAD_DIMS,
 };
-use tessera_runtime::sass::{disassemble, SassSummary};
+use tessera_runtime::compile::sass::{disassemble, SassSummary};
 use tessera_runtime::{Compiler, Target};
 
 #[test]

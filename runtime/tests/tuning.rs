@@ -4,9 +4,10 @@
 mod common;
 
 use tessera_codegen::{Arch, DType, GemmSpec, GemmTile, KernelSpec, OutType, TileChoice};
-use tessera_runtime::gemm::{prepare_gemm, GemmBuffers, GemmStrides};
+use tessera_runtime::amp::{adamw_target, cast_target, unscale_target};
+use tessera_runtime::gemm::{gemm_target, prepare_gemm, GemmBuffers, GemmStrides};
 use tessera_runtime::simulator::SimOptions;
-use tessera_runtime::tuning::{self, db, space, targets, CandidateStatus, DbEntry, TuneOptions, TuningKey};
+use tessera_runtime::tuning::{self, db, space, CandidateStatus, DbEntry, TuneOptions, TuningKey};
 use tessera_runtime::{Backend, Compiler, GemmProblem, SimBackend};
 
 #[test]
@@ -21,7 +22,7 @@ fn tuner_compiles_runs_and_verifies_candidates_on_the_simulator() {
     let all = space::candidates(&spec.into(), Arch::SM80, &[48, 40, 64]);
     assert!(all.iter().skip(1).all(|t| matches!(t, TileChoice::Gemm(g) if g.block_m <= 64 && g.block_n <= 64)));
     let candidates: Vec<TileChoice> = all.into_iter().take(4).collect();
-    let target = targets::gemm_target(&backend, &compiler, &spec, problem).unwrap();
+    let target = gemm_target(&backend, &compiler, &spec, problem).unwrap();
     let report = tuning::tune(&target, &candidates, &TuneOptions { timing: false, ..TuneOptions::default() }, &|_, _, _| {});
     assert_eq!(report.results.len(), 4);
     for r in &report.results {
@@ -80,9 +81,9 @@ fn elementwise_family_targets_verify_on_the_simulator() {
     let unscale = UnscaleSpec::default();
     let adamw = AdamWSpec::default();
     let cases: Vec<(KernelSpec, Box<dyn tuning::TuneTarget + '_>, Vec<usize>)> = vec![
-        (cast.into(), Box::new(targets::cast_target(&backend, &compiler, &cast, 3000).unwrap()), vec![3000]),
-        (unscale.into(), Box::new(targets::unscale_target(&backend, &compiler, &unscale, 5000, 3).unwrap()), vec![5000]),
-        (adamw.into(), Box::new(targets::adamw_target(&backend, &compiler, &adamw, 3000, 3).unwrap()), vec![3000]),
+        (cast.into(), Box::new(cast_target(&backend, &compiler, &cast, 3000).unwrap()), vec![3000]),
+        (unscale.into(), Box::new(unscale_target(&backend, &compiler, &unscale, 5000, 3).unwrap()), vec![5000]),
+        (adamw.into(), Box::new(adamw_target(&backend, &compiler, &adamw, 3000, 3).unwrap()), vec![3000]),
     ];
     for (spec, target, shape) in cases {
         let candidates: Vec<TileChoice> = space::candidates(&spec, Arch::SM80, &shape).into_iter().take(3).collect();
@@ -105,7 +106,7 @@ fn timed_tuning_picks_a_verified_winner() {
     let compiler = Compiler::new();
     let spec = GemmSpec::new(DType::BF16, OutType::F32);
     let candidates: Vec<TileChoice> = space::candidates(&spec.into(), Arch::SM80, &[32, 32, 512]).into_iter().take(3).collect();
-    let target = targets::gemm_target(&backend, &compiler, &spec, GemmProblem::new(32, 32, 512)).unwrap();
+    let target = gemm_target(&backend, &compiler, &spec, GemmProblem::new(32, 32, 512)).unwrap();
     assert!(target.copies() >= 1);
     let report = tuning::tune(&target, &candidates, &TuneOptions { warmup: 1, reps: 3, ..TuneOptions::default() }, &|_, _, _| {});
     let winner = report.winner().expect("a winner");

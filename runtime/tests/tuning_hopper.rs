@@ -9,10 +9,11 @@ use tessera_codegen::{
     Arch, AttentionSpec, DType, GemmSpec, GemmTile, HopperGemmTile, HopperLoraTile, HopperTile, KernelSpec, LoraSpec, OutType,
     TileChoice, TileConfig,
 };
-use tessera_runtime::attention::{prepare_attention, AttentionBuffers, AttentionProblem, AttentionStrides};
-use tessera_runtime::gemm::{prepare_gemm, GemmBuffers, GemmStrides};
+use tessera_runtime::attention::{attention_target, prepare_attention, AttentionBuffers, AttentionProblem, AttentionStrides};
+use tessera_runtime::gemm::{gemm_target, prepare_gemm, GemmBuffers, GemmStrides};
+use tessera_runtime::lora::lora_target;
 use tessera_runtime::simulator::SimOptions;
-use tessera_runtime::tuning::{self, db, space, targets, CandidateStatus, DbEntry, TuneOptions, TuningKey};
+use tessera_runtime::tuning::{self, db, space, CandidateStatus, DbEntry, TuneOptions, TuningKey};
 use tessera_runtime::{Backend, Compiler, GemmProblem, LoraProblem, SimBackend};
 
 fn sm90a() -> SimBackend {
@@ -48,7 +49,7 @@ fn sm90a_specs_tune_both_kernels_on_the_simulator() {
     let problem = AttentionProblem::for_spec(&spec, 1, 130, 200);
     let all = space::candidates(&spec.into(), Arch::SM90A, &[2, 130, 200]);
     assert_eq!(all[0], TileChoice::HopperAttention(HopperTile::for_head_dim(64).unwrap()), "the sm_90a default first");
-    let target = targets::attention_target(&backend, &compiler, &spec, problem).unwrap();
+    let target = attention_target(&backend, &compiler, &spec, problem).unwrap();
     tune_three(&target, &all, TileChoice::HopperAttention(HopperTile { block_n: 64, stages: 3 }));
 
     // K = 128 is two 64-deep slices: no ring deeper than 3 stages is proposed (but the default).
@@ -56,7 +57,7 @@ fn sm90a_specs_tune_both_kernels_on_the_simulator() {
     let all = space::candidates(&spec.into(), Arch::SM90A, &[200, 296, 128]);
     assert_eq!(all[0], TileChoice::HopperGemm(HopperGemmTile::DEFAULT), "the sm_90a default first");
     assert!(!all.iter().any(|t| matches!(t, TileChoice::HopperGemm(h) if h.stages > 3 && *h != HopperGemmTile::DEFAULT)));
-    let target = targets::gemm_target(&backend, &compiler, &spec, GemmProblem::new(200, 296, 128)).unwrap();
+    let target = gemm_target(&backend, &compiler, &spec, GemmProblem::new(200, 296, 128)).unwrap();
     tune_three(&target, &all, TileChoice::HopperGemm(HopperGemmTile { block_n: 128, stages: 3 }));
 
     // LoRA: the sm_90a kernel (one tile per rank) first, weighed against the mma.sync tiles.
@@ -64,7 +65,7 @@ fn sm90a_specs_tune_both_kernels_on_the_simulator() {
     let all = space::candidates(&spec.into(), Arch::SM90A, &[150, 296, 136, 1]);
     assert_eq!(all[0], TileChoice::HopperLora(HopperLoraTile::for_rank(32)), "the sm_90a default first");
     assert_eq!(all.iter().filter(|t| matches!(t, TileChoice::HopperLora(_))).count(), 1);
-    let target = targets::lora_target(&backend, &compiler, &spec, LoraProblem::new(150, 296, 136, 1)).unwrap();
+    let target = lora_target(&backend, &compiler, &spec, LoraProblem::new(150, 296, 136, 1)).unwrap();
     let mma = all[1..].iter().copied().find(|t| matches!(t, TileChoice::Gemm(g) if g.block_m == 64)).expect("an mma.sync tile");
     tune_without_timing(&target, &[all[0], mma]);
 }

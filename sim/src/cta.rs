@@ -16,11 +16,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::checks::{Shadow, Who};
+use crate::error::{Report, SimError};
 use crate::ir::{special, Coll, Kernel, Op, NONE};
 use crate::mbarrier::{CtaAsync, ThreadAsync};
 use crate::memory::GlobalMemory;
 use crate::space::{tid3, GlobalView, SharedMem, Traffic};
-use crate::{Report, SimError};
 
 /// How many times in a row the scheduler times out mbarrier waits while nothing else changes
 /// before it reports a deadlock.

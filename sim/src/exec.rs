@@ -6,11 +6,11 @@
 use crate::bulk;
 use crate::checks::Who;
 use crate::cta::{AsyncCopy, Cta, State};
+use crate::error::SimError;
 use crate::ir::*;
 use crate::mbarrier::{CtaAsync, SyncFault, ThreadAsync};
 use crate::numerics::*;
 use crate::space::{conflict_fault, region, Fault, Mem, Region, Traffic};
-use crate::SimError;
 
 #[inline(always)]
 fn mask(w: u8) -> u64 {

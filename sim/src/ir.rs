@@ -7,8 +7,6 @@
 //! are 0 or 1. Branch targets are instruction indices. Vector operands (`{%r1, %r2}`), the operands
 //! of `mma`, `bfi` and friends live in the kernel's operand pool, `Inst::aux` pointing at the first.
 
-use crate::ParamInfo;
-
 /// No slot (an absent optional operand).
 pub(crate) const NONE: u32 = u32::MAX;
 /// `Inst::guard` when the instruction has no guard predicate.
@@ -239,6 +237,57 @@ pub(crate) struct MmaShape {
     pub f32_acc_d: bool,
 }
 
+/// A wgmma instruction (`Coll::Wgmma`; the instructions are documented in `crate::wgmma`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WgOp {
+    Fence,
+    Commit,
+    /// `wait_group N` with N in `Inst::imm`; pool[aux..aux + uses] lists every D and A register of
+    /// the kernel's `mma_async`s as *uses*, so that the register allocator keeps them live (and
+    /// unshared) up to every wait, where in-flight results land.
+    Wait { uses: u16 },
+    /// `mma_async`: pool[aux..aux + N/2] = D (written), pool[aux + N/2..aux + N] = D again (read:
+    /// the input accumulator), then the 4 A registers when A comes from registers. a = A
+    /// descriptor slot (NONE with A in registers), b = B descriptor slot, c = scale-d predicate slot
+    /// (NONE when scale-d is an immediate, see [`WgShape`]).
+    Mma(WgShape),
+}
+
+/// Shape and immediates of an `mma_async`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WgShape {
+    /// N of `.m64nNk16`.
+    pub n: u16,
+    /// The [`wgflag`] bits.
+    pub flags: u8,
+}
+
+/// The flag bits of [`WgShape::flags`].
+pub(crate) mod wgflag {
+    pub const BF16: u8 = 1;
+    pub const A_REGS: u8 = 2;
+    pub const NEG_A: u8 = 4;
+    pub const NEG_B: u8 = 8;
+    pub const TRANS_A: u8 = 16;
+    pub const TRANS_B: u8 = 32;
+    pub const SCALE_D_IMM: u8 = 64;
+    pub const SCALE_D_ONE: u8 = 128;
+}
+
+impl WgShape {
+    pub(crate) fn has(self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+    /// Whether A comes from registers (else from shared memory).
+    pub(crate) fn a_regs(self) -> bool {
+        self.has(wgflag::A_REGS)
+    }
+    /// D registers per thread.
+    pub(crate) fn nd(self) -> usize {
+        self.n as usize / 2
+    }
+}
+
 /// Warp collectives: a lane stops at one and the warp scheduler runs it once every lane of its
 /// member mask has arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,9 +319,9 @@ pub(crate) enum Coll {
     /// `stmatrix.sync.aligned.m8n8.x{1,2,4}{.trans}{.shared}.b16 [a + imm], {pool[aux..aux+num]}`
     /// (`generic`: the address is a generic one).
     StMatrix { num: u8, trans: bool, generic: bool },
-    /// `wgmma.*`: a warpgroup collective (all 128 threads), run by `crate::wgmma`, which documents
-    /// the operands.
-    Wgmma(crate::wgmma::WgOp),
+    /// `wgmma.*`: a warpgroup collective (all 128 threads), run by `crate::warpgroup`; the
+    /// operands are documented at [`WgOp`], the instructions in `crate::wgmma`.
+    Wgmma(WgOp),
 }
 
 /// Which `mbarrier.arrive` (PTX ISA "mbarrier.arrive", "mbarrier.arrive_drop").
@@ -479,6 +528,18 @@ impl Inst {
     pub(crate) fn new(op: Op, line: usize) -> Inst {
         Inst { op, guard: NO_GUARD, d: NONE, a: NONE, b: NONE, c: NONE, imm: 0, aux: 0, line: line as u32 }
     }
+}
+
+/// One kernel parameter as declared in the `.entry` parameter list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamInfo {
+    pub name: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// Alignment in bytes.
+    pub align: usize,
+    /// Byte offset in the parameter buffer.
+    pub offset: usize,
 }
 
 /// A lowered entry, ready to launch.

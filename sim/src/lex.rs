@@ -5,7 +5,7 @@
 //! end of their line without a `;`. Tokens therefore carry their 1-based line, and the parser skips
 //! a `.loc` or `.file` directive by dropping the rest of its line.
 
-use crate::SimError;
+use crate::error::SimError;
 
 /// One token of PTX text.
 #[derive(Debug, Clone, PartialEq)]

@@ -31,7 +31,12 @@
 //!   from shared memory through matrix descriptors, all swizzle modes, K- or MN-major) as warpgroup
 //!   collectives of 128 threads; results land in the D registers at the `wait_group` that retires
 //!   them (summed like `mma.sync`), and with checks, accesses to in-flight registers, missing
-//!   `wgmma.fence`s and writes to shared operands still being read are reported.
+//!   `wgmma.fence`s and writes to shared operands still being read are reported. `wgmma` holds the
+//!   lowering, layouts and per-CTA state; `warpgroup` runs the instructions on the CTA.
+//!
+//! Imports run one way: from the CTA's executor (`cta`, and `exec`, `warp` and `warpgroup`, which
+//! add methods to its `Cta`) down through the asynchronous units and memory to `ir` and `numerics`;
+//! no module imports one that imports it.
 //!
 //! # Execution model
 //!
@@ -148,9 +153,11 @@ mod regalloc;
 mod space;
 mod tensor_map;
 mod warp;
+mod warpgroup;
 mod wgmma;
 
 pub use error::{Report, SimError};
+pub use ir::ParamInfo;
 pub use memory::GlobalMemory;
 pub use tensor_map::{OobFill, Swizzle, TensorMap};
 
@@ -169,18 +176,6 @@ use crate::space::{GlobalView, Traffic};
 pub const MAX_SHARED_BYTES: usize = 227 * 1024;
 /// The most threads one CTA may have.
 pub const MAX_THREADS_PER_BLOCK: usize = 1024;
-
-/// One kernel parameter as declared in the `.entry` parameter list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParamInfo {
-    pub name: String,
-    /// Size in bytes.
-    pub size: usize,
-    /// Alignment in bytes.
-    pub align: usize,
-    /// Byte offset in the parameter buffer.
-    pub offset: usize,
-}
 
 /// A parsed and lowered PTX module. Its `.global` variables live with it (and keep their values
 /// across launches, as on a device).

@@ -8,12 +8,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::error::SimError;
 use crate::ir::*;
 use crate::lex::Literal;
 use crate::memory::Allocation;
 use crate::numerics;
 use crate::parse::{AddrBase, Function, Operand, PtxModule, RawInst, ScalarType, Space, Stmt, VarDecl};
-use crate::{ParamInfo, SimError};
 
 /// A lowered module: its kernels and the storage of its `.global` / `.const` variables.
 #[derive(Debug)]

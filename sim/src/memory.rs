@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::SimError;
+use crate::error::SimError;
 
 /// Where the allocator places global allocations (a plausible device pointer; far from the
 /// windows [`crate::exec`] uses for generic shared/local/param addresses).

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
+use crate::error::SimError;
 use crate::lex::{parse_int, parse_literal, tokenize, Literal, Tok, Token};
-use crate::SimError;
 
 /// A scalar PTX type as used in declarations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

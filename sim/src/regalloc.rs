@@ -13,8 +13,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::ir::{special, Coll, Inst, Op, GUARD_NEG, NONE, NO_GUARD};
-use crate::wgmma::WgOp;
+use crate::ir::{special, Coll, Inst, Op, WgOp, GUARD_NEG, NONE, NO_GUARD};
 
 /// Where in an instruction a slot operand lives.
 #[derive(Debug, Clone, Copy)]

@@ -2,7 +2,7 @@
 //!
 //! The layout and validation rules are documented on [`TensorMap`].
 
-use crate::SimError;
+use crate::error::SimError;
 
 /// Shared-memory swizzling of a tensor copy (PTX ISA "Tensor: Swizzling Modes"), 16-byte
 /// granularity, applied to absolute shared-memory byte addresses.

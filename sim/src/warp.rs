@@ -6,10 +6,10 @@
 
 use crate::checks::Who;
 use crate::cta::{Cta, State};
+use crate::error::SimError;
 use crate::ir::{Coll, Inst, Op, ReduxOp, ShflMode, VoteMode};
 use crate::mma::{mma, LaneIn};
 use crate::space::conflict_fault;
-use crate::SimError;
 
 impl<'a> Cta<'a> {
     /// The member mask of the collective thread `t` waits at (lanes of its warp).

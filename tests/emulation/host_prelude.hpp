@@ -1,6 +1,6 @@
-// host_prelude.hpp: a host C++17 stand-in for templates/tessera.cuh.
+// host_prelude.hpp: a host C++17 stand-in for templates/common/tessera.cuh.
 //
-// Every name templates/tessera.cuh provides exists here, in the same namespace with the same
+// Every name templates/common/tessera.cuh provides exists here, in the same namespace with the same
 // signature, so the *unmodified* kernel templates compile with g++ and run on the CPU. This is how
 // tests/host_emulation.rs checks the numerics of the generated kernels without a GPU. The
 // primitives forward to the emulator in host_runtime.cpp, which is compiled once and linked into
@@ -193,7 +193,7 @@ inline float flush_subnormal(float x) {
 extern thread_local tessera_host::Dim3 threadIdx;
 extern thread_local tessera_host::Dim3 blockIdx;
 
-// ---- everything templates/tessera.cuh provides ---------------------------------------------------------
+// ---- everything templates/common/tessera.cuh provides ---------------------------------------------------------
 namespace tessera {
 
 TESSERA_DEVICE int thread_index() { return tessera_host::current_thread_index(); }

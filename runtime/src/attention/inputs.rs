@@ -1,18 +1,22 @@
 //! Attention variants on host tensors: checks every input's contents (the device launcher cannot),
 //! uploads, poisons the outputs, launches, downloads. The CLI's `tessera run attention` and the
-//! simulator tests go through here.
+//! simulator tests go through here, and so does plain attention on host tensors
+//! ([`run_attention`]).
 
 use tessera_codegen::AttentionSpec;
 
-use super::{
-    check_problem, decode, encode, prepare_attention_variant, AttentionBuffers, AttentionOutput, AttentionProblem,
-    AttentionStrides, PagedLayout, TensorStrides, TreeMask, VariantArgs, VariantBuffers, Window,
-    MAX_SEQ_LEN, POISON_16, POISON_F32,
+use super::check::check_problem;
+use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides, TensorStrides, MAX_SEQ_LEN};
+use super::tree::TreeMask;
+use super::variant::{
+    default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, VariantArgs, VariantBuffers,
+    Window,
 };
-use crate::backend::Backend;
-use crate::compiler::Compiler;
-use crate::error::{Result, RuntimeError};
-use crate::launch::HostUploads;
+use crate::common::buffers::{decode, encode, POISON_16, POISON_F32};
+use crate::common::error::{Result, RuntimeError};
+use crate::common::launch::HostUploads;
+use crate::compile::compiler::Compiler;
+use crate::device::backend::Backend;
 
 /// Learned prefix keys and values, `[len, heads_kv, head_dim]` each.
 #[derive(Clone, Copy, Debug)]
@@ -66,7 +70,7 @@ pub struct AttentionInputs<'a> {
     pub tree: Option<TreeInputs<'a>>,
     pub varlen: Option<VarlenInputs<'a>>,
     pub paged: Option<PagedKv<'a>>,
-    /// With `split_kv`: `None` picks [`super::default_num_splits`].
+    /// With `split_kv`: `None` picks [`default_num_splits`].
     pub num_splits: Option<usize>,
 }
 
@@ -143,6 +147,19 @@ fn derived(name: &str, given: usize, derived: usize) -> Result<usize> {
 
 fn to_i32(values: &[i64]) -> Vec<u8> {
     values.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect()
+}
+
+/// Host-side results of [`run_attention`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionOutput {
+    /// `[batch, seq_q, heads_q, head_dim]`, converted from the spec dtype.
+    pub out: Vec<f32>,
+    /// `[batch, heads_q, seq_q]`, natural log, when requested.
+    pub lse: Option<Vec<f32>>,
+    /// The entry point that ran (empty when nothing was launched).
+    pub kernel: String,
+    /// Why the launcher chose that kernel, when it fell back from its first choice.
+    pub note: Option<String>,
 }
 
 /// Runs attention with variants on host tensors. Checks the spec's features against the inputs and
@@ -292,7 +309,7 @@ pub fn run_attention_variant(
         num_splits: if f.split_kv {
             inputs.num_splits.unwrap_or_else(|| {
                 let prefix_len = inputs.prefix.map_or(0, |p| p.len);
-                super::default_num_splits(spec, &problem, prefix_len, backend.arch(), backend.multiprocessors())
+                default_num_splits(spec, &problem, prefix_len, backend.arch(), backend.multiprocessors())
             })
         } else {
             0
@@ -333,7 +350,7 @@ pub fn run_attention_variant(
     let cu_k = upload_opt(inputs.varlen.and_then(|v| v.cu_seqlens_k).map(to_i32))?;
     let table = upload_opt(inputs.paged.map(|p| to_i32(p.block_table)))?;
     let lens = upload_opt(inputs.paged.map(|p| to_i32(p.seq_lens)))?;
-    let workspace_bytes = super::split_workspace_bytes(spec, &problem, &args, backend.arch());
+    let workspace_bytes = split_workspace_bytes(spec, &problem, &args, backend.arch());
     // Zeroed: the split counters start at 0 (the kernel leaves them 0 again).
     let workspace = upload_opt(f.split_kv.then(|| vec![0u8; workspace_bytes.max(16)]))?;
 
@@ -367,4 +384,23 @@ pub fn run_attention_variant(
         None => None,
     };
     Ok(AttentionOutput { out: decode(&out, dtype), lse, kernel, note })
+}
+
+/// Runs attention on contiguous host tensors: rounds them to the spec dtype (round to nearest
+/// even, like [`crate::reference::round_to_dtype`]), uploads, fills the outputs with NaN ([`POISON_16`], [`POISON_F32`]) so
+/// that unwritten elements show, launches, and downloads. Device memory is freed on every path.
+/// Plain attention's case of [`run_attention_variant`].
+#[allow(clippy::too_many_arguments)]
+pub fn run_attention(
+    backend: &dyn Backend,
+    compiler: &Compiler,
+    spec: &AttentionSpec,
+    problem: &AttentionProblem,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: Option<f32>,
+    want_lse: bool,
+) -> Result<AttentionOutput> {
+    run_attention_variant(backend, compiler, spec, &AttentionInputs::dense(*problem, q, k, v), scale, want_lse)
 }

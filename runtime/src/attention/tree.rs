@@ -5,7 +5,7 @@
 //! child (`parents[t] < t`), one pass in index order builds each row from its parent's row, and the
 //! result is lower-triangular: the tree mask only ever removes keys the causal mask would show.
 
-use crate::error::{Result, RuntimeError};
+use crate::common::error::{Result, RuntimeError};
 
 /// A validated candidate tree and its ancestor-or-self bits, `[n, words]` u64 with
 /// `words = ceil(n / 64)`: bit `u % 64` of word `u / 64` in row `t` is set when `t` sees `u`.

@@ -10,15 +10,16 @@
 
 use tessera_codegen::{Arch, AttentionSpec};
 
-use super::{
-    check_layout, check_problem, launch_config_grid, AttentionBuffers, AttentionLaunch, AttentionParams,
-    AttentionLaunchParams, AttentionProblem, AttentionStrides, BufferSpan, TensorExtents, MAX_SEQ_LEN,
-};
-use crate::backend::{Backend, DeviceBuffer};
-use crate::compiler::Compiler;
-use crate::error::{Result, RuntimeError};
-use crate::launch::PreparedLaunch;
-use crate::tensor_list::check_span;
+use super::check::{check_layout, check_problem, TensorExtents};
+use super::launch::{launch_plain, AttentionLaunch};
+use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides, MAX_SEQ_LEN};
+use super::sm80::{launch_config_grid, AttentionParams};
+use super::sm90a::AttentionLaunchParams;
+use crate::common::buffers::{check_span, BufferSpan};
+use crate::common::error::{Result, RuntimeError};
+use crate::common::launch::PreparedLaunch;
+use crate::compile::compiler::Compiler;
+use crate::device::backend::{Backend, DeviceBuffer};
 
 /// Most CTAs one query tile's keys may be split across.
 pub const MAX_SPLITS: usize = 128;
@@ -79,7 +80,7 @@ pub struct VariantBuffers<'a> {
     /// `prefix`: `[prefix_len, heads_kv, head_dim]` each, contiguous, in the spec dtype.
     pub prefix_k: Option<&'a DeviceBuffer>,
     pub prefix_v: Option<&'a DeviceBuffer>,
-    /// `tree`: u64 ancestor bits `[batch or 1, n_tree, ceil(n_tree / 64)]` ([`super::TreeMask`]).
+    /// `tree`: u64 ancestor bits `[batch or 1, n_tree, ceil(n_tree / 64)]` ([`crate::attention::TreeMask`]).
     pub tree_bits: Option<&'a DeviceBuffer>,
     /// `varlen`: `[batch + 1]`, starting at 0, non-decreasing.
     pub cu_seqlens_q: Option<&'a DeviceBuffer>,
@@ -408,7 +409,7 @@ pub fn prepare_attention_variant(
     // Plain attention and the score-side variants the sm_90a kernel implements share its launch
     // (and, on a fallback, the mma.sync kernel's one-CTA-per-query-tile grid).
     if spec.features.is_plain() || spec.hopper_tile(arch).is_ok() {
-        return super::launch_plain(backend, compiler, spec, problem, strides, params, all.into_iter());
+        return launch_plain(backend, compiler, spec, problem, strides, params, all.into_iter());
     }
     let source = spec.render(arch)?;
     let splits = if spec.features.split_kv { args.num_splits } else { 1 };

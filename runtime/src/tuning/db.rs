@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use tessera_codegen::TileChoice;
 
 use super::key::TuningKey;
-use crate::cache::KernelCache;
-use crate::error::{Result, RuntimeError};
+use crate::common::error::{Result, RuntimeError};
+use crate::compile::cache::KernelCache;
 
 /// The format version this build reads and writes.
 pub const DB_VERSION: u32 = 1;
@@ -261,7 +261,7 @@ pub fn global_path() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tuning::key::DeviceFingerprint;
+    use crate::device::backend::DeviceFingerprint;
     use tessera_codegen::{AttentionSpec, DType, KernelSpec, TileConfig};
 
     fn entry(seq: usize, block_n: u32) -> DbEntry {

@@ -1,22 +1,15 @@
-//! The tuning database's key: what a tuned tile is valid for.
+//! The tuning database's key: what a tuned tile is valid for. The device part of it
+//! ([`DeviceFingerprint`]) is what a backend reports, so it is defined with the backend trait.
 
 use serde::{Deserialize, Serialize};
 use tessera_codegen::KernelSpec;
+
+use crate::device::backend::DeviceFingerprint;
 
 /// The power-of-two bucket of one shape dimension (at least 1): shapes in the same bucket share a
 /// tuned tile.
 pub fn bucket(dim: usize) -> u64 {
     (dim.max(1) as u64).next_power_of_two()
-}
-
-/// What makes timings on one machine invalid on another.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct DeviceFingerprint {
-    pub name: String,
-    pub compute_capability: (u32, u32),
-    /// `cuDriverGetVersion` (0 without a driver).
-    pub driver: i32,
-    pub nvrtc: (i32, i32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -8,22 +8,30 @@
 //!   GPU, compute capability, driver and NVRTC versions); launches consult it through
 //!   [`tuned_spec`], then the defaults shipped with the library ([`shipped`]: tuned on a GPU model,
 //!   any driver), and fall back to the spec's heuristic default.
+//! - [`target`]: [`LaunchTarget`](target::LaunchTarget), the tuner's view of a prepared problem;
+//!   each family builds its own (`attention::attention_target`, `gemm::gemm_target`, ...).
+//!
+//! Only the generic machinery lives here: the families call [`tuned_spec`] when they launch, and
+//! nothing in `tuning` knows a family.
 
 pub mod db;
 pub mod key;
 pub mod shipped;
 pub mod space;
-pub mod targets;
+pub mod target;
 pub mod tuner;
 
 pub use db::{DbEntry, TuningDb};
-pub use key::{bucket, DeviceFingerprint, TuningKey};
+pub use key::{bucket, TuningKey};
 pub use space::prune_for_shape;
 pub use tuner::{tune, CandidateResult, CandidateStatus, TuneOptions, TuneReport, TuneTarget};
 
+/// What tuned tiles are keyed by, as the backend reports it (defined with the backend trait).
+pub use crate::device::backend::DeviceFingerprint;
+
 use tessera_codegen::KernelSpec;
 
-use crate::backend::Backend;
+use crate::device::backend::Backend;
 
 /// `spec` with the tile the global tuning database (else a shipped default) holds for this backend
 /// and shape, when the spec leaves its tile to the default and there is a valid entry; otherwise

@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 use tessera_codegen::TileChoice;
 
 use super::db::parse_entries;
-use super::key::{DeviceFingerprint, TuningKey};
+use super::key::TuningKey;
+use crate::device::backend::DeviceFingerprint;
 
 /// (file, text) of every shipped database. Empty until a GPU run produces one: `benches/gpu/
 /// first_contact.sh --tune` leaves `tuned/<gpu>.json` in its archive (`benches/gpu/run_all.py --tune`
@@ -48,7 +49,7 @@ fn index(files: &[(&str, &str)]) -> HashMap<TuningKey, TileChoice> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tuning::{DbEntry, TuningDb};
+    use crate::tuning::db::{DbEntry, TuningDb};
     use tessera_codegen::{Arch, DType, GemmSpec, HopperGemmTile, KernelSpec, OutType};
 
     fn device(driver: i32) -> DeviceFingerprint {

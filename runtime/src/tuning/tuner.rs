@@ -5,8 +5,8 @@
 use rayon::prelude::*;
 use tessera_codegen::TileChoice;
 
-use crate::error::Result;
-use crate::reference::compare;
+use crate::common::error::Result;
+use crate::reference::accuracy::compare;
 
 /// One family's problem instance, as the tuner sees it.
 pub trait TuneTarget: Sync {
@@ -137,7 +137,7 @@ pub fn tune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::RuntimeError;
+    use crate::common::error::RuntimeError;
     use tessera_codegen::ElementwiseTile;
 
     /// A fake target: candidate i takes `times[i]` ms; some fail to compile, launch or verify.

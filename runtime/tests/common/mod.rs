@@ -37,7 +37,7 @@ pub fn ptxas_available() -> bool {
 
 /// True when cuobjdump can be run; same policy as [`nvrtc_available`].
 pub fn cuobjdump_available() -> bool {
-    match tessera_runtime::sass::cuobjdump_path() {
+    match tessera_runtime::compile::sass::cuobjdump_path() {
         Ok(_) => true,
         Err(e) => {
             let provisioned = workspace_root().join(".tessera/cuda/nvidia/cu13/bin/cuobjdump");
@@ -66,7 +66,10 @@ pub fn tiny_source(tag: &str) -> tessera_runtime::codegen::KernelSource {
 /// Compiles every spec through NVRTC (no disk cache: a stale entry must not make a test pass) and,
 /// with ptxas, asserts 0 spill bytes and shared memory within each architecture's limit. Prints
 /// registers per kernel and the total time. Skips (with a note) where NVRTC is not installed.
-pub fn assert_specs_fit(family: &str, specs: &[(tessera_runtime::codegen::KernelSpec, tessera_runtime::codegen::Arch)]) {
+pub fn assert_specs_fit(
+    family: &str,
+    specs: &[(tessera_runtime::codegen::KernelSpec, tessera_runtime::codegen::Arch)],
+) {
     use rayon::prelude::*;
     if !nvrtc_available() {
         return;
@@ -81,7 +84,11 @@ pub fn assert_specs_fit(family: &str, specs: &[(tessera_runtime::codegen::Kernel
             match tessera_runtime::check_spec_with(&compiler, *spec, *arch) {
                 Ok(c) => {
                     if let Some(r) = &c.report {
-                        eprintln!("{label}: {} registers, {} spill bytes", r.registers, r.spill_store_bytes + r.spill_load_bytes);
+                        eprintln!(
+                            "{label}: {} registers, {} spill bytes",
+                            r.registers,
+                            r.spill_store_bytes + r.spill_load_bytes
+                        );
                     }
                     let problems = c.problems();
                     (!problems.is_empty()).then(|| format!("{label}: {}", problems.join("; ")))
@@ -113,10 +120,11 @@ pub fn assert_wgmma_not_serialised(sources: &[tessera_runtime::codegen::KernelSo
     let failures: Vec<String> = sources
         .par_iter()
         .filter_map(|source| {
-            let module = match compiler.compile(source, tessera_runtime::Target::ptx(tessera_runtime::codegen::Arch::SM90A)) {
-                Ok(m) => m,
-                Err(e) => return Some(format!("{}: {e}", source.name)),
-            };
+            let module =
+                match compiler.compile(source, tessera_runtime::Target::ptx(tessera_runtime::codegen::Arch::SM90A)) {
+                    Ok(m) => m,
+                    Err(e) => return Some(format!("{}: {e}", source.name)),
+                };
             let dir = tempfile::tempdir().expect("temp dir");
             let ptx = dir.path().join("k.ptx");
             std::fs::write(&ptx, &module.image).expect("write ptx");
@@ -142,7 +150,7 @@ pub fn assert_wgmma_not_serialised(sources: &[tessera_runtime::codegen::KernelSo
 /// The warpgroup register split every sm_90a kernel intends: the producer lowers itself to 40
 /// registers per thread, the consumers raise themselves to 232 (`templates/*_hopper.cuh`). `None`
 /// when the SASS shows exactly that; otherwise what it shows.
-pub fn register_split_problem(s: &tessera_runtime::sass::SassSummary) -> Option<String> {
+pub fn register_split_problem(s: &tessera_runtime::compile::sass::SassSummary) -> Option<String> {
     let all = |v: &[u32], want: u32| !v.is_empty() && v.iter().all(|&c| c == want);
     (!(all(&s.setmaxnreg_dec, 40) && all(&s.setmaxnreg_inc, 232))).then(|| {
         format!("setmaxnreg.dec to {:?} and .inc to {:?}, want the 40/232 split", s.setmaxnreg_dec, s.setmaxnreg_inc)

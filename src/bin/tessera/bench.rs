@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::{AdapterMode, GemmSpec, Layout, LoraSpec, OutType};
-use tessera::runtime::attention::encode;
+use tessera::runtime::common::buffers::encode;
 use tessera::runtime::gemm::fits_aligned as gemm_fits_aligned;
 use tessera::runtime::lora::fits_aligned as lora_fits_aligned;
 use tessera::runtime::{

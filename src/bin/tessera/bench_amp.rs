@@ -18,11 +18,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use tessera::codegen::{AdamWSpec, CastSpec, ElemType, ElementwiseTile, UnscaleSpec};
-use tessera::runtime::adamw::{prepare_adamw, AdamWState, ParamTensors};
-use tessera::runtime::cast::{prepare_cast, CastBuffers};
-use tessera::runtime::elems::encode_elems;
+use tessera::runtime::amp::adamw::{prepare_adamw, AdamWState, ParamTensors};
+use tessera::runtime::amp::cast::{prepare_cast, CastBuffers};
+use tessera::runtime::common::buffers::encode_elems;
 use tessera::runtime::reference::AdamWHyper;
-use tessera::runtime::unscale::{prepare_unscale, GradTensor};
+use tessera::runtime::amp::unscale::{prepare_unscale, GradTensor};
 use tessera::runtime::{open_backend, BackendKind, Compiler, LaunchConfig};
 use tessera::{Arch, TesseraError};
 
@@ -372,7 +372,7 @@ pub fn bench_adamw(args: BenchAdamWArgs) -> Result<()> {
         check_positive("--inv-scale", s)?;
     }
     let hyper = AdamWHyper { lr: args.lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: args.weight_decay };
-    tessera::runtime::adamw::check_hyper(&hyper)?;
+    tessera::runtime::amp::adamw::check_hyper(&hyper)?;
     let mut spec = AdamWSpec::default();
     spec.tile = args.tile.tile(spec.tile());
     spec.validate(Arch::SM90)?;
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(a, random_elems(100_000, ElemType::BF16, -1.0..1.0, 3));
         assert_ne!(a, random_elems(100_000, ElemType::BF16, -1.0..1.0, 4));
         let v =
-            tessera::runtime::elems::decode_elems(&random_elems(10_000, ElemType::E4M3, -4.0..4.0, 1), ElemType::E4M3);
+            tessera::runtime::common::buffers::decode_elems(&random_elems(10_000, ElemType::E4M3, -4.0..4.0, 1), ElemType::E4M3);
         assert!(v.iter().all(|x| x.is_finite() && x.abs() <= 4.0));
     }
 }

@@ -19,9 +19,10 @@
 use clap::{Args, ValueEnum};
 use tessera::codegen::AttentionFeatures;
 use tessera::runtime::attention::{
-    default_num_splits, encode, prepare_attention_variant, split_workspace_bytes, PagedLayout, TensorStrides,
-    VariantArgs, VariantBuffers, Window, MAX_SPLITS, MIN_PAGE_SIZE,
+    default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, TensorStrides, VariantArgs,
+    VariantBuffers, Window, MAX_SPLITS, MIN_PAGE_SIZE,
 };
+use tessera::runtime::common::buffers::encode;
 use tessera::runtime::{open_backend, AttentionBuffers, AttentionProblem, AttentionStrides, BackendKind, Compiler};
 use tessera::{Arch, AttentionSpec, DType, TesseraError, TileConfig};
 

@@ -6,7 +6,7 @@ use tessera::codegen::{
     Activation, AdamWSpec, AdapterMode, CastSpec, ElemType, Epilogue, GemmSpec, KernelSpec, Layout, LoraSpec, OutType,
     ScaleUpdateSpec, UnscaleSpec, WindowOp, WindowSpec, ATTENTION_HEAD_DIMS, LORA_RANKS,
 };
-use tessera::runtime::check::check_spec;
+use tessera::runtime::check_spec;
 use tessera::{Arch, AttentionFeatures, AttentionSpec, DType, TesseraError};
 
 use crate::flags::parse_arch;

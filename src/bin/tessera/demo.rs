@@ -8,7 +8,7 @@ use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::runtime::attention::{run_attention, AttentionProblem};
-use tessera::runtime::check::check_spec;
+use tessera::runtime::check_spec;
 use tessera::runtime::reference;
 use tessera::runtime::{nvrtc_version, open_backend, BackendKind, Compiler};
 use tessera::{Arch, AttentionSpec, DType, TesseraError};

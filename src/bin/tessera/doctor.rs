@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::{json, Value};
-use tessera::runtime::cuda::split_driver_version;
-use tessera::runtime::locate::ptxas_release;
-use tessera::runtime::ptxas::ptxas_path;
+use tessera::runtime::device::driver::split_driver_version;
+use tessera::runtime::compile::locate::ptxas_release;
+use tessera::runtime::compile::ptxas::ptxas_path;
 use tessera::runtime::tuning::TuningDb;
 use tessera::runtime::{
     nvrtc_library, open_backend, sync_timeout_from_env, Backend, BackendKind, KernelCache, NvrtcLibrary,

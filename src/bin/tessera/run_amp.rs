@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tessera::codegen::{AdamWSpec, CastSpec, ElemType, ElementwiseTile, UnscaleSpec};
 use tessera::npy::{read_npy, write_npy_f32, NpyArray};
-use tessera::runtime::adamw::{run_adamw, GradScaling, HostParam};
-use tessera::runtime::cast::run_cast;
-use tessera::runtime::elems::{decode_elems, encode_elems};
+use tessera::runtime::amp::adamw::{run_adamw, GradScaling, HostParam};
+use tessera::runtime::amp::cast::run_cast;
+use tessera::runtime::common::buffers::{decode_elems, encode_elems};
 use tessera::runtime::reference::AdamWHyper;
-use tessera::runtime::unscale::{run_unscale, HostTensor};
+use tessera::runtime::amp::unscale::run_unscale;
+use tessera::runtime::amp::HostTensor;
 use tessera::runtime::{open_backend, BackendKind, Compiler};
 use tessera::TesseraError;
 
@@ -236,7 +237,7 @@ pub fn run_adamw_cmd(args: RunAdamWArgs) -> Result<()> {
         return Err(TesseraError::input("--model-dtype", format!("{} is not supported; allowed: f16, bf16", args.model_dtype)));
     }
     let hyper = AdamWHyper { lr: args.lr, beta1: args.beta1, beta2: args.beta2, eps: args.eps, weight_decay: args.weight_decay };
-    tessera::runtime::adamw::check_hyper(&hyper)?;
+    tessera::runtime::amp::adamw::check_hyper(&hyper)?;
     let spec = AdamWSpec { tile: args.tile.tile(AdamWSpec::default().tile()) };
     spec.validate(tessera::Arch::SM90)?;
     let masters: Vec<NpyArray> = args.params.iter().map(|p| read_npy(p)).collect::<Result<_>>()?;

@@ -10,8 +10,12 @@ use tessera::codegen::{
     AdamWSpec, AdapterMode, Arch, CastSpec, DType, ElemType, GemmSpec, KernelSpec, LoraSpec, OutType, TileChoice,
     UnscaleSpec,
 };
-use tessera::runtime::check::check_spec_with;
-use tessera::runtime::tuning::{self, db, space, targets, CandidateStatus, DbEntry, TuneOptions, TuningKey};
+use tessera::runtime::amp::{adamw_target, cast_target, unscale_target};
+use tessera::runtime::attention::attention_target;
+use tessera::runtime::check_spec_with;
+use tessera::runtime::gemm::gemm_target;
+use tessera::runtime::lora::lora_target;
+use tessera::runtime::tuning::{self, db, space, CandidateStatus, DbEntry, TuneOptions, TuningKey};
 use tessera::runtime::{open_backend, AttentionProblem, Backend, BackendKind, Compiler, GemmProblem, LoraProblem};
 use tessera::{AttentionSpec, TesseraError};
 
@@ -243,22 +247,22 @@ fn tune_shape(backend: &dyn Backend, compiler: &Compiler, spec: &KernelSpec, sha
     let key_shape = key_shape(spec, shape);
     let candidates = limited(space::candidates(spec, arch, &key_shape), common.max_candidates);
     let target: Box<dyn tuning::TuneTarget + '_> = match spec {
-        KernelSpec::Attention(a) => Box::new(targets::attention_target(
+        KernelSpec::Attention(a) => Box::new(attention_target(
             backend,
             compiler,
             a,
             AttentionProblem::for_spec(a, shape[0], shape[1], shape[2]),
         )?),
-        KernelSpec::Gemm(g) => Box::new(targets::gemm_target(backend, compiler, g, GemmProblem::new(shape[0], shape[1], shape[2]))?),
-        KernelSpec::Lora(l) => Box::new(targets::lora_target(
+        KernelSpec::Gemm(g) => Box::new(gemm_target(backend, compiler, g, GemmProblem::new(shape[0], shape[1], shape[2]))?),
+        KernelSpec::Lora(l) => Box::new(lora_target(
             backend,
             compiler,
             l,
             LoraProblem::new(shape[0], shape[1], shape[2], key_shape[3]),
         )?),
-        KernelSpec::Cast(c) => Box::new(targets::cast_target(backend, compiler, c, shape[0])?),
-        KernelSpec::Unscale(u) => Box::new(targets::unscale_target(backend, compiler, u, shape[0], shape.get(1).copied().unwrap_or(100))?),
-        KernelSpec::AdamW(a) => Box::new(targets::adamw_target(backend, compiler, a, shape[0], shape.get(1).copied().unwrap_or(100))?),
+        KernelSpec::Cast(c) => Box::new(cast_target(backend, compiler, c, shape[0])?),
+        KernelSpec::Unscale(u) => Box::new(unscale_target(backend, compiler, u, shape[0], shape.get(1).copied().unwrap_or(100))?),
+        KernelSpec::AdamW(a) => Box::new(adamw_target(backend, compiler, a, shape[0], shape.get(1).copied().unwrap_or(100))?),
         other => {
             return Err(TesseraError::input("family", format!("{} kernels have no tile to tune", other.family())));
         }

@@ -1,0 +1,103 @@
+//! Element types of the mixed-precision training kernels (casts, unscale, AdamW): the 16-bit
+//! types of [`DType`](crate::DType) plus f32 and the two OCP fp8 formats.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::SpecError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ElemType {
+    F32,
+    F16,
+    BF16,
+    /// fp8 E4M3 ("FN": no infinities; largest finite 448).
+    E4M3,
+    /// fp8 E5M2 (IEEE-like; largest finite 57344).
+    E5M2,
+}
+
+impl ElemType {
+    pub const ALL: [ElemType; 5] = [ElemType::F32, ElemType::F16, ElemType::BF16, ElemType::E4M3, ElemType::E5M2];
+    /// The gradient and model-weight types of the optimizer kernels.
+    pub const FLOAT: [ElemType; 3] = [ElemType::F32, ElemType::F16, ElemType::BF16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ElemType::F32 => "f32",
+            ElemType::F16 => "f16",
+            ElemType::BF16 => "bf16",
+            ElemType::E4M3 => "e4m3",
+            ElemType::E5M2 => "e5m2",
+        }
+    }
+
+    /// The type the templates use (`templates/common/tessera.cuh`, `templates/amp/amp.cuh`).
+    pub fn cuda_type(self) -> &'static str {
+        match self {
+            ElemType::F32 => "float",
+            ElemType::F16 => "tessera::f16",
+            ElemType::BF16 => "tessera::bf16",
+            ElemType::E4M3 => "tessera::e4m3",
+            ElemType::E5M2 => "tessera::e5m2",
+        }
+    }
+
+    /// The templates' `ElemCode`, stored per tensor in the multi-tensor tables.
+    pub fn code(self) -> i32 {
+        match self {
+            ElemType::F32 => 0,
+            ElemType::F16 => 1,
+            ElemType::BF16 => 2,
+            ElemType::E4M3 => 3,
+            ElemType::E5M2 => 4,
+        }
+    }
+
+    pub fn size_bytes(self) -> usize {
+        match self {
+            ElemType::F32 => 4,
+            ElemType::F16 | ElemType::BF16 => 2,
+            ElemType::E4M3 | ElemType::E5M2 => 1,
+        }
+    }
+
+    pub fn is_fp8(self) -> bool {
+        matches!(self, ElemType::E4M3 | ElemType::E5M2)
+    }
+
+    /// Largest finite value.
+    pub fn max_finite(self) -> f32 {
+        match self {
+            ElemType::F32 => f32::MAX,
+            ElemType::F16 => 65504.0,
+            ElemType::BF16 => 3.389_531_4e38,
+            ElemType::E4M3 => 448.0,
+            ElemType::E5M2 => 57344.0,
+        }
+    }
+}
+
+impl fmt::Display for ElemType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ElemType {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(ElemType::F32),
+            "f16" | "float16" | "half" => Ok(ElemType::F16),
+            "bf16" | "bfloat16" => Ok(ElemType::BF16),
+            "e4m3" | "fp8_e4m3" | "float8_e4m3fn" => Ok(ElemType::E4M3),
+            "e5m2" | "fp8_e5m2" | "float8_e5m2" => Ok(ElemType::E5M2),
+            _ => Err(SpecError::unsupported("dtype", s, "f32, f16, bf16, e4m3, e5m2")),
+        }
+    }
+}

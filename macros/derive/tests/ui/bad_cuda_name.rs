@@ -1,0 +1,10 @@
+use tessera_codegen::params::KernelParams;
+
+#[derive(Clone, Copy, KernelParams)]
+#[repr(C)]
+#[kernel_params(cuda = "my-params")]
+struct Params {
+    n: i32,
+}
+
+fn main() {}

@@ -1,0 +1,127 @@
+//! The mma.sync GEMM kernel (`templates/gemm/sm80.cuh`): its parameter struct ([`GemmParams`], which
+//! the sm_90a kernel's embeds) and its launch grid.
+
+use tessera_codegen::{Arch, GemmSpec};
+
+use super::problem::{GemmProblem, GemmSpans, GemmStrides};
+use crate::common::error::{Result, RuntimeError};
+use crate::common::launch::kernel_params;
+use crate::device::backend::LaunchConfig;
+
+const MAX_GRID_Y: usize = 65_535;
+const MAX_GRID_X: usize = i32::MAX as usize;
+
+/// The kernel's single by-value parameter; mirrors `tessera::GemmParams` in `templates/gemm/sm80.cuh`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GemmParams {
+    pub x: u64,
+    pub w: u64,
+    /// 0 when there is no C term.
+    pub c: u64,
+    pub bias: u64,
+    pub residual: u64,
+    pub y: u64,
+    /// Split-K partials (f32), or 0.
+    pub workspace: u64,
+    /// Split-K tile counters, or 0.
+    pub counters: u64,
+    pub ldx: i64,
+    pub ldw: i64,
+    pub ldc: i64,
+    pub ldr: i64,
+    pub ldy: i64,
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub alpha: f32,
+    pub beta: f32,
+    pub reserved: i32,
+}
+
+/// 8 pointers, 5 strides, 6 four-byte fields: no padding, which [`GemmParams::as_bytes`] relies on.
+const PARAMS_BYTES: usize = 8 * 8 + 5 * 8 + 6 * 4;
+
+impl GemmParams {
+    /// Builds the parameters from arguments that passed [`check`](fn@crate::gemm::check).
+    pub fn new(problem: &GemmProblem, strides: &GemmStrides, spans: &GemmSpans, alpha: f32, beta: f32) -> Result<Self> {
+        let int = |arg: &str, v: usize| {
+            i32::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i32")))
+        };
+        let long = |arg: &str, v: usize| {
+            i64::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i64")))
+        };
+        Ok(GemmParams {
+            x: spans.x.addr,
+            w: spans.w.addr,
+            c: spans.c.map_or(0, |s| s.addr),
+            bias: spans.bias.map_or(0, |s| s.addr),
+            residual: spans.residual.map_or(0, |s| s.addr),
+            y: spans.y.addr,
+            workspace: 0,
+            counters: 0,
+            ldx: long("x.stride", strides.x)?,
+            ldw: long("w.stride", strides.w)?,
+            ldc: long("c.stride", strides.c)?,
+            ldr: long("residual.stride", strides.residual)?,
+            ldy: long("y.stride", strides.y)?,
+            m: int("problem.m", problem.m)?,
+            n: int("problem.n", problem.n)?,
+            k: int("problem.k", problem.k)?,
+            alpha,
+            beta,
+            reserved: 0,
+        })
+    }
+}
+
+kernel_params!(GemmParams, PARAMS_BYTES);
+
+/// The launch shape: `(ceil(M / block_m), ceil(N / block_n), split_k)` for the kernel the spec
+/// renders on `arch` (the sm_90a kernel's tile is 128 x 256). `None` when Y is empty.
+pub fn launch_config(spec: &GemmSpec, problem: &GemmProblem, arch: Arch) -> Result<Option<LaunchConfig>> {
+    if problem.m == 0 || problem.n == 0 {
+        return Ok(None);
+    }
+    let (threads, block_m, block_n) = spec.cta_shape(arch);
+    let split_k = spec.tile_for(arch).split_k.max(1);
+    let gx = problem.m.div_ceil(block_m as usize);
+    let gy = problem.n.div_ceil(block_n as usize);
+    if gx > MAX_GRID_X {
+        return Err(RuntimeError::invalid("problem.m", format!("needs {gx} CTAs; the grid allows {MAX_GRID_X}")));
+    }
+    if gy > MAX_GRID_Y {
+        return Err(RuntimeError::invalid(
+            "problem.n",
+            format!("needs {gy} CTAs in grid y; the limit is {MAX_GRID_Y}"),
+        ));
+    }
+    Ok(Some(LaunchConfig {
+        grid: [gx as u32, gy as u32, split_k],
+        block: [threads, 1, 1],
+        dynamic_shared_bytes: spec.shared_memory_bytes_for(arch),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_codegen::{DType, OutType};
+
+    fn spec() -> GemmSpec {
+        GemmSpec::new(DType::F16, OutType::F32)
+    }
+
+    #[test]
+    fn params_have_no_padding() {
+        assert_eq!(std::mem::size_of::<GemmParams>(), 128);
+    }
+
+    #[test]
+    fn grid_covers_every_output_tile() {
+        let s = spec();
+        let cfg = launch_config(&s, &GemmProblem::new(129, 257, 8), Arch::SM80).unwrap().unwrap();
+        assert_eq!(cfg.grid, [2, 3, 1]);
+        assert!(launch_config(&s, &GemmProblem::new(0, 8, 8), Arch::SM80).unwrap().is_none());
+    }
+}

@@ -1,0 +1,217 @@
+//! The LoRA family's entry points: [`prepare_lora`] checks a call, takes the tuned tile and picks
+//! the kernel (the sm_90a one for a single-adapter spec whose operands tensor maps can describe,
+//! else the mma.sync one); [`run_lora`] does the same on host tensors.
+
+use tessera_codegen::LoraSpec;
+
+use super::check::{check, check_problem};
+use super::problem::{fits_aligned, LoraBuffers, LoraProblem, LoraStrides};
+use super::sm80::{default_n_group, launch_config, LoraParams};
+use super::sm90a::{hopper_lora_params, LoraLaunchParams};
+use crate::common::buffers::{decode_out, encode, encode_out, poison_out};
+use crate::common::error::{Result, RuntimeError};
+use crate::common::launch::{HostUploads, PreparedLaunch};
+use crate::compile::compiler::Compiler;
+use crate::device::backend::{Backend, DeviceBuffer};
+
+/// A checked, compiled and loaded LoRA launch.
+pub type LoraLaunch = PreparedLaunch<LoraLaunchParams>;
+
+/// Checks the arguments, renders for the backend's architecture, compiles and loads. `n_group`
+/// `None` picks [`default_n_group`]. Nothing is launched. On sm_90a a single-adapter spec takes
+/// the TMA + wgmma kernel (`tessera_codegen::lora_hopper_route`); when a tensor map cannot
+/// describe an operand it runs the mma.sync kernel instead, and the launch's note says why.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_lora(
+    backend: &dyn Backend,
+    compiler: &Compiler,
+    spec: &LoraSpec,
+    problem: &LoraProblem,
+    strides: &LoraStrides,
+    buffers: &LoraBuffers<'_>,
+    scale: f32,
+    n_group: Option<usize>,
+) -> Result<LoraLaunch> {
+    for buffer in buffers.all() {
+        backend.check_buffer(buffer)?;
+    }
+    // A spec that leaves its tile to the default takes the tuned one, if the database has it.
+    let shape = [problem.m, problem.n, problem.k, problem.adapters];
+    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &shape) {
+        tessera_codegen::KernelSpec::Lora(s) => s,
+        _ => *spec,
+    };
+    let spec = &tuned;
+    check(spec, problem, strides, buffers, scale)?;
+    let arch = backend.arch();
+    let given_n_group = n_group;
+    let n_group = given_n_group.unwrap_or_else(|| default_n_group(spec, problem, arch, backend.multiprocessors()));
+    let int = |arg: &str, v: usize| {
+        i32::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i32")))
+    };
+    let long = |arg: &str, v: usize| {
+        i64::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i64")))
+    };
+    let addr = |b: Option<&DeviceBuffer>| b.map_or(0, DeviceBuffer::addr);
+    let mut params = LoraParams {
+        x: buffers.x.addr(),
+        w: addr(buffers.w),
+        a: buffers.a.addr(),
+        b: buffers.b.addr(),
+        bias: addr(buffers.bias),
+        residual: addr(buffers.residual),
+        ids: addr(buffers.ids),
+        y: buffers.y.addr(),
+        ldx: long("x.stride", strides.x)?,
+        ldw: long("w.stride", strides.w)?,
+        ldr: long("residual.stride", strides.residual)?,
+        ldy: long("y.stride", strides.y)?,
+        m: int("problem.m", problem.m)?,
+        n: int("problem.n", problem.n)?,
+        k: int("problem.k", problem.k)?,
+        rank: spec.rank as i32,
+        n_adapters: int("problem.adapters", problem.adapters)?,
+        n_group: int("n_group", n_group.min(i32::MAX as usize))?,
+        scale,
+        reserved: 0,
+    };
+    let mut spec = *spec;
+    let mut note = None;
+    if let (Ok(tile), Some(config)) = (spec.hopper_tile(arch), launch_config(&spec, problem, arch, n_group)?) {
+        match hopper_lora_params(backend, &spec, tile, problem, strides, params) {
+            Ok(hopper) => {
+                let source = spec.render(arch)?;
+                let params = LoraLaunchParams::Hopper(hopper);
+                return PreparedLaunch::new(backend, compiler, &source, Some(config), params, buffers.all());
+            }
+            Err(reason) => {
+                note = Some(crate::common::launch::sm90a_fallback_note("LoRA", &reason));
+                spec = spec.with_tile(spec.default_tile(arch));
+                if given_n_group.is_none() {
+                    params.n_group = int("n_group", default_n_group(&spec, problem, arch, backend.multiprocessors()))?;
+                }
+            }
+        }
+    }
+    let config = launch_config(&spec, problem, arch, params.n_group as usize)?;
+    let source = spec.render(arch)?;
+    let launch = PreparedLaunch::new(backend, compiler, &source, config, LoraLaunchParams::MmaSync(params), buffers.all())?;
+    Ok(launch.with_note(note))
+}
+
+/// Host tensors of one [`run_lora`] call, contiguous, as f32 (rounded to the spec's types on
+/// upload). Shapes as in the module docs; `ids` has one entry per row of X.
+#[derive(Clone, Copy, Debug)]
+pub struct LoraInputs<'a> {
+    pub x: &'a [f32],
+    pub w: Option<&'a [f32]>,
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub ids: Option<&'a [i64]>,
+    pub bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
+}
+
+/// What [`run_lora`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraOutput {
+    /// Y `[M, N]`, widened to f32.
+    pub y: Vec<f32>,
+    /// The entry point that ran (empty when nothing was launched).
+    pub kernel: String,
+    /// Why the launcher chose that kernel, when it fell back from its first choice.
+    pub note: Option<String>,
+}
+
+/// Runs a LoRA or bottleneck spec on host tensors: checks every length and adapter id, picks the
+/// element-wise kernel when the shape's rows are not whole 16-byte chunks, poisons Y with NaN,
+/// launches, and returns Y `[M, N]` widened to f32 with the kernel that ran.
+pub fn run_lora(
+    backend: &dyn Backend,
+    compiler: &Compiler,
+    spec: &LoraSpec,
+    problem: &LoraProblem,
+    inputs: &LoraInputs<'_>,
+    scale: f32,
+    n_group: Option<usize>,
+) -> Result<LoraOutput> {
+    let spec = &LoraSpec { aligned: spec.aligned && fits_aligned(spec, problem), ..*spec };
+    check_problem(spec, problem, scale)?;
+    let p = problem;
+    let r = spec.rank as usize;
+    let lengths = [
+        ("x", Some(inputs.x.len()), p.m * p.k),
+        ("w", inputs.w.map(<[f32]>::len), p.k * p.n),
+        ("a", Some(inputs.a.len()), p.a_elements(r)),
+        ("b", Some(inputs.b.len()), p.b_elements(r)),
+        ("adapter_ids", inputs.ids.map(<[i64]>::len), p.m),
+        ("bias", inputs.bias.map(<[f32]>::len), p.n),
+        ("residual", inputs.residual.map(<[f32]>::len), p.m * p.n),
+    ];
+    for (name, len, expected) in lengths {
+        if let Some(len) = len {
+            if len != expected {
+                return Err(RuntimeError::invalid(
+                    name,
+                    format!("{len} elements, but a contiguous tensor of this problem has {expected}"),
+                ));
+            }
+        }
+    }
+    let ids32 = match inputs.ids {
+        Some(ids) => {
+            let mut out = Vec::with_capacity(ids.len());
+            for (row, &id) in ids.iter().enumerate() {
+                if id < -1 || id >= p.adapters as i64 {
+                    return Err(RuntimeError::invalid(
+                        "adapter_ids",
+                        format!("row {row} has adapter {id}; valid ids are -1 (none) and 0..{}", p.adapters),
+                    ));
+                }
+                out.push(id as i32);
+            }
+            Some(out)
+        }
+        None => None,
+    };
+
+    let mut memory = HostUploads::new(backend);
+    let upload = |memory: &mut HostUploads<'_>, mut bytes: Vec<u8>| {
+        if bytes.is_empty() {
+            bytes = vec![0u8; 16];
+        }
+        memory.upload(&bytes)
+    };
+    let xi = upload(&mut memory, encode(inputs.x, spec.dtype))?;
+    let wi = inputs.w.map(|w| upload(&mut memory, encode(w, spec.dtype))).transpose()?;
+    let ai = upload(&mut memory, encode(inputs.a, spec.dtype))?;
+    let bi = upload(&mut memory, encode(inputs.b, spec.dtype))?;
+    let ii = ids32.map(|ids| upload(&mut memory, ids.iter().flat_map(|v| v.to_le_bytes()).collect())).transpose()?;
+    let biasi = inputs.bias.map(|v| upload(&mut memory, encode_out(v, spec.out))).transpose()?;
+    let ri = inputs.residual.map(|v| upload(&mut memory, encode_out(v, spec.out))).transpose()?;
+    let yi = upload(&mut memory, poison_out(p.m * p.n, spec.out))?;
+
+    let b = &memory.buffers;
+    let buffers = LoraBuffers {
+        x: &b[xi],
+        w: wi.map(|i| &b[i]),
+        a: &b[ai],
+        b: &b[bi],
+        ids: ii.map(|i| &b[i]),
+        bias: biasi.map(|i| &b[i]),
+        residual: ri.map(|i| &b[i]),
+        y: &b[yi],
+    };
+    let strides = LoraStrides::contiguous(spec, problem);
+    let launch = prepare_lora(backend, compiler, spec, problem, &strides, &buffers, scale, n_group)?;
+    launch.run(backend)?;
+    let mut out = vec![0u8; p.m * p.n * spec.out.size_bytes()];
+    if !out.is_empty() {
+        backend.read(&b[yi], &mut out)?;
+    }
+    Ok(LoraOutput {
+        y: decode_out(&out, spec.out),
+        kernel: launch.kernel_name().unwrap_or_default().to_string(),
+        note: launch.note().map(str::to_string),
+    })
+}
