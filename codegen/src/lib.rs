@@ -14,8 +14,6 @@ mod elementwise;
 mod gemm;
 mod kernel_spec;
 mod lora;
-pub mod params;
-mod template;
 mod tile_choice;
 mod window;
 
@@ -26,13 +24,18 @@ pub use attention::{
     HOPPER_HEAD_DIMS, HOPPER_THREADS,
 };
 pub use gemm::{
-    gemm_hopper_route, Activation, Epilogue, GemmSpec, GemmTile, HopperGemmTile, Layout, OutType, HOPPER_GEMM_BLOCK_K,
+    gemm_hopper_route, Activation, Epilogue, GemmParams, GemmSpec, GemmTile, HopperGemmParams, HopperGemmTile, Layout, OutType,
+    HOPPER_GEMM_BLOCK_K,
     HOPPER_GEMM_BLOCK_M, HOPPER_GEMM_THREADS, SPLIT_KS,
 };
 pub use kernel_spec::KernelSpec;
+pub use common::params;
 pub use params::{DeviceEnum, DevicePtr, DevicePtrMut, DeviceType, KernelParams};
 pub use elementwise::MapSpec;
-pub use lora::{lora_hopper_route, AdapterMode, HopperLoraTile, LoraSpec, LoraVariant, HOPPER_LORA_THREADS, LORA_RANKS};
-pub use template::{Template, PRELUDE};
+pub use lora::{
+    lora_hopper_route, AdapterMode, HopperLoraParams, HopperLoraTile, LoraKind, LoraParams, LoraSpec, LoraVariant,
+    HOPPER_LORA_THREADS, LORA_RANKS,
+};
+pub use common::{Template, CONTRACT_MARKER, PRELUDE};
 pub use tile_choice::TileChoice;
 pub use window::{WindowOp, WindowSpec, WINDOW_MAX_TILE};

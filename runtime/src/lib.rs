@@ -61,7 +61,8 @@ pub use lora::{
 
 pub use common::buffers::BufferSpan;
 pub use common::error::{Result, RuntimeError, SYNC_TIMEOUT_ENV};
-pub use common::launch::{KernelParams, PreparedLaunch};
+pub use common::launch::{LaunchParams, PreparedLaunch};
+pub use tessera_codegen::KernelParams;
 
 pub use device::backend::{Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};
 pub use device::cuda::CudaBackend;

@@ -30,25 +30,9 @@
 
 namespace tessera {
 
-// Kernel arguments, passed by value. Must match `GemmParams` in tessera-runtime field by field.
-// Leading dimensions (row strides of the stored layout) are in elements.
-struct GemmParams {
-    const void* x;         // [M, K] or [K, M] (column-major X), T
-    const void* w;         // [K, N] or [N, K] (column-major W), T
-    const void* c;         // [M, N] TO, or null
-    const void* bias;      // [N] TO, or null (read only when HAS_BIAS)
-    const void* residual;  // [M, N] TO, or null (read only when HAS_RESIDUAL)
-    void* y;               // [M, N] TO
-    float* workspace;      // split-K: [SPLIT_K, M, N] f32 partial tiles, else null
-    u32* counters;         // split-K: one per output tile, zero between launches, else null
-    i64 ldx, ldw, ldc, ldr, ldy;
-    int m, n, k;
-    float alpha, beta;
-    int reserved;          // keeps the struct free of padding
-};
-
-// ACT codes; `Activation::code` in tessera-codegen writes the same values.
-enum GemmActivation : int { ACT_NONE = 0, ACT_RELU = 1, ACT_GELU_TANH = 2, ACT_SILU = 3 };
+// The kernel arguments (`GemmParams`: pointers, leading dimensions in elements, sizes, alpha, beta)
+// and the activation codes (`GemmActivation`: ACT_NONE, ACT_RELU, ACT_GELU_TANH, ACT_SILU) are
+// generated from their Rust definitions (tessera-codegen, gemm/params.rs) and precede this file.
 
 // Activations, in f32 with ex2.approx (relative error 2^-22):
 //   relu(x)      = max(x, 0)

@@ -45,13 +45,9 @@
 
 namespace tessera {
 
-// Kernel arguments, passed as one __grid_constant__ struct so the tensor maps live in parameter
-// memory. Must match `HopperGemmParams` in tessera-runtime.
-struct HopperGemmParams {
-    TensorMap x_map;  // X as 2-D: (K, M) with box (64, 128), or column-major (M, K) with box (64, 64)
-    TensorMap w_map;  // W as 2-D: (N, K) with box (64, 64), or column-major (K, N) with box (64, BLOCK_N)
-    GemmParams base;  // pointers, strides, sizes, alpha, beta (the mma.sync path's struct)
-};
+// The kernel arguments (`HopperGemmParams`: the X and W tensor maps and the mma.sync path's
+// `GemmParams`), passed as one __grid_constant__ struct so the tensor maps live in parameter memory,
+// are generated from their Rust definitions (tessera-codegen, gemm/params.rs) and precede this file.
 
 // Elements of one 64 x 64 box: the unit the X, W (and LoRA's B) tiles are copied in.
 constexpr int SW128_BOX = SW128_COLS * SW128_COLS;

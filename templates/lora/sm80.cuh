@@ -32,26 +32,9 @@
 
 namespace tessera {
 
-// Kernel arguments, passed by value. Must match `LoraParams` in tessera-runtime field by field.
-struct LoraParams {
-    const void* x;         // [M, K] or [K, M] (column-major X), T
-    const void* w;         // [K, N] or [N, K] (column-major W), T; unused by the bottleneck
-    const void* a;         // [K, r] or [n_adapters, K, r], T
-    const void* b;         // [r, N] or [n_adapters, r, N], T
-    const void* bias;      // [N] TO, or null
-    const void* residual;  // [M, N] TO, or null
-    const int* ids;        // [M] int32 adapter per row (PER_ROW), else null
-    void* y;               // [M, N] TO
-    i64 ldx, ldw, ldr, ldy;
-    int m, n, k, rank;
-    int n_adapters;        // 1 without PER_ROW
-    int n_group;           // column tiles per CTA
-    float scale;
-    int reserved;          // keeps the struct free of padding
-};
-
-// KIND codes; codegen's mma.sync LoRA entry point writes the same values.
-enum LoraKind : int { LORA_KIND_ADAPTER = 0, LORA_KIND_BOTTLENECK = 1 };
+// The kernel arguments (`LoraParams`) and the KIND codes (`LoraKind`: LORA_KIND_ADAPTER,
+// LORA_KIND_BOTTLENECK) are generated from their Rust definitions (tessera-codegen, lora/params.rs)
+// and precede this file.
 
 template <typename T, typename TO, bool X_COL, bool W_COL, int BLOCK_M, int BLOCK_N, int BLOCK_K, int WARPS,
           int STAGES, bool ALIGNED, int R, bool FUSE, int KIND, int T_ACT, bool PER_ROW, bool HAS_BIAS, int ACT,

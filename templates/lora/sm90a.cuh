@@ -37,15 +37,9 @@
 
 namespace tessera {
 
-// Kernel arguments, passed as one __grid_constant__ struct so the tensor maps live in parameter
-// memory. Must match `HopperLoraParams` in tessera-runtime.
-struct HopperLoraParams {
-    TensorMap x_map;  // as HopperGemmParams
-    TensorMap w_map;
-    TensorMap a_map;  // A as 2-D (r, K), box (min(R, 64), 64)
-    TensorMap b_map;  // B as 2-D (N, r), box (64, R)
-    LoraParams base;  // pointers, strides, sizes, scale, n_group (the mma.sync path's struct)
-};
+// The kernel arguments (`HopperLoraParams`: the X, W, A and B tensor maps and the mma.sync path's
+// `LoraParams`), passed as one __grid_constant__ struct so the tensor maps live in parameter memory,
+// are generated from their Rust definitions (tessera-codegen, lora/params.rs) and precede this file.
 
 // Tile sizes in elements (every tile a multiple of 1024 bytes, so they stay 1024-byte aligned).
 template <typename T, int BLOCK_N, int R> struct LoraHopperTiles {

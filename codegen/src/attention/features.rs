@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn bits_match_the_template_enum() {
-        let template = crate::template::Template::AttentionForward.text();
+        let template = crate::common::Template::AttentionForward.text();
         for (name, bit) in BITS {
             let line = format!("ATTN_{} = {bit},", name.to_uppercase().replace("SPLIT_KV", "SPLIT"));
             assert!(template.contains(&line), "templates/attention/sm80.cuh lacks `{line}`");

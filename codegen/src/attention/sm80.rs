@@ -6,7 +6,8 @@ use super::spec::AttentionSpec;
 use super::tiles::TileConfig;
 use crate::common::list;
 use crate::common::{Arch, KernelSource, LaunchGeometry, SpecError};
-use crate::template::Template;
+use crate::common::params::Declarations;
+use crate::common::Template;
 
 const BLOCK_NS: [u32; 5] = [16, 32, 64, 128, 256];
 const WARPS: [u32; 2] = [4, 8];
@@ -157,7 +158,7 @@ impl AttentionSpec {
              // dtype={} head_dim={} causal={} heads_q={} heads_kv={} tile={} features={}\n",
             self.dtype, self.head_dim, self.causal, self.heads_q, self.heads_kv, tile, self.features
         );
-        let src = Template::AttentionForward.assemble(&header, &self.mma_sync_entry_point(arch, &name));
+        let src = Template::AttentionForward.assemble(&header, &Declarations::new(), &self.mma_sync_entry_point(arch, &name));
         let geometry = LaunchGeometry {
             threads_per_block: tile.threads(),
             dynamic_shared_bytes: self.shared_memory_bytes(tile),

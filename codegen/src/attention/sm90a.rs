@@ -11,7 +11,8 @@ use super::spec::AttentionSpec;
 use super::tiles::{HopperTile, HOPPER_THREADS};
 use crate::common::wgmma::{hopper_entry_point as write_entry_point, wgmma_ops_struct, WgmmaA, WgmmaMethod};
 use crate::common::{Arch, DType, KernelSource, LaunchGeometry};
-use crate::template::Template;
+use crate::common::params::Declarations;
+use crate::common::Template;
 
 /// Variant features the sm_90a template implements: they change scores and which key tiles are
 /// loaded, not the addressing or the grid. Prefix-KV, tree masks, varlen, paged KV, GQA packing and
@@ -93,7 +94,7 @@ pub(super) fn render(spec: &AttentionSpec, tile: HopperTile, name: String) -> Ke
          // dtype={} head_dim={} causal={} heads_q={} heads_kv={} block_n={} stages={}\n",
         spec.dtype, spec.head_dim, spec.causal, spec.heads_q, spec.heads_kv, tile.block_n, tile.stages
     );
-    let src = Template::AttentionHopper.assemble(&header, &hopper_entry_point(spec, tile, &name));
+    let src = Template::AttentionHopper.assemble(&header, &Declarations::new(), &hopper_entry_point(spec, tile, &name));
     let geometry = LaunchGeometry {
         threads_per_block: HOPPER_THREADS,
         dynamic_shared_bytes: tile.shared_memory_bytes(spec.dtype, spec.head_dim),

@@ -1,5 +1,6 @@
 //! What every family shares and none owns: target architectures, element types, the spec error,
-//! the rendered source, the tile of memory-bound kernels, user functions (epilogues, maps), and
+//! the templates and their assembly, the host/device contract machinery (`params`), the rendered
+//! source, the tile of memory-bound kernels, user functions (epilogues, maps), and
 //! the sm_90a entry-point writer the three TMA + wgmma kernels use.
 
 mod arch;
@@ -7,7 +8,9 @@ mod dtype;
 mod elem;
 mod elementwise_tile;
 mod error;
+pub mod params;
 mod source;
+mod template;
 mod user_function;
 pub(crate) mod wgmma;
 
@@ -17,6 +20,7 @@ pub use elem::ElemType;
 pub use elementwise_tile::ElementwiseTile;
 pub use error::SpecError;
 pub use source::{KernelSource, LaunchGeometry};
+pub use template::{Template, CONTRACT_MARKER, PRELUDE};
 pub use user_function::{UserFunction, MAX_USER_INPUTS};
 
 /// Threads per warp on every NVIDIA architecture Tessera targets.

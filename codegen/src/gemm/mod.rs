@@ -3,11 +3,14 @@
 //! kernel (H100/H200). This file decides which kernel a spec takes and gives the spec its public
 //! face: validate, name, render. The LoRA family builds on it.
 
+mod params;
 mod sm80;
 mod sm90a;
 mod spec;
 mod tiles;
 
+pub(crate) use params::{contract, sm90a_contract};
+pub use params::{GemmParams, HopperGemmParams};
 pub use sm90a::gemm_hopper_route;
 pub(crate) use sm90a::{xw_comment, xw_method};
 pub use spec::{Activation, Epilogue, GemmSpec, Layout, OutType};

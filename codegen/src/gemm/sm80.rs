@@ -4,7 +4,8 @@
 use super::spec::{GemmSpec, Layout};
 use super::tiles::{validate_tile, GemmTile};
 use crate::common::{Arch, KernelSource, LaunchGeometry, SpecError, WARP_SIZE};
-use crate::template::Template;
+use crate::common::params::Declarations;
+use crate::common::Template;
 
 /// Most f32 accumulators one thread may hold: a 64 x 64 warp tile (128 x 256 on 8 warps, the
 /// warp tile CUTLASS uses on sm_80 for large GEMMs: 8 ldmatrix per 32 mma instead of 6 per 16)
@@ -91,7 +92,9 @@ impl GemmSpec {
              // dtype={} out={} layout_x={} layout_w={} bias={} activation={} residual={} aligned={} tile={}\n",
             self.dtype, self.out, self.layout_x, self.layout_w, e.bias, e.activation, e.residual, self.aligned, tile
         );
-        let src = Template::Gemm.assemble(&header, &self.mma_sync_entry_point(arch, &name));
+        let mut contract = Declarations::new();
+        super::params::contract(&mut contract);
+        let src = Template::Gemm.assemble(&header, &contract, &self.mma_sync_entry_point(arch, &name));
         let geometry =
             LaunchGeometry { threads_per_block: tile.threads(), dynamic_shared_bytes: self.shared_memory_bytes(tile) };
         KernelSource::new(name, src, geometry)

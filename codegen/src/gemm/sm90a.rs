@@ -12,7 +12,8 @@ use super::spec::{GemmSpec, Layout};
 use super::tiles::{HopperGemmTile, HOPPER_GEMM_THREADS};
 use crate::common::wgmma::{hopper_entry_point as write_entry_point, wgmma_ops_struct, WgmmaA, WgmmaMethod};
 use crate::common::{Arch, DType, KernelSource, LaunchGeometry};
-use crate::template::Template;
+use crate::common::params::Declarations;
+use crate::common::Template;
 
 /// Whether `spec` renders the sm_90a GEMM template on `arch`; `Err` carries the reason it does not.
 pub fn gemm_hopper_route(spec: &GemmSpec, arch: Arch) -> Result<HopperGemmTile, String> {
@@ -92,7 +93,9 @@ pub(super) fn render(spec: &GemmSpec, tile: HopperGemmTile, name: String) -> Ker
          // dtype={} out={} layout_x={} layout_w={} bias={} activation={} residual={} tile={}\n",
         spec.dtype, spec.out, spec.layout_x, spec.layout_w, e.bias, e.activation, e.residual, tile
     );
-    let src = Template::GemmHopper.assemble(&header, &gemm_hopper_entry_point(spec, tile, &name));
+    let mut contract = Declarations::new();
+    super::params::sm90a_contract(&mut contract);
+    let src = Template::GemmHopper.assemble(&header, &contract, &gemm_hopper_entry_point(spec, tile, &name));
     let geometry = LaunchGeometry {
         threads_per_block: HOPPER_GEMM_THREADS,
         dynamic_shared_bytes: tile.shared_memory_bytes(spec.dtype),

@@ -30,6 +30,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::tiles::{GemmTile, HopperGemmTile};
+use crate::common::params::DeviceEnum;
 use crate::common::{DType, UserFunction};
 
 /// Output (and C / bias / residual) element type.
@@ -117,16 +118,19 @@ impl fmt::Display for Layout {
     }
 }
 
-/// Elementwise activation applied after bias, before the residual.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Elementwise activation applied after bias, before the residual. Shared with the templates as
+/// the `ACT_*` codes of `GemmActivation` (generated from this enum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, DeviceEnum)]
 #[serde(rename_all = "snake_case")]
+#[repr(i32)]
+#[device_enum(prefix = "ACT_", cuda = "GemmActivation")]
 pub enum Activation {
-    None,
-    Relu,
+    None = 0,
+    Relu = 1,
     /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
-    GeluTanh,
+    GeluTanh = 2,
     /// `x * sigmoid(x)`.
-    Silu,
+    Silu = 3,
 }
 
 impl Activation {
@@ -141,14 +145,9 @@ impl Activation {
         }
     }
 
-    /// The template's `ACT` parameter.
+    /// The template's `ACT` parameter: the enum's `ACT_*` code.
     pub(crate) fn code(self) -> u32 {
-        match self {
-            Activation::None => 0,
-            Activation::Relu => 1,
-            Activation::GeluTanh => 2,
-            Activation::Silu => 3,
-        }
+        self as u32
     }
 }
 

@@ -4,11 +4,13 @@
 //! kernel (single adapter, H100/H200). This file decides which kernel a spec takes and gives the
 //! spec its public face: validate, name, render.
 
+mod params;
 mod sm80;
 mod sm90a;
 mod spec;
 mod tiles;
 
+pub use params::{HopperLoraParams, LoraKind, LoraParams};
 pub use sm90a::lora_hopper_route;
 pub use spec::{AdapterMode, LoraSpec, LoraVariant, LORA_RANKS};
 pub use tiles::{HopperLoraTile, HOPPER_LORA_THREADS};

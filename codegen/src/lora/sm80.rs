@@ -2,11 +2,13 @@
 //! default tile, the checks of a tile against a spec (accumulators in each phase, shared memory,
 //! whether `X A` fuses into the main loop), and the rendering of the template.
 
+use super::params::LoraKind;
 use super::spec::{AdapterMode, LoraSpec, LoraVariant};
 use crate::gemm::validate_tile;
 use crate::common::{Arch, KernelSource, LaunchGeometry, SpecError, WARP_SIZE};
 use crate::gemm::{Activation, GemmTile, Layout};
-use crate::template::Template;
+use crate::common::params::Declarations;
+use crate::common::Template;
 
 /// Most f32 accumulators one thread may hold in one phase (as for [`GemmSpec`]).
 const MAX_ACCUMULATORS_PER_THREAD: u32 = 64;
@@ -100,8 +102,8 @@ impl LoraSpec {
     pub(super) fn mma_sync_entry_point(&self, arch: Arch, name: &str) -> String {
         let tile = self.tile_for(arch);
         let (kind, t_act) = match self.variant {
-            LoraVariant::Lora => (0, Activation::None),
-            LoraVariant::Bottleneck { activation } => (1, activation),
+            LoraVariant::Lora => (LoraKind::Adapter, Activation::None),
+            LoraVariant::Bottleneck { activation } => (LoraKind::Bottleneck, activation),
         };
         let e = self.epilogue;
         format!(
@@ -125,6 +127,7 @@ impl LoraSpec {
             aligned = self.aligned,
             r = self.padded_rank(),
             fuse = self.fuses_low_rank(tile),
+            kind = kind as i32,
             t_act = t_act.code(),
             per_row = self.adapters == AdapterMode::PerRow,
             bias = e.bias,
@@ -144,7 +147,9 @@ impl LoraSpec {
             self.dtype, self.out, self.layout_x, self.layout_w, self.rank, self.variant, self.adapters, e.bias,
             e.activation, e.residual, self.aligned, tile
         );
-        let src = Template::Lora.assemble(&header, &self.mma_sync_entry_point(arch, &name));
+        let mut contract = Declarations::new();
+        super::params::contract(&mut contract);
+        let src = Template::Lora.assemble(&header, &contract, &self.mma_sync_entry_point(arch, &name));
         let geometry =
             LaunchGeometry { threads_per_block: tile.threads(), dynamic_shared_bytes: self.shared_memory_bytes(tile) };
         KernelSource::new(name, src, geometry)

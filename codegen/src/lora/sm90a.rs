@@ -13,7 +13,8 @@ use crate::common::wgmma::{hopper_entry_point as write_entry_point, wgmma_ops_st
 use crate::gemm::{xw_comment, xw_method};
 use crate::common::{Arch, KernelSource, LaunchGeometry};
 use crate::gemm::Layout;
-use crate::template::Template;
+use crate::common::params::Declarations;
+use crate::common::Template;
 
 /// Whether `spec` renders the sm_90a LoRA template on `arch`; `Err` carries the reason it does not.
 pub fn lora_hopper_route(spec: &LoraSpec, arch: Arch) -> Result<HopperLoraTile, String> {
@@ -98,7 +99,9 @@ pub(super) fn render(spec: &LoraSpec, tile: HopperLoraTile, name: String) -> Ker
          // dtype={} out={} layout_x={} layout_w={} rank={} bias={} activation={} residual={} tile={}\n",
         spec.dtype, spec.out, spec.layout_x, spec.layout_w, spec.rank, e.bias, e.activation, e.residual, tile
     );
-    let src = Template::LoraHopper.assemble(&header, &lora_hopper_entry_point(spec, tile, &name));
+    let mut contract = Declarations::new();
+    super::params::sm90a_contract(&mut contract);
+    let src = Template::LoraHopper.assemble(&header, &contract, &lora_hopper_entry_point(spec, tile, &name));
     let geometry = LaunchGeometry {
         threads_per_block: HOPPER_LORA_THREADS,
         dynamic_shared_bytes: tile.shared_memory_bytes(spec.dtype),

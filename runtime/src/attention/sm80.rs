@@ -200,7 +200,7 @@ pub(crate) fn launch_config_grid(problem: &AttentionProblem, grid: [usize; 3], g
 mod tests {
     use super::*;
     use crate::common::buffers::BufferSpan;
-    use crate::common::launch::KernelParams;
+    use crate::common::launch::LaunchParams;
     use std::mem::offset_of;
     use tessera_codegen::{AttentionSpec, DType};
 

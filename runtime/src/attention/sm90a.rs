@@ -12,7 +12,7 @@ use tessera_sim::TensorMap;
 
 use super::problem::{AttentionProblem, AttentionStrides, TensorStrides};
 use super::sm80::AttentionParams;
-use crate::common::launch::{kernel_params, KernelParams};
+use crate::common::launch::{kernel_params, LaunchParams};
 use crate::common::tma::{swizzled_map, BOX_COLUMNS};
 use crate::device::backend::Backend;
 
@@ -53,7 +53,7 @@ impl AttentionLaunchParams {
     }
 }
 
-impl KernelParams for AttentionLaunchParams {
+impl LaunchParams for AttentionLaunchParams {
     fn as_bytes(&self) -> &[u8] {
         match self {
             AttentionLaunchParams::MmaSync(p) => p.as_bytes(),

@@ -1,27 +1,36 @@
 //! A checked, compiled and loaded kernel launch, ready to run or time repeatedly: the part every
 //! family's launcher shares once its own arguments have been checked. Also the kernel-parameter
-//! trait ([`KernelParams`], `kernel_params!`), the device buffers of a host call
+//! trait ([`LaunchParams`]), the device buffers of a host call
 //! (`HostUploads`) and launches that own a device tensor table ([`TableLaunch`]). Every family
 //! launches through here, so it lives in `common`.
 
-use tessera_codegen::KernelSource;
+use tessera_codegen::{KernelParams, KernelSource};
 
 use crate::common::error::Result;
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer, Kernel, LaunchConfig};
 
-/// A family's `#[repr(C)]` kernel-parameter struct, as the bytes the launch copies.
-pub trait KernelParams {
+/// The bytes a launch copies into the kernel's parameter: any generated parameter struct
+/// ([`KernelParams`], the host/device contract in `tessera_codegen`), or a family's choice between
+/// the structs of its kernels (its mma.sync or its sm_90a one).
+pub trait LaunchParams {
     fn as_bytes(&self) -> &[u8];
+}
+
+impl<T: KernelParams> LaunchParams for T {
+    fn as_bytes(&self) -> &[u8] {
+        KernelParams::as_bytes(self)
+    }
 }
 
 /// `kernel_params!(Type, bytes)`: asserts at compile time that the `#[repr(C)]` struct `Type` of
 /// plain integer / float / pointer-sized fields is exactly `bytes` long (the sum of its fields, so
-/// it has no padding and every byte is initialised) and implements [`KernelParams`] by viewing it.
+/// it has no padding and every byte is initialised) and implements [`LaunchParams`] by viewing it.
+/// For the parameter structs not yet generated from `tessera_codegen`.
 macro_rules! kernel_params {
     ($t:ty, $bytes:expr) => {
         const _: () = assert!(std::mem::size_of::<$t>() == $bytes);
-        impl $crate::common::launch::KernelParams for $t {
+        impl $crate::common::launch::LaunchParams for $t {
             fn as_bytes(&self) -> &[u8] {
                 // SAFETY: `repr(C)`, plain fields, no padding (asserted above).
                 unsafe { std::slice::from_raw_parts((self as *const $t).cast::<u8>(), $bytes) }
@@ -53,7 +62,7 @@ pub struct PreparedLaunch<P> {
     note: Option<String>,
 }
 
-impl<P: KernelParams> PreparedLaunch<P> {
+impl<P: LaunchParams> PreparedLaunch<P> {
     /// Compiles `source` for the backend (through the compiler's cache) and loads it, unless there
     /// is nothing to launch. The caller has checked `params` against `buffers`.
     pub(crate) fn new<'a>(
@@ -164,7 +173,7 @@ pub struct TableLaunch<'a, P> {
     table: Option<DeviceBuffer>,
 }
 
-impl<'a, P: KernelParams> TableLaunch<'a, P> {
+impl<'a, P: LaunchParams> TableLaunch<'a, P> {
     pub(crate) fn new(backend: &'a dyn Backend, launch: PreparedLaunch<P>, table: DeviceBuffer) -> Self {
         TableLaunch { backend, launch, table: Some(table) }
     }

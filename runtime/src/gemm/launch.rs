@@ -3,11 +3,11 @@
 //! else the mma.sync one); [`gemm_forward`] also runs it; [`run_gemm`] does the same on host
 //! tensors.
 
-use tessera_codegen::{GemmSpec, OutType};
+use tessera_codegen::{DevicePtrMut, GemmSpec, OutType};
 
 use super::check::{check, check_problem};
 use super::problem::{fits_aligned, split_counter_bytes, split_workspace_bytes, GemmBuffers, GemmProblem, GemmStrides};
-use super::sm80::{launch_config, GemmParams};
+use super::sm80::{gemm_params, launch_config};
 use super::sm90a::{hopper_gemm_params, GemmLaunchParams};
 use crate::common::buffers::{decode_out, encode, encode_out, poison_out};
 use crate::common::error::{Result, RuntimeError};
@@ -51,7 +51,7 @@ pub fn prepare_gemm(
     let spec = &tuned;
     let spans = buffers.spans();
     check(spec, problem, strides, &spans, alpha, beta)?;
-    let mut params = GemmParams::new(problem, strides, &spans, alpha, beta)?;
+    let mut params = gemm_params(problem, strides, &spans, alpha, beta)?;
     let needed = split_workspace_bytes(spec, problem, arch);
     if needed > 0 {
         let ws = buffers.workspace.ok_or_else(|| {
@@ -64,8 +64,8 @@ pub fn prepare_gemm(
         if ws.addr() < y + y_len as u64 && y < ws.addr() + needed as u64 {
             return Err(RuntimeError::invalid("workspace", "overlaps `y`"));
         }
-        params.counters = ws.addr();
-        params.workspace = ws.addr() + split_counter_bytes(problem) as u64;
+        params.counters = DevicePtrMut::new(ws.addr());
+        params.workspace = DevicePtrMut::new(ws.addr() + split_counter_bytes(problem) as u64);
     }
     let mut spec = *spec;
     let mut note = None;

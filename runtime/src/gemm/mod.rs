@@ -43,6 +43,7 @@ pub use problem::{
     fits_aligned, split_workspace_bytes, stored_shape, unaligned_reason, GemmBuffers, GemmProblem, GemmSpans,
     GemmStrides, CHUNK_ELEMS, MAX_DIM,
 };
-pub use sm80::{launch_config, GemmParams};
-pub use sm90a::{GemmLaunchParams, HopperGemmParams};
+pub use sm80::{gemm_params, launch_config};
+pub use tessera_codegen::{GemmParams, HopperGemmParams};
+pub use sm90a::GemmLaunchParams;
 pub use tune::gemm_target;

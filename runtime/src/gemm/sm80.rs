@@ -1,81 +1,49 @@
-//! The mma.sync GEMM kernel (`templates/gemm/sm80.cuh`): its parameter struct ([`GemmParams`], which
-//! the sm_90a kernel's embeds) and its launch grid.
+//! The mma.sync GEMM kernel (`templates/gemm/sm80.cuh`): its parameters ([`GemmParams`], defined
+//! with the host/device contract in `tessera_codegen`; the sm_90a kernel's embeds them) and its
+//! launch grid.
 
-use tessera_codegen::{Arch, GemmSpec};
+use tessera_codegen::{Arch, DevicePtr, DevicePtrMut, GemmParams, GemmSpec};
 
 use super::problem::{GemmProblem, GemmSpans, GemmStrides};
+use crate::common::buffers::BufferSpan;
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::kernel_params;
 use crate::device::backend::LaunchConfig;
 
 const MAX_GRID_Y: usize = 65_535;
 const MAX_GRID_X: usize = i32::MAX as usize;
 
-/// The kernel's single by-value parameter; mirrors `tessera::GemmParams` in `templates/gemm/sm80.cuh`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct GemmParams {
-    pub x: u64,
-    pub w: u64,
-    /// 0 when there is no C term.
-    pub c: u64,
-    pub bias: u64,
-    pub residual: u64,
-    pub y: u64,
-    /// Split-K partials (f32), or 0.
-    pub workspace: u64,
-    /// Split-K tile counters, or 0.
-    pub counters: u64,
-    pub ldx: i64,
-    pub ldw: i64,
-    pub ldc: i64,
-    pub ldr: i64,
-    pub ldy: i64,
-    pub m: i32,
-    pub n: i32,
-    pub k: i32,
-    pub alpha: f32,
-    pub beta: f32,
-    pub reserved: i32,
+/// The mma.sync kernel's parameter for arguments that passed [`check`](fn@crate::gemm::check)
+/// (the split-K workspace and counters are set by the launcher when the tile splits K).
+pub fn gemm_params(problem: &GemmProblem, strides: &GemmStrides, spans: &GemmSpans, alpha: f32, beta: f32) -> Result<GemmParams> {
+    let int = |arg: &str, v: usize| {
+        i32::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i32")))
+    };
+    let long = |arg: &str, v: usize| {
+        i64::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i64")))
+    };
+    let ptr = |span: Option<&BufferSpan>| DevicePtr::new(span.map_or(0, |s| s.addr));
+    Ok(GemmParams {
+        x: DevicePtr::new(spans.x.addr),
+        w: DevicePtr::new(spans.w.addr),
+        c: ptr(spans.c.as_ref()),
+        bias: ptr(spans.bias.as_ref()),
+        residual: ptr(spans.residual.as_ref()),
+        y: DevicePtrMut::new(spans.y.addr),
+        workspace: DevicePtrMut::null(),
+        counters: DevicePtrMut::null(),
+        ldx: long("x.stride", strides.x)?,
+        ldw: long("w.stride", strides.w)?,
+        ldc: long("c.stride", strides.c)?,
+        ldr: long("residual.stride", strides.residual)?,
+        ldy: long("y.stride", strides.y)?,
+        m: int("problem.m", problem.m)?,
+        n: int("problem.n", problem.n)?,
+        k: int("problem.k", problem.k)?,
+        alpha,
+        beta,
+        reserved: 0,
+    })
 }
-
-/// 8 pointers, 5 strides, 6 four-byte fields: no padding, which [`GemmParams::as_bytes`] relies on.
-const PARAMS_BYTES: usize = 8 * 8 + 5 * 8 + 6 * 4;
-
-impl GemmParams {
-    /// Builds the parameters from arguments that passed [`check`](fn@crate::gemm::check).
-    pub fn new(problem: &GemmProblem, strides: &GemmStrides, spans: &GemmSpans, alpha: f32, beta: f32) -> Result<Self> {
-        let int = |arg: &str, v: usize| {
-            i32::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i32")))
-        };
-        let long = |arg: &str, v: usize| {
-            i64::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i64")))
-        };
-        Ok(GemmParams {
-            x: spans.x.addr,
-            w: spans.w.addr,
-            c: spans.c.map_or(0, |s| s.addr),
-            bias: spans.bias.map_or(0, |s| s.addr),
-            residual: spans.residual.map_or(0, |s| s.addr),
-            y: spans.y.addr,
-            workspace: 0,
-            counters: 0,
-            ldx: long("x.stride", strides.x)?,
-            ldw: long("w.stride", strides.w)?,
-            ldc: long("c.stride", strides.c)?,
-            ldr: long("residual.stride", strides.residual)?,
-            ldy: long("y.stride", strides.y)?,
-            m: int("problem.m", problem.m)?,
-            n: int("problem.n", problem.n)?,
-            k: int("problem.k", problem.k)?,
-            alpha,
-            beta,
-            reserved: 0,
-        })
-    }
-}
-
-kernel_params!(GemmParams, PARAMS_BYTES);
 
 /// The launch shape: `(ceil(M / block_m), ceil(N / block_n), split_k)` for the kernel the spec
 /// renders on `arch` (the sm_90a kernel's tile is 128 x 256). `None` when Y is empty.

@@ -8,26 +8,15 @@
 //! [`hopper_gemm_params`] says why, and the launcher falls back to the mma.sync kernel with that
 //! reason in its note.
 
-use tessera_codegen::{GemmSpec, HopperGemmTile, Layout, HOPPER_GEMM_BLOCK_K, HOPPER_GEMM_BLOCK_M};
+use tessera_codegen::params::TensorMap;
+use tessera_codegen::{GemmParams, GemmSpec, HopperGemmParams, HopperGemmTile, Layout, HOPPER_GEMM_BLOCK_K, HOPPER_GEMM_BLOCK_M};
 use tessera_sim::Swizzle;
 
 use super::problem::{stored_shape, GemmProblem, GemmStrides};
-use super::sm80::GemmParams;
-use crate::common::launch::{kernel_params, KernelParams};
+use crate::common::launch::LaunchParams;
 use crate::common::tma::{matrix_map, BOX_COLUMNS};
 use crate::device::backend::Backend;
 
-/// Mirrors `tessera::HopperGemmParams`: two 128-byte tensor maps at 64-byte alignment, then the
-/// mma.sync path's parameter struct (128 bytes, so no padding).
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HopperGemmParams {
-    pub x_map: [u8; 128],
-    pub w_map: [u8; 128],
-    pub base: GemmParams,
-}
-
-kernel_params!(HopperGemmParams, 384);
 
 /// The parameters of a GEMM launch: the mma.sync kernel's struct or the sm_90a one.
 #[allow(clippy::large_enum_variant)]
@@ -47,7 +36,7 @@ impl GemmLaunchParams {
     }
 }
 
-impl KernelParams for GemmLaunchParams {
+impl LaunchParams for GemmLaunchParams {
     fn as_bytes(&self) -> &[u8] {
         match self {
             GemmLaunchParams::MmaSync(p) => p.as_bytes(),
@@ -87,13 +76,13 @@ pub(crate) fn hopper_gemm_params(
     let (x_rows, x_cols) = stored_shape(spec.layout_x, p.m, p.k);
     let (w_rows, w_cols) = stored_shape(spec.layout_w, p.k, p.n);
     let (x_box, w_box) = gemm_map_box_rows(spec, tile.block_n);
-    let encode = |name: &str, addr: u64, rows, cols, stride, box_rows| -> Result<[u8; 128], String> {
+    let encode = |name: &str, addr: u64, rows, cols, stride, box_rows| -> Result<TensorMap, String> {
         let map = matrix_map(addr, (rows, cols, stride), elem, [BOX_COLUMNS, box_rows], Swizzle::B128).map_err(|e| format!("{name}: {e}"))?;
-        backend.encode_tensor_map(&map).map_err(|e| format!("{name}: {e}"))
+        backend.encode_tensor_map(&map).map(TensorMap::new).map_err(|e| format!("{name}: {e}"))
     };
     Ok(HopperGemmParams {
-        x_map: encode("x", base.x, x_rows, x_cols, strides.x, x_box)?,
-        w_map: encode("w", base.w, w_rows, w_cols, strides.w, w_box)?,
+        x_map: encode("x", base.x.addr(), x_rows, x_cols, strides.x, x_box)?,
+        w_map: encode("w", base.w.addr(), w_rows, w_cols, strides.w, w_box)?,
         base,
     })
 }

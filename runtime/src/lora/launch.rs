@@ -2,11 +2,11 @@
 //! the kernel (the sm_90a one for a single-adapter spec whose operands tensor maps can describe,
 //! else the mma.sync one); [`run_lora`] does the same on host tensors.
 
-use tessera_codegen::LoraSpec;
+use tessera_codegen::{DevicePtr, DevicePtrMut, LoraParams, LoraSpec};
 
 use super::check::{check, check_problem};
 use super::problem::{fits_aligned, LoraBuffers, LoraProblem, LoraStrides};
-use super::sm80::{default_n_group, launch_config, LoraParams};
+use super::sm80::{default_n_group, launch_config};
 use super::sm90a::{hopper_lora_params, LoraLaunchParams};
 use crate::common::buffers::{decode_out, encode, encode_out, poison_out};
 use crate::common::error::{Result, RuntimeError};
@@ -54,14 +54,14 @@ pub fn prepare_lora(
     };
     let addr = |b: Option<&DeviceBuffer>| b.map_or(0, DeviceBuffer::addr);
     let mut params = LoraParams {
-        x: buffers.x.addr(),
-        w: addr(buffers.w),
-        a: buffers.a.addr(),
-        b: buffers.b.addr(),
-        bias: addr(buffers.bias),
-        residual: addr(buffers.residual),
-        ids: addr(buffers.ids),
-        y: buffers.y.addr(),
+        x: DevicePtr::new(buffers.x.addr()),
+        w: DevicePtr::new(addr(buffers.w)),
+        a: DevicePtr::new(buffers.a.addr()),
+        b: DevicePtr::new(buffers.b.addr()),
+        bias: DevicePtr::new(addr(buffers.bias)),
+        residual: DevicePtr::new(addr(buffers.residual)),
+        ids: DevicePtr::new(addr(buffers.ids)),
+        y: DevicePtrMut::new(buffers.y.addr()),
         ldx: long("x.stride", strides.x)?,
         ldw: long("w.stride", strides.w)?,
         ldr: long("residual.stride", strides.residual)?,

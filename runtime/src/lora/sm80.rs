@@ -1,44 +1,14 @@
-//! The mma.sync LoRA kernel (`templates/lora/sm80.cuh`): its parameter struct ([`LoraParams`], which
-//! the sm_90a kernel's embeds), the column-tile grouping ([`default_n_group`]) and the launch grid.
+//! The mma.sync LoRA kernel (`templates/lora/sm80.cuh`): the column-tile grouping
+//! ([`default_n_group`]) and the launch grid. Its parameters ([`tessera_codegen::LoraParams`], which
+//! the sm_90a kernel's embed) are part of the host/device contract in `tessera_codegen`.
 
 use tessera_codegen::{Arch, LoraSpec};
 
 use super::problem::LoraProblem;
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::kernel_params;
 use crate::device::backend::LaunchConfig;
 
 const MAX_GRID_Y: usize = 65_535;
-
-/// The kernel's by-value parameter; mirrors `tessera::LoraParams` in `templates/lora/sm80.cuh`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LoraParams {
-    pub x: u64,
-    pub w: u64,
-    pub a: u64,
-    pub b: u64,
-    pub bias: u64,
-    pub residual: u64,
-    pub ids: u64,
-    pub y: u64,
-    pub ldx: i64,
-    pub ldw: i64,
-    pub ldr: i64,
-    pub ldy: i64,
-    pub m: i32,
-    pub n: i32,
-    pub k: i32,
-    pub rank: i32,
-    pub n_adapters: i32,
-    pub n_group: i32,
-    pub scale: f32,
-    pub reserved: i32,
-}
-
-const PARAMS_BYTES: usize = 8 * 8 + 4 * 8 + 8 * 4;
-
-kernel_params!(LoraParams, PARAMS_BYTES);
 
 /// Column tiles per CTA. Every CTA computes `X A` for its row tile once per group (about
 /// `r / block_n` of one column tile's work), so larger groups cost less low-rank work but give fewer
@@ -80,7 +50,7 @@ pub fn launch_config(spec: &LoraSpec, p: &LoraProblem, arch: Arch, n_group: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_codegen::{DType, OutType};
+    use tessera_codegen::{DType, LoraParams, OutType};
 
     #[test]
     fn params_have_no_padding() {

@@ -8,30 +8,17 @@
 //! bytes, a misaligned base) cannot take this path: [`hopper_lora_params`] says why, and the
 //! launcher falls back to the mma.sync kernel with that reason in its note.
 
-use tessera_codegen::{GemmSpec, HopperLoraTile, LoraSpec};
+use tessera_codegen::params::TensorMap;
+use tessera_codegen::{GemmSpec, HopperLoraParams, HopperLoraTile, LoraParams, LoraSpec};
 use tessera_sim::Swizzle;
 
 use super::problem::{LoraProblem, LoraStrides};
-use super::sm80::LoraParams;
-use crate::common::launch::{kernel_params, KernelParams};
+use crate::common::launch::LaunchParams;
 use crate::common::tma::{matrix_map, BOX_COLUMNS};
 use crate::device::backend::Backend;
 use crate::gemm::problem::stored_shape;
 use crate::gemm::sm90a::gemm_map_box_rows;
 
-/// Mirrors `tessera::HopperLoraParams`: four 128-byte tensor maps at 64-byte alignment, then the
-/// mma.sync path's parameter struct (128 bytes, so no padding).
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HopperLoraParams {
-    pub x_map: [u8; 128],
-    pub w_map: [u8; 128],
-    pub a_map: [u8; 128],
-    pub b_map: [u8; 128],
-    pub base: LoraParams,
-}
-
-kernel_params!(HopperLoraParams, 640);
 
 /// The parameters of a LoRA launch: the mma.sync kernel's struct or the sm_90a one.
 #[allow(clippy::large_enum_variant)]
@@ -51,7 +38,7 @@ impl LoraLaunchParams {
     }
 }
 
-impl KernelParams for LoraLaunchParams {
+impl LaunchParams for LoraLaunchParams {
     fn as_bytes(&self) -> &[u8] {
         match self {
             LoraLaunchParams::MmaSync(p) => p.as_bytes(),
@@ -93,17 +80,17 @@ pub(crate) fn hopper_lora_params(
     let (w_rows, w_cols) = stored_shape(spec.layout_w, p.k, p.n);
     let (a_cols, a_swizzle) = a_box(tile);
     let maps = [
-        ("x", base.x, x_rows, x_cols, strides.x, BOX_COLUMNS, x_box, Swizzle::B128),
-        ("w", base.w, w_rows, w_cols, strides.w, BOX_COLUMNS, w_box, Swizzle::B128),
-        ("a", base.a, p.k, r, r, a_cols, 64, a_swizzle),
-        ("b", base.b, r, p.n, p.n, BOX_COLUMNS, tile.rank, Swizzle::B128),
+        ("x", base.x.addr(), x_rows, x_cols, strides.x, BOX_COLUMNS, x_box, Swizzle::B128),
+        ("w", base.w.addr(), w_rows, w_cols, strides.w, BOX_COLUMNS, w_box, Swizzle::B128),
+        ("a", base.a.addr(), p.k, r, r, a_cols, 64, a_swizzle),
+        ("b", base.b.addr(), r, p.n, p.n, BOX_COLUMNS, tile.rank, Swizzle::B128),
     ];
-    let mut encoded = [[0u8; 128]; 4];
+    let mut encoded = [TensorMap::default(); 4];
     for (out, (name, addr, rows, cols, stride, box_cols, box_rows, swizzle)) in encoded.iter_mut().zip(maps) {
         let map = matrix_map(addr, (rows, cols, stride), elem, [box_cols, box_rows], swizzle)
             .and_then(|map| backend.encode_tensor_map(&map).map_err(|e| e.to_string()))
             .map_err(|e| format!("{name}: {e}"))?;
-        *out = map;
+        *out = TensorMap::new(map);
     }
     let [x_map, w_map, a_map, b_map] = encoded;
     Ok(HopperLoraParams { x_map, w_map, a_map, b_map, base })

@@ -11,7 +11,7 @@ use tessera_codegen::{ElemType, KernelSpec, OutType, TileChoice};
 use super::tuner::TuneTarget;
 use crate::common::buffers::{decode_elems, poison_elems};
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::{HostUploads, KernelParams, PreparedLaunch, TableLaunch};
+use crate::common::launch::{HostUploads, LaunchParams, PreparedLaunch, TableLaunch};
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer};
 
@@ -64,7 +64,7 @@ struct Plain<'a, P> {
     launch: PreparedLaunch<P>,
 }
 
-impl<P: KernelParams> Launch for Plain<'_, P> {
+impl<P: LaunchParams> Launch for Plain<'_, P> {
     fn run(&self) -> Result<()> {
         self.launch.run(self.backend)
     }
@@ -79,7 +79,7 @@ impl<P: KernelParams> Launch for Plain<'_, P> {
     }
 }
 
-impl<P: KernelParams> Launch for TableLaunch<'_, P> {
+impl<P: LaunchParams> Launch for TableLaunch<'_, P> {
     fn run(&self) -> Result<()> {
         TableLaunch::run(self)
     }
@@ -94,7 +94,7 @@ impl<P: KernelParams> Launch for TableLaunch<'_, P> {
     }
 }
 
-pub(crate) fn plain<'a, P: KernelParams + 'a>(backend: &'a dyn Backend, launch: PreparedLaunch<P>) -> Box<dyn Launch + 'a> {
+pub(crate) fn plain<'a, P: LaunchParams + 'a>(backend: &'a dyn Backend, launch: PreparedLaunch<P>) -> Box<dyn Launch + 'a> {
     Box::new(Plain { backend, launch })
 }
 

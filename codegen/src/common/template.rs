@@ -1,4 +1,5 @@
-//! The CUDA C++ templates, embedded at build time so a binary needs no source tree at run time.
+//! The CUDA C++ templates, embedded at build time so a binary needs no source tree at run time, and
+//! their assembly into one translation unit with the generated host/device contract.
 //!
 //! `templates/` has one folder per kernel family and one for what they share:
 //!
@@ -15,13 +16,15 @@
 //! `sm80.cuh` runs on every architecture Tessera targets (mma.sync, cp.async); `sm90a.cuh` only on
 //! sm_90a.
 
+use super::params::Declarations;
+
 /// Shared device helpers (`templates/common/tessera.cuh`): storage types, conversions, `mma.sync` /
 /// `ldmatrix` / `cp.async` wrappers.
-pub const PRELUDE: &str = include_str!("../../templates/common/tessera.cuh");
+pub const PRELUDE: &str = include_str!("../../../templates/common/tessera.cuh");
 
 /// Tile machinery shared by the kernel templates (`templates/common/tiles.cuh`: swizzled tiles, the
 /// cp.async ring), written only in terms of [`PRELUDE`]'s primitives.
-pub const TILES: &str = include_str!("../../templates/common/tiles.cuh");
+pub const TILES: &str = include_str!("../../../templates/common/tiles.cuh");
 
 /// [`TILES`]' path relative to `templates/`.
 const TILES_FILE: &str = "common/tiles.cuh";
@@ -85,20 +88,20 @@ impl Template {
     /// The template's source text.
     pub fn text(self) -> &'static str {
         match self {
-            Template::AttentionForward => include_str!("../../templates/attention/sm80.cuh"),
-            Template::Hopper => include_str!("../../templates/common/hopper.cuh"),
-            Template::AttentionHopper => include_str!("../../templates/attention/sm90a.cuh"),
-            Template::Gemm => include_str!("../../templates/gemm/sm80.cuh"),
-            Template::GemmHopper => include_str!("../../templates/gemm/sm90a.cuh"),
-            Template::Lora => include_str!("../../templates/lora/sm80.cuh"),
-            Template::LoraHopper => include_str!("../../templates/lora/sm90a.cuh"),
-            Template::Amp => include_str!("../../templates/amp/amp.cuh"),
-            Template::Cast => include_str!("../../templates/amp/cast.cuh"),
-            Template::Unscale => include_str!("../../templates/amp/unscale.cuh"),
-            Template::AdamW => include_str!("../../templates/amp/adamw.cuh"),
-            Template::AmpScale => include_str!("../../templates/amp/scale.cuh"),
-            Template::Map => include_str!("../../templates/elementwise/map.cuh"),
-            Template::Window => include_str!("../../templates/window/window.cuh"),
+            Template::AttentionForward => include_str!("../../../templates/attention/sm80.cuh"),
+            Template::Hopper => include_str!("../../../templates/common/hopper.cuh"),
+            Template::AttentionHopper => include_str!("../../../templates/attention/sm90a.cuh"),
+            Template::Gemm => include_str!("../../../templates/gemm/sm80.cuh"),
+            Template::GemmHopper => include_str!("../../../templates/gemm/sm90a.cuh"),
+            Template::Lora => include_str!("../../../templates/lora/sm80.cuh"),
+            Template::LoraHopper => include_str!("../../../templates/lora/sm90a.cuh"),
+            Template::Amp => include_str!("../../../templates/amp/amp.cuh"),
+            Template::Cast => include_str!("../../../templates/amp/cast.cuh"),
+            Template::Unscale => include_str!("../../../templates/amp/unscale.cuh"),
+            Template::AdamW => include_str!("../../../templates/amp/adamw.cuh"),
+            Template::AmpScale => include_str!("../../../templates/amp/scale.cuh"),
+            Template::Map => include_str!("../../../templates/elementwise/map.cuh"),
+            Template::Window => include_str!("../../../templates/window/window.cuh"),
         }
     }
 
@@ -118,12 +121,28 @@ impl Template {
 }
 
 impl Template {
+    /// Shared by every family (the sm_90a vocabulary): comes before the generated host/device
+    /// contract, which may use its types (`TensorMap`).
+    fn is_shared(self) -> bool {
+        self == Template::Hopper
+    }
+
     /// The whole translation unit NVRTC compiles: `header` comments, the prelude, the shared tile
-    /// machinery, the templates this one requires, this template, and the `extern "C"`
-    /// instantiation `entry_point`.
-    pub fn assemble(self, header: &str, entry_point: &str) -> String {
+    /// machinery, the shared templates this one requires, the host/device `contract` (the
+    /// parameter structs and enums generated from their Rust definitions, inside `namespace
+    /// tessera`, so the templates never declare them by hand), the family templates this one
+    /// requires, this template, and the `extern "C"` instantiation `entry_point`.
+    pub fn assemble(self, header: &str, contract: &Declarations, entry_point: &str) -> String {
         let mut src = format!("{header}{PRELUDE}\n// ---- templates/{TILES_FILE} ----\n{TILES}\n");
-        for t in self.requires().iter().chain([&self]) {
+        let templates: Vec<Template> = self.requires().iter().copied().chain([self]).collect();
+        let (shared, family): (Vec<Template>, Vec<Template>) = templates.into_iter().partition(|t| t.is_shared());
+        for t in shared {
+            src.push_str(&format!("// ---- templates/{} ----\n{}\n", t.file_name(), t.text()));
+        }
+        if !contract.is_empty() {
+            src.push_str(&format!("{CONTRACT_MARKER}\nnamespace tessera {{\n\n{contract}\n}}  // namespace tessera\n\n"));
+        }
+        for t in family {
             src.push_str(&format!("// ---- templates/{} ----\n{}\n", t.file_name(), t.text()));
         }
         src.push_str("// ---- instantiation ----\n");
@@ -131,6 +150,9 @@ impl Template {
         src
     }
 }
+
+/// The marker line before the generated host/device contract in a rendered source.
+pub const CONTRACT_MARKER: &str = "// ---- generated from the Rust definitions (tessera-codegen): the host/device contract ----";
 
 #[cfg(test)]
 mod tests {
@@ -168,7 +190,7 @@ mod tests {
     /// The translation unit names every file it embeds, in inclusion order, under its path.
     #[test]
     fn assembly_marks_every_file_in_order() {
-        let src = Template::LoraHopper.assemble("// header\n", "// entry point\n");
+        let src = Template::LoraHopper.assemble("// header\n", &Declarations::new(), "// entry point\n");
         assert!(src.starts_with(&format!("// header\n{PRELUDE}")));
         let markers: Vec<&str> =
             src.lines().filter(|l| l.starts_with("// ---- templates/") || *l == "// ---- instantiation ----").collect();
