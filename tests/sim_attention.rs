@@ -17,7 +17,7 @@ use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::ATTENTION_HEAD_DIMS;
-use tessera::runtime::attention::{launch_config, AttentionParams};
+use tessera::runtime::attention::{attention_params, launch_config};
 use tessera::runtime::common::buffers::{decode, encode, POISON_16};
 use tessera::runtime::reference;
 use tessera::runtime::KernelParams;
@@ -326,7 +326,7 @@ fn run_broken(spec: &AttentionSpec, p: &AttentionProblem, from: &str, to: &str) 
     let (q, k, v) = (upload(&random(&mut rng, p.q_elements())), upload(&random(&mut rng, p.kv_elements())), upload(&random(&mut rng, p.kv_elements())));
     let o = b.alloc(p.q_elements() * 2).unwrap();
     let buffers = AttentionBuffers { q: &q, k: &k, v: &v, o: &o, lse: None };
-    let params = AttentionParams::new(p, &AttentionStrides::contiguous(p), &buffers.spans(), p.default_scale()).unwrap();
+    let params = attention_params(p, &AttentionStrides::contiguous(p), &buffers.spans(), p.default_scale()).unwrap();
     let config = launch_config(p, spec.rows_per_cta(ARCH), good.geometry).unwrap();
     // SAFETY: the parameters describe live buffers of this backend sized for the problem; the
     // edited kernel addresses the same memory as the original (the simulator checks it anyway).

@@ -11,8 +11,19 @@ use tessera_runtime::codegen::{
 };
 use tessera_runtime::{Compiler, RuntimeError, Target};
 
+/// The device size of a scalar or pointer field type; `None` for other types (structs, enums).
+fn device_size(ty: &str) -> Option<usize> {
+    match ty {
+        _ if ty.ends_with('*') => Some(8),
+        "long long" | "unsigned long long" | "double" => Some(8),
+        "int" | "unsigned int" | "float" => Some(4),
+        _ => None,
+    }
+}
+
 /// `source` with the declarations of the fields `a` and `b` of the generated struct `name`
-/// exchanged: the lines `<type> a;` and `<type> b;` (same type, so the same size) inside
+/// exchanged: the lines `<type> a;` and `<type> b;` (the same type, or two scalar / pointer types
+/// of the same size, so the struct keeps its size and only the offsets move) inside
 /// `struct ... name {`.
 fn swap_fields(source: &KernelSource, name: &str, a: &str, b: &str) -> KernelSource {
     let src = &source.cuda_src;
@@ -30,8 +41,12 @@ fn swap_fields(source: &KernelSource, name: &str, a: &str, b: &str) -> KernelSou
         hits[0]
     };
     let (i, j) = (field(a), field(b));
-    let ty = |l: &str| l.trim().rsplit_once(' ').map(|(t, _)| t.to_string());
-    assert_eq!(ty(&lines[i]), ty(&lines[j]), "{name}.{a} and {name}.{b} must have the same type");
+    let ty = |l: &str| l.trim().rsplit_once(' ').map(|(t, _)| t.to_string()).expect("a field declaration");
+    let (ta, tb) = (ty(&lines[i]), ty(&lines[j]));
+    assert!(
+        ta == tb || device_size(&ta).is_some_and(|s| device_size(&tb) == Some(s)),
+        "{name}.{a} ({ta}) and {name}.{b} ({tb}) must have the same size"
+    );
     lines.swap(i, j);
     let cuda_src = format!("{}{}{}", &src[..open], lines.join("\n"), &src[close..]);
     KernelSource::new(source.name.clone(), cuda_src, source.geometry)
@@ -82,4 +97,77 @@ fn lora_params_are_enforced() {
     assert!(sm90a.name.contains("_sm90a_"), "{}", sm90a.name);
     assert_contract_enforced(&sm90a, ptx(Arch::SM90A), "HopperLoraParams", "a_map", "b_map");
     assert_contract_enforced(&sm90a, ptx(Arch::SM90A), "LoraParams", "rank", "n_adapters");
+}
+
+#[test]
+fn attention_params_are_enforced() {
+    use tessera_runtime::codegen::{AttentionFeatures, AttentionSpec};
+    if !common::nvrtc_available() {
+        return;
+    }
+    let spec = AttentionSpec::new(DType::BF16, 64, true, 8, 2);
+    let sm80 = spec.render(Arch::SM80).unwrap();
+    assert_contract_enforced(&sm80, ptx(Arch::SM80), "AttentionParams", "q_batch_stride", "q_seq_stride");
+    assert_contract_enforced(&sm80, ptx(Arch::SM80), "AttentionParams", "seq_q", "seq_k");
+    // A variant kernel reads the variant fields (and tests the generated FEATURES bits).
+    let split = spec.with_features(AttentionFeatures { split_kv: true, varlen: true, ..Default::default() });
+    let split = split.render(Arch::SM80).unwrap();
+    assert_contract_enforced(&split, ptx(Arch::SM80), "AttentionParams", "partial_o", "partial_lse");
+    let sm90a = AttentionSpec::new(DType::BF16, 128, true, 16, 4).render(Arch::SM90A).unwrap();
+    assert!(sm90a.name.contains("_sm90a_"), "{}", sm90a.name);
+    assert_contract_enforced(&sm90a, ptx(Arch::SM90A), "HopperAttentionParams", "q_map", "k_map");
+    assert_contract_enforced(&sm90a, ptx(Arch::SM90A), "AttentionParams", "seq_q", "seq_k");
+}
+
+#[test]
+fn amp_params_are_enforced() {
+    use tessera_runtime::codegen::{AdamWSpec, CastSpec, ElemType, ScaleUpdateSpec, UnscaleSpec};
+    if !common::nvrtc_available() {
+        return;
+    }
+    let target = ptx(Arch::SM80);
+    let cast = CastSpec::to_fp8(ElemType::BF16, ElemType::E4M3).render(Arch::SM80).unwrap();
+    assert_contract_enforced(&cast, target, "CastParams", "x", "y");
+    assert_contract_enforced(&cast, target, "CastParams", "scale", "amax");
+    // The table entries are enforced inside the kernels that read them.
+    let unscale = UnscaleSpec::default().render(Arch::SM80).unwrap();
+    assert_contract_enforced(&unscale, target, "UnscaleParams", "n_tensors", "reserved");
+    assert_contract_enforced(&unscale, target, "UnscaleEntry", "len", "first_chunk");
+    let adamw = AdamWSpec::default().render(Arch::SM80).unwrap();
+    assert_contract_enforced(&adamw, target, "AdamWParams", "beta1", "beta2");
+    assert_contract_enforced(&adamw, target, "AdamWEntry", "grad_dtype", "model_dtype");
+    assert_contract_enforced(&adamw, target, "AdamWEntry", "master", "exp_avg");
+    let loss_scale = ScaleUpdateSpec::LossScale.render(Arch::SM80).unwrap();
+    assert_contract_enforced(&loss_scale, target, "LossScaleParams", "growth_factor", "backoff_factor");
+    let fp8_scale = ScaleUpdateSpec::Fp8Scale.render(Arch::SM80).unwrap();
+    assert_contract_enforced(&fp8_scale, target, "Fp8ScaleParams", "scale", "scale_inv");
+}
+
+#[test]
+fn window_params_are_enforced() {
+    use tessera_runtime::codegen::{ElemType, WindowOp, WindowSpec};
+    if !common::nvrtc_available() {
+        return;
+    }
+    let window = WindowSpec::new(WindowOp::Sum, ElemType::BF16).render(Arch::SM80).unwrap();
+    assert_contract_enforced(&window, ptx(Arch::SM80), "WindowParams", "n", "k");
+    assert_contract_enforced(&window, ptx(Arch::SM80), "WindowParams", "x", "ws");
+}
+
+#[test]
+fn map_params_are_enforced() {
+    use tessera_runtime::codegen::{ElemType, MapSpec, UserFunction};
+    if !common::nvrtc_available() {
+        return;
+    }
+    const AXPY: UserFunction = UserFunction {
+        name: "axpy",
+        cuda_name: "tessera_user_axpy",
+        cuda: "__device__ __forceinline__ float tessera_user_axpy(float a, float x, float y) {\n    return a * x + y;\n}\n",
+        inputs: &[ElemType::F32, ElemType::BF16, ElemType::F16],
+        output: ElemType::BF16,
+    };
+    let map = MapSpec::new(AXPY).render(Arch::SM80).unwrap();
+    // The only same-size pair: the output pointer and the element count.
+    assert_contract_enforced(&map, ptx(Arch::SM80), "MapParams", "out", "n");
 }

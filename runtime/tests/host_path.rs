@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tessera_runtime::common::buffers::{decode, encode, POISON_16};
-use tessera_runtime::codegen::{Arch, AttentionSpec, DType};
+use tessera_runtime::codegen::{Arch, AttentionSpec, DType, DevicePtr, DevicePtrMut};
 use tessera_runtime::{
     run_attention, AttentionParams, AttentionProblem, Backend, BackendId, BackendKind, CompiledModule, Compiler,
     DeviceBuffer, Kernel, LaunchConfig, OutputKind, RuntimeError,
@@ -123,11 +123,11 @@ fn read_params(bytes: &[u8]) -> AttentionParams {
     let i32_at = |i: usize| i32::from_ne_bytes(bytes[i..i + 4].try_into().unwrap());
     let strides: Vec<i64> = (0..12).map(|n| u64_at(40 + 8 * n) as i64).collect();
     AttentionParams {
-        q: u64_at(0),
-        k: u64_at(8),
-        v: u64_at(16),
-        o: u64_at(24),
-        lse: u64_at(32),
+        q: DevicePtr::new(u64_at(0)),
+        k: DevicePtr::new(u64_at(8)),
+        v: DevicePtr::new(u64_at(16)),
+        o: DevicePtrMut::new(u64_at(24)),
+        lse: DevicePtrMut::new(u64_at(32)),
         q_batch_stride: strides[0],
         q_seq_stride: strides[1],
         q_head_stride: strides[2],
@@ -145,7 +145,7 @@ fn read_params(bytes: &[u8]) -> AttentionParams {
         heads_q: i32_at(144),
         scale_log2: f32::from_ne_bytes(bytes[148..152].try_into().unwrap()),
         // Plain attention: every variant field is zero.
-        ..AttentionParams::zeroed()
+        ..AttentionParams::default()
     }
 }
 
@@ -181,7 +181,7 @@ fn run_attention_uploads_poisons_launches_and_frees() {
     assert_eq!((params.q_seq_stride, params.q_head_stride, params.q_batch_stride), (4 * 64, 64, 200 * 4 * 64));
     assert_eq!((params.k_seq_stride, params.k_head_stride, params.k_batch_stride), (2 * 64, 64, 150 * 2 * 64));
     assert_eq!(params.o_batch_stride, params.q_batch_stride);
-    assert!(params.lse != 0 && params.o != params.q);
+    assert!(params.lse.addr() != 0 && params.o.addr() != params.q.addr());
     assert!((params.scale_log2 - 0.3 * std::f32::consts::LOG2_E).abs() < 1e-6);
 }
 

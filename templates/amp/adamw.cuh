@@ -18,30 +18,11 @@
 
 namespace tessera {
 
-// One parameter tensor. Must match `AdamWEntry` in tessera-runtime.
-struct AdamWEntry {
-    const void* grad;
-    float* master;
-    float* exp_avg;
-    float* exp_avg_sq;
-    void* model;      // or null
-    i64 len;
-    i64 first_chunk;
-    int grad_dtype;   // ElemCode: f32, f16, bf16
-    int model_dtype;  // ElemCode: f16, bf16 (ignored without a model tensor)
-};
-
-struct AdamWParams {
-    const AdamWEntry* table;
-    const float* found_inf;  // device scalar or null
-    const float* inv_scale;  // device scalar or null (gradients already unscaled)
-    const float* lr;         // device scalar
-    int* step;               // device step count, incremented by the launch
-    u32* done;               // device counter, zero between launches
-    float beta1, beta2, eps, weight_decay;
-    int n_tensors;
-    int reserved;
-};
+// The kernel arguments (`AdamWParams`: the table, the device found_inf, inv_scale, lr, step and
+// done scalars, the hyperparameters, the number of tensors) and the table's entries (`AdamWEntry`:
+// grad, master, exp_avg, exp_avg_sq, model or null, len, first_chunk, and the ElemCodes
+// grad_dtype: f32, f16, bf16 and model_dtype: f16, bf16) are generated from their Rust definitions
+// (tessera-codegen, amp/params.rs) and precede this file.
 
 TESSERA_DEVICE double dmul_rn(double a, double b) { return __dmul_rn(a, b); }
 TESSERA_DEVICE double dsub_rn(double a, double b) { return __dsub_rn(a, b); }

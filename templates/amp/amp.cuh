@@ -11,8 +11,9 @@
 
 namespace tessera {
 
-// Element codes, as `ElemType::code` in tessera-codegen.
-enum ElemCode { ELEM_F32 = 0, ELEM_F16 = 1, ELEM_BF16 = 2, ELEM_E4M3 = 3, ELEM_E5M2 = 4 };
+// The element codes (`ElemCode`: ELEM_F32, ELEM_F16, ELEM_BF16, ELEM_E4M3, ELEM_E5M2), which the
+// multi-tensor tables store per tensor, are generated from their Rust definition (tessera-codegen,
+// `ElemType`) and precede the templates that use them (unscale.cuh, adamw.cuh).
 
 struct __align__(1) e4m3 { unsigned char bits; };
 struct __align__(1) e5m2 { unsigned char bits; };

@@ -13,13 +13,9 @@
 
 namespace tessera {
 
-struct CastParams {
-    const void* x;       // [n] TI
-    void* y;             // [n] TO
-    const float* scale;  // device scalar (SCALED), else null
-    u32* amax;           // device f32 bits (AMAX), else null
-    i64 n;
-};
+// The kernel arguments (`CastParams`: x [n] TI, y [n] TO, the device scale (SCALED) and amax
+// (AMAX) or null, n) are generated from their Rust definition (tessera-codegen, amp/params.rs) and
+// precede this file.
 
 // Elements [begin, begin + count) of the chunk: vector accesses when A, else element-wise for
 // the tail of each thread's last vector. Returns this thread's max |x| (AMAX).

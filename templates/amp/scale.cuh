@@ -15,14 +15,8 @@
 
 namespace tessera {
 
-struct LossScaleParams {
-    float* scale;
-    int* growth_tracker;
-    float* found_inf;
-    float growth_factor, backoff_factor;
-    int growth_interval;
-    int reserved;
-};
+// The kernel arguments (`LossScaleParams`, `Fp8ScaleParams`) are generated from their Rust
+// definitions (tessera-codegen, amp/params.rs) and precede this file.
 
 TESSERA_DEVICE void loss_scale_update(const LossScaleParams& p) {
     if (thread_index() != 0 || block_index_x() != 0) return;
@@ -42,17 +36,6 @@ TESSERA_DEVICE void loss_scale_update(const LossScaleParams& p) {
     }
     *p.found_inf = 0.f;
 }
-
-struct Fp8ScaleParams {
-    u32* amax;        // f32 bits accumulated by the casts
-    float* history;   // [history_len], newest first
-    float* scale;
-    float* scale_inv;
-    float fp8_max;
-    int history_len;
-    int margin;
-    int reserved;
-};
 
 TESSERA_DEVICE void fp8_scale_update(const Fp8ScaleParams& p) {
     if (thread_index() != 0 || block_index_x() != 0) return;

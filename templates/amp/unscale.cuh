@@ -13,22 +13,10 @@
 
 namespace tessera {
 
-// One tensor of the list. Must match `UnscaleEntry` in tessera-runtime.
-struct UnscaleEntry {
-    void* data;
-    i64 len;
-    i64 first_chunk;
-    int dtype;     // ElemCode: f32, f16 or bf16
-    int reserved;
-};
-
-struct UnscaleParams {
-    const UnscaleEntry* table;
-    float* found_inf;        // device scalar, set to 1 when any element is not finite
-    const float* inv_scale;  // device scalar
-    int n_tensors;
-    int reserved;
-};
+// The kernel arguments (`UnscaleParams`: the table, the device found_inf flag and inv_scale, the
+// number of tensors) and the table's entries (`UnscaleEntry`: data, len, first_chunk, dtype, an
+// ElemCode: f32, f16 or bf16) are generated from their Rust definitions (tessera-codegen,
+// amp/params.rs) and precede this file.
 
 template <typename T, int THREADS, int VEC, bool A>
 TESSERA_DEVICE bool unscale_range(T* g, i64 begin, int count, float inv) {

@@ -45,63 +45,11 @@
 
 namespace tessera {
 
-// Kernel arguments, passed by value. Must match `AttentionParams` in tessera-runtime field by field.
-// Strides are in elements; the last dimension of every tensor is contiguous. Fields after
-// `scale_log2` are read only by kernels whose FEATURES use them, and are zero otherwise.
-struct AttentionParams {
-    const void* q;          // [batch, seq_q, heads_q, head_dim]
-    const void* k;          // [batch, seq_k, heads_kv, head_dim]; PAGED: [pages, page, heads_kv, head_dim]
-    const void* v;          // like k
-    void* o;                // [batch, seq_q, heads_q, head_dim]
-    float* lse;             // [batch, heads_q, seq_q] contiguous (VARLEN: [heads_q, total_q]), or null
-    i64 q_batch_stride, q_seq_stride, q_head_stride;
-    i64 k_batch_stride, k_seq_stride, k_head_stride;
-    i64 v_batch_stride, v_seq_stride, v_head_stride;
-    i64 o_batch_stride, o_seq_stride, o_head_stride;
-    int seq_q;              // VARLEN: the longest sequence (the grid is sized by it)
-    int seq_k;
-    int heads_q;
-    float scale_log2;       // softmax scale * log2(e)
-
-    const float* alibi_slopes;          // ALIBI: [heads_q], natural-log units
-    const void* prefix_k;               // PREFIX: [prefix_len, heads_kv, head_dim]
-    const void* prefix_v;
-    const unsigned long long* tree_bits;  // TREE: [batch or 1, n_tree, tree_words] ancestor-or-self
-    const int* cu_seqlens_q;            // VARLEN: [batch + 1]
-    const int* cu_seqlens_k;            // VARLEN and not PAGED: [batch + 1]
-    const int* block_table;             // PAGED: [batch, block_table_stride]
-    const int* seq_lens;                // PAGED: keys of each sequence, [batch]
-    float* partial_o;                   // SPLIT: [num_splits, total_q, heads_q, head_dim]
-    float* partial_lse;                 // SPLIT: [num_splits, total_q, heads_q]
-    u32* counters;                      // SPLIT: one per CTA tile, zero between launches
-    i64 prefix_k_seq_stride, prefix_k_head_stride;
-    i64 prefix_v_seq_stride, prefix_v_head_stride;
-    i64 tree_batch_stride;              // in words; 0 = one tree for every sequence
-    i64 block_table_stride;
-    int prefix_len;
-    int n_tree;
-    int tree_words;                     // ceil(n_tree / 64)
-    int page_shift;                     // log2(page size)
-    int window_left;                    // LOCAL: < 0 = unbounded
-    int window_right;
-    int num_splits;
-    int total_q;                        // VARLEN: rows of the packed Q; SPLIT: rows of the partials
-    float softcap_scale;                // SOFTCAP: scale / cap
-    float softcap_log2;                 // SOFTCAP: cap * log2(e)
-};
-
-// FEATURES bits; `AttentionFeatures::bits` in tessera-codegen writes the same values.
-enum : int {
-    ATTN_LOCAL = 1,
-    ATTN_ALIBI = 2,
-    ATTN_SOFTCAP = 4,
-    ATTN_PREFIX = 8,
-    ATTN_TREE = 16,
-    ATTN_VARLEN = 32,
-    ATTN_PAGED = 64,
-    ATTN_PACK_GQA = 128,
-    ATTN_SPLIT = 256,
-};
+// The kernel arguments (`AttentionParams`: pointers, strides in elements with the last dimension of
+// every tensor contiguous, sizes, the scale, and the variants' fields, zero unless FEATURES uses
+// them) and the FEATURES bits (ATTN_LOCAL, ATTN_ALIBI, ATTN_SOFTCAP, ATTN_PREFIX, ATTN_TREE,
+// ATTN_VARLEN, ATTN_PAGED, ATTN_PACK_GQA, ATTN_SPLIT) are generated from their Rust definitions
+// (tessera-codegen, attention/params.rs) and precede this file.
 
 // Cooperative cp.async of ROWS rows into a swizzled tile; `row_src(r)` gives row r's global address
 // or null, and null rows are zero-filled without touching global memory (`fallback` is any valid

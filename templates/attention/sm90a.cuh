@@ -42,16 +42,10 @@
 
 namespace tessera {
 
-// Kernel arguments, passed as one __grid_constant__ struct so the tensor maps live in parameter
-// memory. Must match `HopperAttentionParams` in tessera-runtime.
-struct HopperAttentionParams {
-    TensorMap q_map;   // Q [batch, seq_q, heads_q, head_dim] as 4-D (d, head, seq, batch), box (64, 1, BLOCK_M, 1)
-    TensorMap k_map;   // K, box (64, 1, BLOCK_N, 1)
-    TensorMap v_map;   // V, box (64, 1, BLOCK_N, 1)
-    AttentionParams base;  // pointers, strides, sizes, scale (the mma.sync path's struct)
-    int batch;
-    int num_tiles;         // m_blocks * heads_q * batch
-};
+// The kernel arguments (`HopperAttentionParams`: the Q, K and V tensor maps, the mma.sync path's
+// `AttentionParams`, the batch and the persistent scheduler's tile count), passed as one
+// __grid_constant__ struct so the tensor maps live in parameter memory, are generated from their
+// Rust definitions (tessera-codegen, attention/params.rs) and precede this file.
 
 // The work unit t of a persistent CTA: m_block (longest first when causal), head, batch.
 struct HopperTileIndex {

@@ -9,19 +9,16 @@
 
 namespace tessera {
 
-struct MapParams {
-    const void* in[4];
-    void* out;
-    i64 n;
-};
+// The kernel arguments (`MapParams`: the inputs, null past ARITY, the output, n) are generated
+// from their Rust definition (tessera-codegen, elementwise/params.rs) and precede this file.
 
 template <typename TO, typename T0, typename T1, typename T2, typename T3, int ARITY, int VEC, bool A, typename F>
 TESSERA_DEVICE void map_vector(const MapParams& p, i64 i, const F& f) {
     float in[ARITY > 0 ? ARITY : 1][VEC];
-    load_elems<T0, VEC, A>(static_cast<const T0*>(p.in[0]), i, in[0]);
-    if constexpr (ARITY > 1) load_elems<T1, VEC, A>(static_cast<const T1*>(p.in[1]), i, in[1]);
-    if constexpr (ARITY > 2) load_elems<T2, VEC, A>(static_cast<const T2*>(p.in[2]), i, in[2]);
-    if constexpr (ARITY > 3) load_elems<T3, VEC, A>(static_cast<const T3*>(p.in[3]), i, in[3]);
+    load_elems<T0, VEC, A>(static_cast<const T0*>(p.inputs[0]), i, in[0]);
+    if constexpr (ARITY > 1) load_elems<T1, VEC, A>(static_cast<const T1*>(p.inputs[1]), i, in[1]);
+    if constexpr (ARITY > 2) load_elems<T2, VEC, A>(static_cast<const T2*>(p.inputs[2]), i, in[2]);
+    if constexpr (ARITY > 3) load_elems<T3, VEC, A>(static_cast<const T3*>(p.inputs[3]), i, in[3]);
     float out[VEC];
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
@@ -42,10 +39,10 @@ TESSERA_DEVICE void map(const MapParams& p, const F& f) {
         const i64 begin = c * CHUNK;
         const int count = (int)(p.n - begin < CHUNK ? p.n - begin : CHUNK);
         bool vec = count == CHUNK && vector_aligned(p.out, begin, Elem<TO>::SIZE, VEC * Elem<TO>::SIZE);
-        vec = vec && vector_aligned(p.in[0], begin, Elem<T0>::SIZE, VEC * Elem<T0>::SIZE);
-        if (ARITY > 1) vec = vec && vector_aligned(p.in[1], begin, Elem<T1>::SIZE, VEC * Elem<T1>::SIZE);
-        if (ARITY > 2) vec = vec && vector_aligned(p.in[2], begin, Elem<T2>::SIZE, VEC * Elem<T2>::SIZE);
-        if (ARITY > 3) vec = vec && vector_aligned(p.in[3], begin, Elem<T3>::SIZE, VEC * Elem<T3>::SIZE);
+        vec = vec && vector_aligned(p.inputs[0], begin, Elem<T0>::SIZE, VEC * Elem<T0>::SIZE);
+        if (ARITY > 1) vec = vec && vector_aligned(p.inputs[1], begin, Elem<T1>::SIZE, VEC * Elem<T1>::SIZE);
+        if (ARITY > 2) vec = vec && vector_aligned(p.inputs[2], begin, Elem<T2>::SIZE, VEC * Elem<T2>::SIZE);
+        if (ARITY > 3) vec = vec && vector_aligned(p.inputs[3], begin, Elem<T3>::SIZE, VEC * Elem<T3>::SIZE);
         for (int v = thread_index(); v * VEC < count; v += THREADS) {
             const i64 i = begin + (i64)v * VEC;
             if (vec) {

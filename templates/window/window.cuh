@@ -31,19 +31,10 @@
 
 namespace tessera {
 
-enum WindowOp { WINDOW_MAX = 0, WINDOW_MIN = 1, WINDOW_SUM = 2 };
-
-struct WindowParams {
-    const void* x;  // [rows, n] T, rows contiguous
-    void* y;        // [rows, n_out] T
-    float* ws;      // [rows, n_out] f32 when k > TILE, else null
-    i64 rows;
-    i64 n;
-    i64 k;
-    i64 n_out;          // n - k + 1
-    i64 blocks_per_cta; // whole k-blocks of outputs per CTA
-    i64 ctas_per_row;
-};
+// The kernel arguments (`WindowParams`: x [rows, n] T, y [rows, n_out] T, the f32 workspace or
+// null, the sizes and the work division) and the op codes (`WindowOp`: WINDOW_MAX, WINDOW_MIN,
+// WINDOW_SUM) are generated from their Rust definitions (tessera-codegen, window/) and precede
+// this file.
 
 TESSERA_DEVICE i64 window_min(i64 a, i64 b) { return a < b ? a : b; }
 

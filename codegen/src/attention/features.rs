@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::params::AttentionFeature;
 use crate::common::SpecError;
 
 /// Which variants an [`crate::AttentionSpec`] instantiates. `Default` is plain attention.
@@ -40,17 +41,18 @@ pub struct AttentionFeatures {
     pub split_kv: bool,
 }
 
-/// The FEATURES bit of each flag, as `templates/attention/sm80.cuh` numbers them.
-const BITS: [(&str, u32); 9] = [
-    ("local", 1),
-    ("alibi", 2),
-    ("softcap", 4),
-    ("prefix", 8),
-    ("tree", 16),
-    ("varlen", 32),
-    ("paged", 64),
-    ("pack_gqa", 128),
-    ("split_kv", 256),
+/// The FEATURES bit of each flag: the `ATTN_*` code the templates test, generated from
+/// [`AttentionFeature`].
+const BITS: [(&str, AttentionFeature); 9] = [
+    ("local", AttentionFeature::Local),
+    ("alibi", AttentionFeature::Alibi),
+    ("softcap", AttentionFeature::Softcap),
+    ("prefix", AttentionFeature::Prefix),
+    ("tree", AttentionFeature::Tree),
+    ("varlen", AttentionFeature::Varlen),
+    ("paged", AttentionFeature::Paged),
+    ("pack_gqa", AttentionFeature::PackGqa),
+    ("split_kv", AttentionFeature::Split),
 ];
 
 impl AttentionFeatures {
@@ -99,9 +101,9 @@ impl AttentionFeatures {
         }
     }
 
-    /// The template's FEATURES argument.
+    /// The template's FEATURES argument: the sum of the flags' [`AttentionFeature`] bits.
     pub fn bits(&self) -> u32 {
-        self.flags().iter().zip(BITS).filter(|(on, _)| **on).map(|(_, (_, bit))| bit).sum()
+        self.flags().iter().zip(BITS).filter(|(on, _)| **on).map(|(_, (_, feature))| feature.bit()).sum()
     }
 
     /// Whether no variant is on (plain attention).
@@ -143,13 +145,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bits_match_the_template_enum() {
-        let template = crate::common::Template::AttentionForward.text();
-        for (name, bit) in BITS {
-            let line = format!("ATTN_{} = {bit},", name.to_uppercase().replace("SPLIT_KV", "SPLIT"));
-            assert!(template.contains(&line), "templates/attention/sm80.cuh lacks `{line}`");
+    fn bits_match_the_generated_enum() {
+        // What the templates see: the declaration in the generated contract.
+        let mut contract = crate::common::params::Declarations::new();
+        super::super::params::contract(&mut contract);
+        let declaration = contract.iter().find(|d| d.contains("ATTN_")).expect("the contract declares the ATTN bits");
+        let expected = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+        for ((name, feature), bit) in BITS.into_iter().zip(expected) {
+            assert_eq!(feature.bit(), bit, "{name}");
+            let item = format!("ATTN_{} = {bit}", name.to_uppercase().replace("SPLIT_KV", "SPLIT"));
+            assert!(
+                declaration.contains(&format!("{item},")) || declaration.contains(&format!("{item} }}")),
+                "the generated declaration lacks `{item}`: {declaration}"
+            );
         }
         assert_eq!(AttentionFeatures::NAMES.to_vec(), BITS.map(|(n, _)| n).to_vec());
+        let template = crate::common::Template::AttentionForward.text();
+        assert!(!template.contains("ATTN_LOCAL ="), "templates/attention/sm80.cuh declares the ATTN bits by hand");
     }
 
     #[test]

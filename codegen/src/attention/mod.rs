@@ -1,15 +1,18 @@
 //! Attention forward: one family, two kernels. `spec.rs` is what a caller asks for, `tiles.rs`
 //! the tile types, `sm80.rs` the mma.sync kernel (every architecture), `sm90a.rs` the TMA + wgmma
-//! kernel (H100/H200), `features.rs` the variants (masks, score modifiers, layouts). This file
+//! kernel (H100/H200), `features.rs` the variants (masks, score modifiers, layouts), `params.rs`
+//! the host/device contract (the parameter structs and FEATURES bits). This file
 //! decides which kernel a spec takes and gives the spec its public face: validate, name, render.
 
 mod features;
+mod params;
 mod sm80;
 mod sm90a;
 mod spec;
 mod tiles;
 
 pub use features::AttentionFeatures;
+pub use params::{AttentionFeature, AttentionParams, HopperAttentionParams};
 pub use sm90a::{hopper_route, HOPPER_FEATURES};
 pub use spec::{AttentionSpec, ATTENTION_HEAD_DIMS};
 pub use tiles::{HopperTile, TileConfig, HOPPER_BLOCK_M, HOPPER_HEAD_DIMS, HOPPER_THREADS};

@@ -158,7 +158,9 @@ impl AttentionSpec {
              // dtype={} head_dim={} causal={} heads_q={} heads_kv={} tile={} features={}\n",
             self.dtype, self.head_dim, self.causal, self.heads_q, self.heads_kv, tile, self.features
         );
-        let src = Template::AttentionForward.assemble(&header, &Declarations::new(), &self.mma_sync_entry_point(arch, &name));
+        let mut contract = Declarations::new();
+        super::params::contract(&mut contract);
+        let src = Template::AttentionForward.assemble(&header, &contract, &self.mma_sync_entry_point(arch, &name));
         let geometry = LaunchGeometry {
             threads_per_block: tile.threads(),
             dynamic_shared_bytes: self.shared_memory_bytes(tile),

@@ -94,7 +94,9 @@ pub(super) fn render(spec: &AttentionSpec, tile: HopperTile, name: String) -> Ke
          // dtype={} head_dim={} causal={} heads_q={} heads_kv={} block_n={} stages={}\n",
         spec.dtype, spec.head_dim, spec.causal, spec.heads_q, spec.heads_kv, tile.block_n, tile.stages
     );
-    let src = Template::AttentionHopper.assemble(&header, &Declarations::new(), &hopper_entry_point(spec, tile, &name));
+    let mut contract = Declarations::new();
+    super::params::sm90a_contract(&mut contract);
+    let src = Template::AttentionHopper.assemble(&header, &contract, &hopper_entry_point(spec, tile, &name));
     let geometry = LaunchGeometry {
         threads_per_block: HOPPER_THREADS,
         dynamic_shared_bytes: tile.shared_memory_bytes(spec.dtype, spec.head_dim),

@@ -6,18 +6,23 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::common::params::DeviceEnum;
 use crate::common::SpecError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// An element type. Shared with the templates as the `ELEM_*` codes of `ElemCode` (generated from
+/// this enum), which the multi-tensor tables store per tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, DeviceEnum)]
 #[serde(rename_all = "lowercase")]
+#[repr(i32)]
+#[device_enum(prefix = "ELEM_", cuda = "ElemCode")]
 pub enum ElemType {
-    F32,
-    F16,
-    BF16,
+    F32 = 0,
+    F16 = 1,
+    BF16 = 2,
     /// fp8 E4M3 ("FN": no infinities; largest finite 448).
-    E4M3,
+    E4M3 = 3,
     /// fp8 E5M2 (IEEE-like; largest finite 57344).
-    E5M2,
+    E5M2 = 4,
 }
 
 impl ElemType {
@@ -46,15 +51,10 @@ impl ElemType {
         }
     }
 
-    /// The templates' `ElemCode`, stored per tensor in the multi-tensor tables.
+    /// The templates' `ElemCode`: the enum's `ELEM_*` code (the multi-tensor tables store the
+    /// type itself, declared `ElemCode` in CUDA).
     pub fn code(self) -> i32 {
-        match self {
-            ElemType::F32 => 0,
-            ElemType::F16 => 1,
-            ElemType::BF16 => 2,
-            ElemType::E4M3 => 3,
-            ElemType::E5M2 => 4,
-        }
+        self as i32
     }
 
     pub fn size_bytes(self) -> usize {
@@ -99,5 +99,22 @@ impl FromStr for ElemType {
             "e5m2" | "fp8_e5m2" | "float8_e5m2" => Ok(ElemType::E5M2),
             _ => Err(SpecError::unsupported("dtype", s, "f32, f16, bf16, e4m3, e5m2")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tuning databases store the serde names; the tables store the codes.
+    #[test]
+    fn names_and_codes_are_stable() {
+        let expected = [(0, "f32", "ELEM_F32"), (1, "f16", "ELEM_F16"), (2, "bf16", "ELEM_BF16"), (3, "e4m3", "ELEM_E4M3"), (4, "e5m2", "ELEM_E5M2")];
+        for (t, (code, name, cuda)) in ElemType::ALL.into_iter().zip(expected) {
+            assert_eq!((t.code(), t.name(), t.cuda_name()), (code, name, cuda));
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<ElemType>(&format!("\"{name}\"")).unwrap(), t);
+        }
+        assert_eq!(<ElemType as DeviceEnum>::CUDA_NAME, Some("ElemCode"));
     }
 }

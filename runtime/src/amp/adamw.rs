@@ -2,52 +2,19 @@
 //! one launch, f32 master weights and moments, f32 / f16 / bf16 gradients, f16 / bf16 model weights
 //! written back. lr and the step count live in device memory (capturable in a CUDA graph); the
 //! launch increments the step count itself and does nothing at all when the found-inf flag is set.
+//! The kernel's parameters and the table's entries ([`AdamWParams`], [`AdamWEntry`]) are part of
+//! the host/device contract in `tessera_codegen`.
 
-use tessera_codegen::{AdamWSpec, ElemType};
+use tessera_codegen::{AdamWSpec, DevicePtr, DevicePtrMut, ElemType};
+pub use tessera_codegen::{AdamWEntry, AdamWParams};
 
 use super::host::HostTensor;
 use super::reference::AdamWHyper;
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::{kernel_params, HostUploads, PreparedLaunch, TableLaunch};
+use crate::common::launch::{HostUploads, PreparedLaunch, TableLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems, check_scalar, chunk_grid, chunk_offsets, table_bytes};
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer};
-
-/// Mirrors `tessera::AdamWEntry` in `templates/amp/adamw.cuh`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AdamWEntry {
-    pub grad: u64,
-    pub master: u64,
-    pub exp_avg: u64,
-    pub exp_avg_sq: u64,
-    pub model: u64,
-    pub len: i64,
-    pub first_chunk: i64,
-    pub grad_dtype: i32,
-    pub model_dtype: i32,
-}
-const _: () = assert!(std::mem::size_of::<AdamWEntry>() == 64);
-
-/// Mirrors `tessera::AdamWParams`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamWParams {
-    pub table: u64,
-    pub found_inf: u64,
-    pub inv_scale: u64,
-    pub lr: u64,
-    pub step: u64,
-    pub done: u64,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    pub n_tensors: i32,
-    pub reserved: i32,
-}
-
-kernel_params!(AdamWParams, 72);
 
 /// One parameter tensor on the device: `len` elements in every buffer.
 #[derive(Clone, Copy, Debug)]
@@ -146,15 +113,16 @@ pub fn prepare_adamw<'a>(
         .iter()
         .zip(&first)
         .map(|(p, &first_chunk)| AdamWEntry {
-            grad: p.grad.addr(),
-            master: p.master.addr(),
-            exp_avg: p.exp_avg.addr(),
-            exp_avg_sq: p.exp_avg_sq.addr(),
-            model: p.model.map_or(0, |(b, _)| b.addr()),
+            grad: DevicePtr::new(p.grad.addr()),
+            master: DevicePtrMut::new(p.master.addr()),
+            exp_avg: DevicePtrMut::new(p.exp_avg.addr()),
+            exp_avg_sq: DevicePtrMut::new(p.exp_avg_sq.addr()),
+            model: DevicePtrMut::new(p.model.map_or(0, |(b, _)| b.addr())),
             len: p.len as i64,
             first_chunk,
-            grad_dtype: p.grad_dtype.code(),
-            model_dtype: p.model.map_or(0, |(_, t)| t.code()),
+            grad_dtype: p.grad_dtype,
+            // Not read without a model tensor; f32 (code 0) there.
+            model_dtype: p.model.map_or(ElemType::F32, |(_, t)| t),
         })
         .collect();
     let table = backend.alloc(entries.len().max(1) * std::mem::size_of::<AdamWEntry>())?;
@@ -163,12 +131,12 @@ pub fn prepare_adamw<'a>(
             backend.write(&table, &table_bytes(&entries))?;
         }
         let kernel_params = AdamWParams {
-            table: table.addr(),
-            found_inf: state.found_inf.map_or(0, DeviceBuffer::addr),
-            inv_scale: state.inv_scale.map_or(0, DeviceBuffer::addr),
-            lr: state.lr.addr(),
-            step: state.step.addr(),
-            done: state.done.addr(),
+            table: DevicePtr::new(table.addr()),
+            found_inf: DevicePtr::new(state.found_inf.map_or(0, DeviceBuffer::addr)),
+            inv_scale: DevicePtr::new(state.inv_scale.map_or(0, DeviceBuffer::addr)),
+            lr: DevicePtr::new(state.lr.addr()),
+            step: DevicePtrMut::new(state.step.addr()),
+            done: DevicePtrMut::new(state.done.addr()),
             beta1: hyper.beta1,
             beta2: hyper.beta2,
             eps: hyper.eps,

@@ -1,28 +1,16 @@
 //! The cast launcher (`CastSpec`): one tensor converted between element types, optionally scaled
-//! by a device scalar and reporting the input's amax into a device scalar.
+//! by a device scalar and reporting the input's amax into a device scalar. The kernel's parameters
+//! ([`CastParams`]) are part of the host/device contract in `tessera_codegen`.
 
-use tessera_codegen::CastSpec;
+use tessera_codegen::{CastSpec, DevicePtr, DevicePtrMut};
+pub use tessera_codegen::CastParams;
 
 use crate::common::buffers::{decode_elems, encode_elems, poison_elems};
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::{kernel_params, HostUploads, PreparedLaunch};
+use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems, check_scalar, chunk_grid, chunk_offsets};
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer};
-
-/// Mirrors `tessera::CastParams` in `templates/amp/cast.cuh`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CastParams {
-    pub x: u64,
-    pub y: u64,
-    pub scale: u64,
-    pub amax: u64,
-    pub n: i64,
-}
-
-
-kernel_params!(CastParams, 40);
 
 /// Device buffers of one cast: `n` elements in, `n` out, and the scalars the spec asks for.
 #[derive(Clone, Copy, Debug)]
@@ -69,10 +57,10 @@ pub fn prepare_cast(
     let tile = spec.tile();
     let (_, chunks) = chunk_offsets(std::iter::once(n), tile.chunk())?;
     let params = CastParams {
-        x: buffers.x.addr(),
-        y: buffers.y.addr(),
-        scale: buffers.scale.map_or(0, DeviceBuffer::addr),
-        amax: buffers.amax.map_or(0, DeviceBuffer::addr),
+        x: DevicePtr::new(buffers.x.addr()),
+        y: DevicePtrMut::new(buffers.y.addr()),
+        scale: DevicePtr::new(buffers.scale.map_or(0, DeviceBuffer::addr)),
+        amax: DevicePtrMut::new(buffers.amax.map_or(0, DeviceBuffer::addr)),
         n: n as i64,
     };
     let source = spec.render(backend.arch())?;

@@ -1,43 +1,16 @@
 //! Launchers of the device-side scale updates (`ScaleUpdateSpec`): the dynamic loss scale
-//! (PyTorch GradScaler rules) and fp8 delayed scaling (amax history -> scale).
+//! (PyTorch GradScaler rules) and fp8 delayed scaling (amax history -> scale). The kernels'
+//! parameters ([`LossScaleParams`], [`Fp8ScaleParams`]) are part of the host/device contract in
+//! `tessera_codegen`.
 
-use tessera_codegen::{ElemType, ScaleUpdateSpec};
+use tessera_codegen::{DevicePtrMut, ElemType, ScaleUpdateSpec};
+pub use tessera_codegen::{Fp8ScaleParams, LossScaleParams};
 
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::{kernel_params, PreparedLaunch};
+use crate::common::launch::PreparedLaunch;
 use crate::common::tensor_list::{check_disjoint, check_elems, check_scalar};
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer, LaunchConfig};
-
-/// Mirrors `tessera::LossScaleParams` in `templates/amp/scale.cuh`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LossScaleParams {
-    pub scale: u64,
-    pub growth_tracker: u64,
-    pub found_inf: u64,
-    pub growth_factor: f32,
-    pub backoff_factor: f32,
-    pub growth_interval: i32,
-    pub reserved: i32,
-}
-
-/// Mirrors `tessera::Fp8ScaleParams`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Fp8ScaleParams {
-    pub amax: u64,
-    pub history: u64,
-    pub scale: u64,
-    pub scale_inv: u64,
-    pub fp8_max: f32,
-    pub history_len: i32,
-    pub margin: i32,
-    pub reserved: i32,
-}
-
-kernel_params!(LossScaleParams, 40);
-kernel_params!(Fp8ScaleParams, 48);
 
 fn one_thread() -> Option<LaunchConfig> {
     Some(LaunchConfig { grid: [1, 1, 1], block: [32, 1, 1], dynamic_shared_bytes: 0 })
@@ -90,9 +63,9 @@ pub fn prepare_loss_scale_update(
     }
     check_disjoint(named.iter().map(|(n, b)| (n.to_string(), b.addr(), 4)).collect())?;
     let params = LossScaleParams {
-        scale: scale.addr(),
-        growth_tracker: growth_tracker.addr(),
-        found_inf: found_inf.addr(),
+        scale: DevicePtrMut::new(scale.addr()),
+        growth_tracker: DevicePtrMut::new(growth_tracker.addr()),
+        found_inf: DevicePtrMut::new(found_inf.addr()),
         growth_factor: rules.growth_factor,
         backoff_factor: rules.backoff_factor,
         growth_interval: rules.growth_interval,
@@ -139,10 +112,10 @@ pub fn prepare_fp8_scale_update(
     ranges.push(("history".into(), buffers.history.addr(), history_len * 4));
     check_disjoint(ranges)?;
     let params = Fp8ScaleParams {
-        amax: buffers.amax.addr(),
-        history: buffers.history.addr(),
-        scale: buffers.scale.addr(),
-        scale_inv: buffers.scale_inv.addr(),
+        amax: DevicePtrMut::new(buffers.amax.addr()),
+        history: DevicePtrMut::new(buffers.history.addr()),
+        scale: DevicePtrMut::new(buffers.scale.addr()),
+        scale_inv: DevicePtrMut::new(buffers.scale_inv.addr()),
         fp8_max: format.max_finite(),
         history_len: i32::try_from(history_len).map_err(|_| RuntimeError::invalid("history", "too long"))?,
         margin,

@@ -1,40 +1,18 @@
 //! The gradient-unscale launcher (`UnscaleSpec`): `g *= inv_scale` in place over a list of f32 /
 //! f16 / bf16 tensors in one launch, setting a device found-inf flag when any value was inf or
-//! NaN. The list goes to the kernel as a device table, so any number of tensors fits.
+//! NaN. The list goes to the kernel as a device table, so any number of tensors fits. The kernel's
+//! parameters and the table's entries ([`UnscaleParams`], [`UnscaleEntry`]) are part of the
+//! host/device contract in `tessera_codegen`.
 
-use tessera_codegen::{ElemType, UnscaleSpec};
+use tessera_codegen::{DevicePtr, DevicePtrMut, ElemType, UnscaleSpec};
+pub use tessera_codegen::{UnscaleEntry, UnscaleParams};
 
 use super::host::HostTensor;
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::{kernel_params, HostUploads, PreparedLaunch, TableLaunch};
+use crate::common::launch::{HostUploads, PreparedLaunch, TableLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems, check_scalar, chunk_grid, chunk_offsets, table_bytes};
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer};
-
-/// Mirrors `tessera::UnscaleEntry` in `templates/amp/unscale.cuh`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnscaleEntry {
-    pub data: u64,
-    pub len: i64,
-    pub first_chunk: i64,
-    pub dtype: i32,
-    pub reserved: i32,
-}
-const _: () = assert!(std::mem::size_of::<UnscaleEntry>() == 32);
-
-/// Mirrors `tessera::UnscaleParams`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnscaleParams {
-    pub table: u64,
-    pub found_inf: u64,
-    pub inv_scale: u64,
-    pub n_tensors: i32,
-    pub reserved: i32,
-}
-
-kernel_params!(UnscaleParams, 32);
 
 /// One gradient tensor on the device.
 #[derive(Clone, Copy, Debug)]
@@ -78,10 +56,10 @@ pub fn prepare_unscale<'a>(
         .iter()
         .zip(&first)
         .map(|(g, &first_chunk)| UnscaleEntry {
-            data: g.buffer.addr(),
+            data: DevicePtrMut::new(g.buffer.addr()),
             len: g.len as i64,
             first_chunk,
-            dtype: g.dtype.code(),
+            dtype: g.dtype,
             reserved: 0,
         })
         .collect();
@@ -91,9 +69,9 @@ pub fn prepare_unscale<'a>(
             backend.write(&table, &table_bytes(&entries))?;
         }
         let params = UnscaleParams {
-            table: table.addr(),
-            found_inf: found_inf.addr(),
-            inv_scale: inv_scale.addr(),
+            table: DevicePtr::new(table.addr()),
+            found_inf: DevicePtrMut::new(found_inf.addr()),
+            inv_scale: DevicePtr::new(inv_scale.addr()),
             n_tensors: i32::try_from(entries.len()).map_err(|_| RuntimeError::invalid("grads", "too many tensors"))?,
             reserved: 0,
         };

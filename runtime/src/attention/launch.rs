@@ -3,11 +3,11 @@
 //! tensor maps can describe the tensors, else the mma.sync one); [`attention_forward`] also runs
 //! it. The variant launcher ends in the same route choice ([`launch_plain`]).
 
-use tessera_codegen::{Arch, AttentionSpec};
+use tessera_codegen::{Arch, AttentionParams, AttentionSpec};
 
 use super::check::check;
 use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides};
-use super::sm80::{launch_config, launch_config_grid, AttentionParams};
+use super::sm80::{attention_params, launch_config, launch_config_grid};
 use super::sm90a::{self, AttentionLaunchParams};
 use crate::common::error::Result;
 use crate::common::launch::PreparedLaunch;
@@ -42,7 +42,7 @@ pub fn prepare_attention(
     let spec = &tuned;
     let spans = buffers.spans();
     check(spec, problem, strides, &spans, scale)?;
-    let params = AttentionParams::new(problem, strides, &spans, scale)?;
+    let params = attention_params(problem, strides, &spans, scale)?;
     launch_plain(backend, compiler, spec, problem, strides, params, buffers.all())
 }
 

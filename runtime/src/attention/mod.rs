@@ -10,9 +10,9 @@
 //! The family's files, each importing only the ones before it in this list (this front re-exports
 //! them all and holds no code of its own):
 //! - `problem.rs`: the call's shape, strides, spans and buffers;
-//! - `sm80.rs`: the mma.sync kernel's parameter struct and grid;
+//! - `sm80.rs`: the mma.sync kernel's parameters (the struct is codegen's) and grid;
 //! - `check.rs`: the argument checks;
-//! - `sm90a.rs`: the sm_90a kernel's tensor maps, parameter struct and persistent grid;
+//! - `sm90a.rs`: the sm_90a kernel's tensor maps, parameters and persistent grid;
 //! - `launch.rs`: [`prepare_attention`] / [`attention_forward`], which pick between the two;
 //! - `tree.rs`, `variant.rs`: the variants' masks, values, buffers, checks and launch;
 //! - `inputs.rs`: the host-tensor entry points ([`run_attention`], [`run_attention_variant`]);
@@ -37,8 +37,9 @@ pub use inputs::{
 };
 pub use launch::{attention_forward, prepare_attention, AttentionLaunch};
 pub use problem::{AttentionBuffers, AttentionProblem, AttentionSpans, AttentionStrides, TensorStrides, MAX_SEQ_LEN};
-pub use sm80::{launch_config, scale_log2, AttentionParams};
-pub use sm90a::{AttentionLaunchParams, HopperAttentionParams};
+pub use sm80::{attention_params, launch_config, scale_log2};
+pub use sm90a::AttentionLaunchParams;
+pub use tessera_codegen::{AttentionParams, HopperAttentionParams};
 pub use tree::TreeMask;
 pub use tune::attention_target;
 pub use variant::{

@@ -1,5 +1,6 @@
-//! The sm_90a attention launch: tensor maps for Q, K and V and the parameter struct of
-//! `templates/attention/sm90a.cuh`.
+//! The sm_90a attention launch: tensor maps for Q, K and V and the parameters of
+//! `templates/attention/sm90a.cuh` ([`HopperAttentionParams`], defined with the host/device
+//! contract in `tessera_codegen`).
 //!
 //! The copy engine reads each `[batch, seq, heads, head_dim]` tensor as a 4-D tensor map
 //! (head_dim, head, seq, batch), innermost first, in boxes of 64 columns (128 bytes, the swizzle
@@ -7,32 +8,13 @@
 //! of 16 bytes, a misaligned base) cannot take this path: [`hopper_params`] says why, and the
 //! launcher falls back to the mma.sync kernel with that reason in its note.
 
-use tessera_codegen::{AttentionSpec, HopperTile, HOPPER_BLOCK_M};
-use tessera_sim::TensorMap;
+use tessera_codegen::params::TensorMap;
+use tessera_codegen::{AttentionParams, AttentionSpec, HopperAttentionParams, HopperTile, HOPPER_BLOCK_M};
 
 use super::problem::{AttentionProblem, AttentionStrides, TensorStrides};
-use super::sm80::AttentionParams;
-use crate::common::launch::{kernel_params, LaunchParams};
+use crate::common::launch::LaunchParams;
 use crate::common::tma::{swizzled_map, BOX_COLUMNS};
 use crate::device::backend::Backend;
-
-/// Mirrors `tessera::HopperAttentionParams`: three 128-byte tensor maps at 64-byte alignment, the
-/// mma.sync path's parameter struct (pointers, strides, sizes, scale), the persistent scheduler's
-/// batch and tile count, padded to 64 bytes.
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HopperAttentionParams {
-    pub q_map: [u8; 128],
-    pub k_map: [u8; 128],
-    pub v_map: [u8; 128],
-    pub base: AttentionParams,
-    pub batch: i32,
-    /// Work tiles: m_blocks x heads_q x batch, walked by `gridDim.x` persistent CTAs.
-    pub num_tiles: i32,
-    pub padding: [u8; 48],
-}
-
-kernel_params!(HopperAttentionParams, 768);
 
 /// The parameters of an attention launch: the mma.sync kernel's struct or the sm_90a one. One
 /// lives in each prepared launch, so the size difference of the variants does not matter.
@@ -65,7 +47,7 @@ impl LaunchParams for AttentionLaunchParams {
 /// The tensor map of one `[batch, seq, heads, head_dim]` tensor (extents in that order) at `addr`,
 /// boxes of 64 columns x 1 head x `rows` rows. A dimension of extent 1 is never stepped over, so
 /// it gets the contiguous stride (a map needs one even then).
-fn tensor_map(addr: u64, extents: [usize; 4], strides: TensorStrides, elem: usize, rows: u32) -> Result<TensorMap, String> {
+fn tensor_map(addr: u64, extents: [usize; 4], strides: TensorStrides, elem: usize, rows: u32) -> Result<tessera_sim::TensorMap, String> {
     let [batch, seq, heads, dim] = extents;
     let dims = [dim as u64, heads as u64, seq as u64, batch as u64];
     let mut byte_strides = [strides.head, strides.seq, strides.batch].map(|s| (s * elem) as u64);
@@ -95,14 +77,14 @@ pub(crate) fn hopper_params(
     let elem = spec.dtype.size_bytes();
     let q_extents = [p.batch, p.seq_q, p.heads_q, p.head_dim];
     let kv_extents = [p.batch, p.seq_k, p.heads_kv, p.head_dim];
-    let encode = |name: &str, addr: u64, extents, s, rows| -> Result<[u8; 128], String> {
+    let encode = |name: &str, addr: u64, extents, s, rows| -> Result<TensorMap, String> {
         let map = tensor_map(addr, extents, s, elem, rows).map_err(|e| format!("{name}: {e}"))?;
-        backend.encode_tensor_map(&map).map_err(|e| format!("{name}: {e}"))
+        backend.encode_tensor_map(&map).map(TensorMap::new).map_err(|e| format!("{name}: {e}"))
     };
     Ok(HopperAttentionParams {
-        q_map: encode("q", base.q, q_extents, strides.q, HOPPER_BLOCK_M)?,
-        k_map: encode("k", base.k, kv_extents, strides.k, tile.block_n)?,
-        v_map: encode("v", base.v, kv_extents, strides.v, tile.block_n)?,
+        q_map: encode("q", base.q.addr(), q_extents, strides.q, HOPPER_BLOCK_M)?,
+        k_map: encode("k", base.k.addr(), kv_extents, strides.k, tile.block_n)?,
+        v_map: encode("v", base.v.addr(), kv_extents, strides.v, tile.block_n)?,
         base,
         batch: i32::try_from(p.batch).map_err(|_| "batch does not fit an int".to_string())?,
         num_tiles: i32::try_from(num_tiles(problem)).map_err(|_| "too many tiles for one launch".to_string())?,
@@ -124,17 +106,6 @@ pub(crate) fn persistent_ctas(problem: &AttentionProblem, multiprocessors: u32) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::offset_of;
-
-    #[test]
-    fn params_mirror_the_cuda_struct() {
-        assert_eq!(std::mem::size_of::<HopperAttentionParams>(), 768);
-        assert_eq!(std::mem::align_of::<HopperAttentionParams>(), 64);
-        assert_eq!(offset_of!(HopperAttentionParams, k_map), 128);
-        assert_eq!(offset_of!(HopperAttentionParams, base), 384);
-        assert_eq!(offset_of!(HopperAttentionParams, batch), 712);
-        assert_eq!(offset_of!(HopperAttentionParams, num_tiles), 716);
-    }
 
     #[test]
     fn maps_describe_the_tensor_or_say_why_not() {

@@ -8,12 +8,12 @@
 //! Buffer contents (cu_seqlens, block tables, sequence lengths) cannot be read back cheaply on a
 //! device; [`crate::attention::run_attention_variant`] checks them on the host before uploading.
 
-use tessera_codegen::{Arch, AttentionSpec};
+use tessera_codegen::{Arch, AttentionParams, AttentionSpec, DevicePtr, DevicePtrMut};
 
 use super::check::{check_layout, check_problem, TensorExtents};
 use super::launch::{launch_plain, AttentionLaunch};
 use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides, MAX_SEQ_LEN};
-use super::sm80::{launch_config_grid, AttentionParams};
+use super::sm80::{attention_params, launch_config_grid};
 use super::sm90a::AttentionLaunchParams;
 use crate::common::buffers::{check_span, BufferSpan};
 use crate::common::error::{Result, RuntimeError};
@@ -315,19 +315,22 @@ pub fn check_variant(call: &VariantCall<'_>) -> Result<()> {
 /// The kernel parameters of a checked variant launch.
 fn variant_params(call: &VariantCall<'_>) -> Result<AttentionParams> {
     let VariantCall { spec, problem, strides, buffers, args, extra, scale, arch } = *call;
-    let mut params = AttentionParams::new(problem, strides, &buffers.spans(), scale)?;
-    let addr = |b: Option<&DeviceBuffer>| b.map_or(0, DeviceBuffer::addr);
+    let mut params = attention_params(problem, strides, &buffers.spans(), scale)?;
+    // A variant buffer as the field's typed read-only pointer; null when it is absent.
+    fn ptr<T>(buffer: Option<&DeviceBuffer>) -> DevicePtr<T> {
+        DevicePtr::new(buffer.map_or(0, DeviceBuffer::addr))
+    }
     // Every value below was bounded by `check_variant` (lengths <= 2^30, counts <= i32::MAX).
     let int = |v: usize| v.min(i32::MAX as usize) as i32;
     // A window wider than any sequence is unbounded; clamping keeps qpos +- window + 1 inside an
     // int (qpos < 2^30).
     let bound = |w: Option<usize>| w.map_or(-1, |w| int(w.min(MAX_SEQ_LEN - 1)));
     let (kv_rows, d) = (problem.heads_kv * problem.head_dim, problem.head_dim as i64);
-    params.alibi_slopes = addr(extra.alibi_slopes);
-    params.prefix_k = addr(extra.prefix_k);
-    params.prefix_v = addr(extra.prefix_v);
+    params.alibi_slopes = ptr(extra.alibi_slopes);
+    params.prefix_k = ptr(extra.prefix_k);
+    params.prefix_v = ptr(extra.prefix_v);
     // Fields of features the spec lacks stay zero: a plain launch's parameters are exactly
-    // `AttentionParams::new`'s.
+    // `attention_params`'.
     let f = spec.features;
     if f.prefix {
         params.prefix_k_seq_stride = kv_rows as i64;
@@ -336,14 +339,14 @@ fn variant_params(call: &VariantCall<'_>) -> Result<AttentionParams> {
         params.prefix_v_head_stride = d;
     }
     params.prefix_len = int(args.prefix_len);
-    params.tree_bits = addr(extra.tree_bits);
+    params.tree_bits = ptr(extra.tree_bits);
     params.n_tree = int(args.n_tree);
     params.tree_words = int(args.n_tree.div_ceil(64));
     params.tree_batch_stride = if args.tree_per_sequence { (args.n_tree * args.n_tree.div_ceil(64)) as i64 } else { 0 };
-    params.cu_seqlens_q = addr(extra.cu_seqlens_q);
-    params.cu_seqlens_k = addr(extra.cu_seqlens_k);
-    params.block_table = addr(extra.block_table);
-    params.seq_lens = addr(extra.seq_lens);
+    params.cu_seqlens_q = ptr(extra.cu_seqlens_q);
+    params.cu_seqlens_k = ptr(extra.cu_seqlens_k);
+    params.block_table = ptr(extra.block_table);
+    params.seq_lens = ptr(extra.seq_lens);
     if let Some(paged) = args.paged {
         params.block_table_stride = paged.max_pages as i64;
         params.page_shift = paged.page_size.trailing_zeros() as i32;
@@ -364,9 +367,9 @@ fn variant_params(call: &VariantCall<'_>) -> Result<AttentionParams> {
     }
     if let Some(workspace) = extra.workspace {
         let (o, lse, _) = workspace_parts(spec, problem, args, arch);
-        params.partial_o = workspace.addr();
-        params.partial_lse = workspace.addr() + o as u64;
-        params.counters = workspace.addr() + (o + lse) as u64;
+        params.partial_o = DevicePtrMut::new(workspace.addr());
+        params.partial_lse = DevicePtrMut::new(workspace.addr() + o as u64);
+        params.counters = DevicePtrMut::new(workspace.addr() + (o + lse) as u64);
     }
     Ok(params)
 }

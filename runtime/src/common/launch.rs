@@ -23,23 +23,6 @@ impl<T: KernelParams> LaunchParams for T {
     }
 }
 
-/// `kernel_params!(Type, bytes)`: asserts at compile time that the `#[repr(C)]` struct `Type` of
-/// plain integer / float / pointer-sized fields is exactly `bytes` long (the sum of its fields, so
-/// it has no padding and every byte is initialised) and implements [`LaunchParams`] by viewing it.
-/// For the parameter structs not yet generated from `tessera_codegen`.
-macro_rules! kernel_params {
-    ($t:ty, $bytes:expr) => {
-        const _: () = assert!(std::mem::size_of::<$t>() == $bytes);
-        impl $crate::common::launch::LaunchParams for $t {
-            fn as_bytes(&self) -> &[u8] {
-                // SAFETY: `repr(C)`, plain fields, no padding (asserted above).
-                unsafe { std::slice::from_raw_parts((self as *const $t).cast::<u8>(), $bytes) }
-            }
-        }
-    };
-}
-pub(crate) use kernel_params;
-
 /// The note of a launch that fell back from the sm_90a kernel of `family` to the mma.sync one,
 /// also written to standard error (the launch log).
 pub(crate) fn sm90a_fallback_note(family: &str, reason: &str) -> String {

@@ -3,7 +3,7 @@
 //! targets): element buffers and device scalars, disjoint ranges, the chunk grid, and the bytes of
 //! a device tensor table. Several families use them, so they live in `common`.
 
-use tessera_codegen::ElemType;
+use tessera_codegen::{ElemType, KernelParams};
 
 use crate::common::error::{Result, RuntimeError};
 use crate::device::backend::{DeviceBuffer, LaunchConfig};
@@ -73,12 +73,10 @@ pub fn chunk_grid(chunks: u64, threads: u32) -> Option<LaunchConfig> {
     (chunks > 0).then_some(LaunchConfig { grid: [chunks as u32, 1, 1], block: [threads, 1, 1], dynamic_shared_bytes: 0 })
 }
 
-/// Little-endian bytes of `#[repr(C)]` table entries without padding.
-pub fn table_bytes<E: Copy>(entries: &[E]) -> Vec<u8> {
-    let len = std::mem::size_of_val(entries);
-    // SAFETY: callers pass `repr(C)` structs of integer fields without padding (asserted where
-    // each entry type is defined).
-    unsafe { std::slice::from_raw_parts(entries.as_ptr().cast::<u8>(), len) }.to_vec()
+/// The bytes of a device table: its entries (generated from `tessera_codegen`, so without padding)
+/// as they lie in memory, one after the other.
+pub fn table_bytes<E: KernelParams>(entries: &[E]) -> Vec<u8> {
+    entries.iter().flat_map(|e| e.as_bytes().iter().copied()).collect()
 }
 
 #[cfg(test)]

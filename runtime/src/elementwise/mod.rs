@@ -1,26 +1,17 @@
 //! The launcher of user-defined elementwise kernels (`MapSpec`, from `#[tessera::elementwise]`).
 //! The family is this one file so far; it builds on `common` (element encodings, tensor-list
-//! checks, the checked launch) like the other families.
+//! checks, the checked launch) like the other families. The kernel's parameters ([`MapParams`])
+//! are part of the host/device contract in `tessera_codegen`.
 
-use tessera_codegen::{MapSpec, MAX_USER_INPUTS};
+use tessera_codegen::{DevicePtr, DevicePtrMut, MapSpec, MAX_USER_INPUTS};
+pub use tessera_codegen::MapParams;
 
 use crate::common::buffers::{decode_elems, encode_elems, poison_elems};
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::{kernel_params, HostUploads, PreparedLaunch};
+use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems, chunk_offsets};
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer, LaunchConfig};
-
-/// Mirrors `tessera::MapParams` in `templates/elementwise/map.cuh`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapParams {
-    pub inputs: [u64; 4],
-    pub out: u64,
-    pub n: i64,
-}
-
-kernel_params!(MapParams, 48);
 
 /// CTAs per multiprocessor of the grid-stride loop.
 const CTAS_PER_SM: u64 = 8;
@@ -59,11 +50,11 @@ pub fn prepare_map(
     let (_, chunks) = chunk_offsets(std::iter::once(n), tile.chunk())?;
     let ctas = chunks.min(u64::from(backend.multiprocessors()) * CTAS_PER_SM);
     let config = (ctas > 0).then_some(LaunchConfig { grid: [ctas as u32, 1, 1], block: [tile.threads, 1, 1], dynamic_shared_bytes: 0 });
-    let mut addrs = [0u64; MAX_USER_INPUTS];
+    let mut addrs = [DevicePtr::null(); MAX_USER_INPUTS];
     for (a, b) in addrs.iter_mut().zip(inputs) {
-        *a = b.addr();
+        *a = DevicePtr::new(b.addr());
     }
-    let params = MapParams { inputs: addrs, out: out.addr(), n: n as i64 };
+    let params = MapParams { inputs: addrs, out: DevicePtrMut::new(out.addr()), n: n as i64 };
     let source = spec.render(backend.arch())?;
     PreparedLaunch::new(backend, compiler, &source, config, params, inputs.iter().copied().chain([out]))
 }

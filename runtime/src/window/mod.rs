@@ -6,36 +6,20 @@
 //! ([`workspace_elems`]), one CTA per k-block of a row.
 //!
 //! The launcher is this file; its f64 reference is `reference.rs`, re-exported by
-//! [`crate::reference`].
+//! [`crate::reference`]. The kernel's parameters ([`WindowParams`]) are part of the host/device
+//! contract in `tessera_codegen`.
 
 pub(crate) mod reference;
 
-use tessera_codegen::{ElemType, WindowSpec};
+use tessera_codegen::{DevicePtr, DevicePtrMut, ElemType, WindowSpec};
+pub use tessera_codegen::WindowParams;
 
 use crate::common::buffers::{decode_elems, encode_elems, poison_elems};
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::{kernel_params, HostUploads, PreparedLaunch};
+use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems};
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer, LaunchConfig};
-
-/// Mirrors `tessera::WindowParams` in `templates/window/window.cuh`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct WindowParams {
-    pub x: u64,
-    pub y: u64,
-    pub ws: u64,
-    pub rows: i64,
-    pub n: i64,
-    pub k: i64,
-    pub n_out: i64,
-    pub blocks_per_cta: i64,
-    pub ctas_per_row: i64,
-}
-
-
-kernel_params!(WindowParams, 72);
 
 /// `rows` independent rows of `n` elements, windows of width `k`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,9 +126,9 @@ pub fn prepare_window(
         return Err(RuntimeError::invalid("x", format!("{ctas} CTAs exceed the grid limit of {}; use a larger tile", i32::MAX)));
     }
     let params = WindowParams {
-        x: buffers.x.addr(),
-        y: buffers.y.addr(),
-        ws: buffers.workspace.map_or(0, DeviceBuffer::addr),
+        x: DevicePtr::new(buffers.x.addr()),
+        y: DevicePtrMut::new(buffers.y.addr()),
+        ws: DevicePtrMut::new(buffers.workspace.map_or(0, DeviceBuffer::addr)),
         rows: problem.rows as i64,
         n: problem.n as i64,
         k: problem.k as i64,
