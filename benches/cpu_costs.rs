@@ -4,9 +4,9 @@
 //! `cargo bench --bench cpu_costs` (needs NVRTC: `bash .ci/provision`). Criterion prints medians.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use tessera::codegen::{AdapterMode, GemmSpec, KernelSpec, LoraSpec, OutType};
+use tessera::codegen::{AdapterMode, GemmSpec, KernelSpec, LoraSpec};
 use tessera::runtime::{CacheKey, Compiler, KernelCache, Target};
-use tessera::{Arch, AttentionFeatures, AttentionSpec, DType};
+use tessera::{Arch, AttentionFeatures, AttentionSpec, ElemType};
 
 fn features(list: &str) -> AttentionFeatures {
     AttentionFeatures::parse(list).expect("feature names")
@@ -14,25 +14,25 @@ fn features(list: &str) -> AttentionFeatures {
 
 /// (name, spec, target architecture): the mma.sync kernels for sm_90, the TMA + wgmma ones for sm_90a.
 fn specs() -> [(&'static str, KernelSpec, Arch); 9] {
-    let lora_per_row = LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(DType::BF16, OutType::BF16, 16) };
+    let lora_per_row = LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(ElemType::BF16, ElemType::BF16, 16) };
     [
-        ("bf16_d128_causal_gqa", AttentionSpec::new(DType::BF16, 128, true, 16, 4).into(), Arch::SM90),
+        ("bf16_d128_causal_gqa", AttentionSpec::new(ElemType::BF16, 128, true, 16, 4).into(), Arch::SM90),
         (
             "bf16_d128_paged_decode",
-            AttentionSpec::new(DType::BF16, 128, true, 32, 4).with_features(features("paged,pack_gqa,split_kv")).into(),
+            AttentionSpec::new(ElemType::BF16, 128, true, 32, 4).with_features(features("paged,pack_gqa,split_kv")).into(),
             Arch::SM90,
         ),
         (
             "bf16_d64_all_variants",
-            AttentionSpec::new(DType::BF16, 64, true, 8, 2).with_features(features(&AttentionFeatures::NAMES.join(","))).into(),
+            AttentionSpec::new(ElemType::BF16, 64, true, 8, 2).with_features(features(&AttentionFeatures::NAMES.join(","))).into(),
             Arch::SM90,
         ),
-        ("f16_d64_full_mha", AttentionSpec::new(DType::F16, 64, false, 8, 8).into(), Arch::SM90),
-        ("gemm_bf16", GemmSpec::new(DType::BF16, OutType::BF16).into(), Arch::SM90),
+        ("f16_d64_full_mha", AttentionSpec::new(ElemType::F16, 64, false, 8, 8).into(), Arch::SM90),
+        ("gemm_bf16", GemmSpec::new(ElemType::BF16, ElemType::BF16).into(), Arch::SM90),
         ("lora_bf16_r16_per_row", lora_per_row.into(), Arch::SM90),
-        ("sm90a_bf16_d128_causal_gqa", AttentionSpec::new(DType::BF16, 128, true, 16, 4).into(), Arch::SM90A),
-        ("sm90a_gemm_bf16", GemmSpec::new(DType::BF16, OutType::BF16).into(), Arch::SM90A),
-        ("sm90a_lora_bf16_r16", LoraSpec::new(DType::BF16, OutType::BF16, 16).into(), Arch::SM90A),
+        ("sm90a_bf16_d128_causal_gqa", AttentionSpec::new(ElemType::BF16, 128, true, 16, 4).into(), Arch::SM90A),
+        ("sm90a_gemm_bf16", GemmSpec::new(ElemType::BF16, ElemType::BF16).into(), Arch::SM90A),
+        ("sm90a_lora_bf16_r16", LoraSpec::new(ElemType::BF16, ElemType::BF16, 16).into(), Arch::SM90A),
     ]
 }
 
@@ -96,23 +96,24 @@ fn cache_hit(c: &mut Criterion) {
 /// (spec, bucketed shape, device fingerprint) and a hash-map probe, through a database of 1,000
 /// entries. Target: under 1 us.
 fn tuning_lookup(c: &mut Criterion) {
-    use tessera::codegen::{GemmSpec, GemmTile, KernelSpec, OutType, TileChoice};
+    use tessera::codegen::{GemmSpec, GemmTile, KernelSpec, ElemType, TileChoice};
+    use tessera::runtime::gemm::GemmTuneShape;
     use tessera::runtime::tuning::{self, db, DbEntry, TuningKey};
     use tessera::runtime::{Backend, SimBackend};
     let backend = SimBackend::new(Arch::SM80);
-    let spec = KernelSpec::from(GemmSpec::new(DType::BF16, OutType::BF16));
+    let spec = KernelSpec::from(GemmSpec::new(ElemType::BF16, ElemType::BF16));
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("tuning.json");
     let (mut file, _) = db::TuningDb::open(&path);
     for i in 0..1000usize {
-        let key = TuningKey::new(&spec, &[1 << (i % 20), 1 << (i / 20 % 20), 4096], backend.device_fingerprint());
+        let key = TuningKey::new(&spec, &GemmTuneShape { m: 1 << (i % 20), n: 1 << (i / 20 % 20), k: 4096 }, backend.device_fingerprint());
         file.insert(DbEntry { key, tile: TileChoice::Gemm(GemmTile::new(64, 64, 32, 4, 2)), median_ms: 1.0, throughput: 1.0, unit: "TFLOP/s".into(), candidates: 1 });
     }
     file.save().expect("save");
     db::use_global_path(&path);
     let mut group = c.benchmark_group("tuning_lookup");
-    group.bench_function("tuned_spec_hit", |b| b.iter(|| tuning::tuned_spec(&backend, spec, &[1000, 4000, 4096])));
-    group.bench_function("tuned_spec_miss", |b| b.iter(|| tuning::tuned_spec(&backend, spec, &[3, 5, 7])));
+    group.bench_function("tuned_spec_hit", |b| b.iter(|| tuning::tuned_spec(&backend, spec, &GemmTuneShape { m: 1000, n: 4000, k: 4096 })));
+    group.bench_function("tuned_spec_miss", |b| b.iter(|| tuning::tuned_spec(&backend, spec, &GemmTuneShape { m: 3, n: 5, k: 7 })));
     group.finish();
 }
 

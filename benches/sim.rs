@@ -12,13 +12,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::runtime::common::buffers::encode;
 use tessera::runtime::simulator::SimOptions;
-use tessera::runtime::{
-    prepare_attention, AttentionBuffers, AttentionProblem, AttentionStrides, Backend, Compiler, KernelCache, SimBackend,
-};
-use tessera::{Arch, AttentionSpec, DType};
+use tessera::runtime::{prepare_attention, AttentionBuffers, AttentionProblem, AttentionStrides, Backend, Compiler, KernelCache, SimBackend};
+use tessera::{Arch, AttentionSpec, ElemType};
 
 fn attention(c: &mut Criterion) {
-    let spec = AttentionSpec::new(DType::BF16, 128, false, 2, 2);
+    let spec = AttentionSpec::new(ElemType::BF16, 128, false, 2, 2);
     let problem = AttentionProblem::for_spec(&spec, 1, 256, 256);
     let cache = std::env::temp_dir().join("tessera-sim-bench-cache");
     let compiler = Compiler::new().with_cache(KernelCache::open(cache).expect("kernel cache"));

@@ -2,9 +2,9 @@
 //! against CPU references.
 //!
 //! ```no_run
-//! use tessera::{Arch, AttentionSpec, DType};
+//! use tessera::{Arch, AttentionSpec, ElemType};
 //!
-//! let spec = AttentionSpec::new(DType::BF16, 128, true, 16, 4); // GQA: 16 query heads, 4 KV heads
+//! let spec = AttentionSpec::new(ElemType::BF16, 128, true, 16, 4); // GQA: 16 query heads, 4 KV heads
 //! spec.validate(Arch::SM90)?;
 //! let source = spec.render(Arch::SM90)?;   // CUDA C++ + entry point + content hash
 //! println!("{} ({} bytes, hash {})", source.name, source.cuda_src.len(), source.hash);
@@ -21,7 +21,7 @@ mod error;
 
 pub use error::TesseraError;
 pub use tessera_codegen as codegen;
-pub use tessera_codegen::{Arch, AttentionFeatures, AttentionSpec, DType, KernelSource, SpecError, TileConfig};
+pub use tessera_codegen::{Arch, AttentionFeatures, AttentionSpec, ElemType, KernelSource, SpecError, TileConfig};
 pub use tessera_runtime as runtime;
 
 /// The `half` crate the typed entry points use (`half::bf16` buffers for bf16 kernels).

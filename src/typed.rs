@@ -3,7 +3,7 @@
 //! spec, converted exactly at the boundary.
 
 use half::{bf16, f16};
-use tessera_codegen::{AttentionSpec, DType, ElemType, GemmSpec, LoraSpec, MapSpec, OutType};
+use tessera_codegen::{AttentionSpec, ElemType, GemmSpec, LoraSpec, MapSpec};
 use tessera_runtime::{Backend, Compiler, GemmProblem, LoraInputs, LoraProblem};
 
 use crate::TesseraError;
@@ -49,15 +49,15 @@ impl Scalar for bf16 {
 
 /// The 16-bit tensor-core input types.
 pub trait Element16: Scalar {
-    const DTYPE: DType;
+    const DTYPE: ElemType;
 }
 
 impl Element16 for f16 {
-    const DTYPE: DType = DType::F16;
+    const DTYPE: ElemType = ElemType::F16;
 }
 
 impl Element16 for bf16 {
-    const DTYPE: DType = DType::BF16;
+    const DTYPE: ElemType = ElemType::BF16;
 }
 
 pub fn widen<T: Scalar>(x: &[T]) -> Vec<f32> {
@@ -68,26 +68,11 @@ fn narrow<T: Scalar>(x: &[f32]) -> Vec<T> {
     x.iter().map(|&v| T::from_f32(v)).collect()
 }
 
-fn out_elem(o: OutType) -> ElemType {
-    match o {
-        OutType::F16 => ElemType::F16,
-        OutType::BF16 => ElemType::BF16,
-        OutType::F32 => ElemType::F32,
-    }
-}
-
 fn check_type(what: &str, got: ElemType, want: ElemType) -> Result<(), TesseraError> {
     if got == want {
         Ok(())
     } else {
         Err(TesseraError::input(what, format!("{got} elements given to a kernel declared with {want}")))
-    }
-}
-
-fn dtype_elem(d: DType) -> ElemType {
-    match d {
-        DType::F16 => ElemType::F16,
-        DType::BF16 => ElemType::BF16,
     }
 }
 
@@ -104,7 +89,7 @@ pub fn attention<T: Element16>(
     k: &[T],
     v: &[T],
 ) -> Result<Vec<T>, TesseraError> {
-    check_type("q", T::ELEM, dtype_elem(spec.dtype))?;
+    check_type("q", T::ELEM, spec.dtype)?;
     let problem = tessera_runtime::AttentionProblem::for_spec(spec, batch, seq_q, seq_k);
     let out = tessera_runtime::attention::run_attention(backend, compiler, spec, &problem, &widen(q), &widen(k), &widen(v), None, false)?;
     Ok(narrow(&out.out))
@@ -125,8 +110,8 @@ pub fn gemm<T: Element16, O: Scalar>(
     alpha: f32,
     beta: f32,
 ) -> Result<Vec<O>, TesseraError> {
-    check_type("x", T::ELEM, dtype_elem(spec.dtype))?;
-    check_type("output", O::ELEM, out_elem(spec.out))?;
+    check_type("x", T::ELEM, spec.dtype)?;
+    check_type("output", O::ELEM, spec.out)?;
     let (c, bias, residual) = (c.map(widen), bias.map(widen), residual.map(widen));
     let y = tessera_runtime::run_gemm(
         backend,
@@ -161,8 +146,8 @@ pub fn lora<T: Element16, O: Scalar>(
     residual: Option<&[O]>,
     scale: f32,
 ) -> Result<Vec<O>, TesseraError> {
-    check_type("x", T::ELEM, dtype_elem(spec.dtype))?;
-    check_type("output", O::ELEM, out_elem(spec.out))?;
+    check_type("x", T::ELEM, spec.dtype)?;
+    check_type("output", O::ELEM, spec.out)?;
     let (x, w, a, b) = (widen(x), w.map(widen), widen(a), widen(b));
     let (bias, residual) = (bias.map(widen), residual.map(widen));
     let inputs = LoraInputs {

@@ -7,7 +7,7 @@ use npyz::WriterBuilder;
 use tessera::npy::{read_npy, write_npy_f32};
 use tessera::runtime::reference;
 use tessera::runtime::AttentionProblem;
-use tessera::DType;
+use tessera::ElemType;
 
 fn tessera(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("the tessera binary runs")
@@ -164,7 +164,7 @@ fn write_npy_f16(path: &Path, shape: &[usize], data: &[f32]) {
 
 /// `tessera run attention` on the simulator, its O and LSE read back with `read_npy` and compared
 /// with the f64 reference on the same dtype-rounded inputs.
-fn run_and_check_on_sim(dtype: DType, causal: bool, q_shape: [usize; 4], kv_shape: [usize; 4], f16_q: bool, seed: u64) {
+fn run_and_check_on_sim(dtype: ElemType, causal: bool, q_shape: [usize; 4], kv_shape: [usize; 4], f16_q: bool, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
     let n = |s: [usize; 4]| s.iter().product::<usize>();
@@ -197,7 +197,7 @@ fn run_and_check_on_sim(dtype: DType, causal: bool, q_shape: [usize; 4], kv_shap
     assert_eq!(lse.shape, [batch, heads_q, seq_q]);
 
     // What the CLI saw: an f16 file holds the f16-rounded values.
-    let q_in = if f16_q { reference::round_to_dtype(&q, DType::F16) } else { q };
+    let q_in = if f16_q { reference::round_to_dtype(&q, ElemType::F16) } else { q };
     let round = |x: &[f32]| reference::round_to_dtype(x, dtype);
     let problem = AttentionProblem { batch, seq_q, seq_k, heads_q, heads_kv, head_dim };
     let want = reference::attention(&round(&q_in), &round(&k), &round(&v), &problem, causal, f64::from(problem.default_scale()));
@@ -215,12 +215,12 @@ fn run_and_check_on_sim(dtype: DType, causal: bool, q_shape: [usize; 4], kv_shap
 #[test]
 fn run_on_the_simulator_matches_the_reference() {
     // GQA 2:1, causal with more queries than keys (rows that see nothing), lengths off the tiles.
-    run_and_check_on_sim(DType::BF16, true, [1, 37, 2, 64], [1, 21, 1, 64], false, 10);
+    run_and_check_on_sim(ElemType::BF16, true, [1, 37, 2, 64], [1, 21, 1, 64], false, 10);
 }
 
 #[test]
 fn run_on_the_simulator_takes_f16_npy_inputs() {
-    run_and_check_on_sim(DType::F16, false, [2, 5, 2, 32], [2, 40, 2, 32], true, 20);
+    run_and_check_on_sim(ElemType::F16, false, [2, 5, 2, 32], [2, 40, 2, 32], true, 20);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::npy::{read_npy, write_npy_f32};
 use tessera::runtime::reference::{self, SequenceDims, VariantOptions};
-use tessera::DType;
+use tessera::ElemType;
 
 fn tessera(args: &[String]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("the tessera binary runs")
@@ -65,7 +65,7 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-fn assert_matches(got: &[f32], lse: &[f32], want_out: &[f64], want_lse: &[f64], dtype: DType) {
+fn assert_matches(got: &[f32], lse: &[f32], want_out: &[f64], want_lse: &[f64], dtype: ElemType) {
     let cmp = reference::compare(got, want_out);
     assert!(cmp.passes(reference::tolerance(dtype)), "{cmp:?}");
     assert_eq!(lse.len(), want_lse.len());
@@ -105,7 +105,7 @@ fn tree_over_a_paged_cache_with_split_kv_matches_the_reference() {
     assert_eq!(out.shape, [2, n_tree, hq, d]);
     assert_eq!(lse.shape, [2, hq, n_tree]);
 
-    let round = |x: &[f32]| reference::round_to_dtype(x, DType::BF16);
+    let round = |x: &[f32]| reference::round_to_dtype(x, ElemType::BF16);
     let want = reference::attention_paged(
         &round(&q),
         &round(&kc),
@@ -121,7 +121,7 @@ fn tree_over_a_paged_cache_with_split_kv_matches_the_reference() {
         &VariantOptions { causal: true, tree: Some(&[parents.iter().map(|&p| p as i32).collect()]), ..Default::default() },
         1.0 / (d as f64).sqrt() as f32 as f64,
     );
-    assert_matches(&out.data, &lse.data, &want.out, &want.lse, DType::BF16);
+    assert_matches(&out.data, &lse.data, &want.out, &want.lse, ElemType::BF16);
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn varlen_window_alibi_softcap_matches_the_reference() {
     assert_eq!(out.shape, [tq, hq, d]);
     assert_eq!(lse.shape, [hq, tq]);
 
-    let round = |x: &[f32]| reference::round_to_dtype(x, DType::F16);
+    let round = |x: &[f32]| reference::round_to_dtype(x, ElemType::F16);
     let opts = VariantOptions {
         window_left: Some(4),
         window_right: Some(2),
@@ -158,7 +158,7 @@ fn varlen_window_alibi_softcap_matches_the_reference() {
     };
     let to32 = |c: &[i64]| c.iter().map(|&x| x as i32).collect::<Vec<_>>();
     let want = reference::attention_varlen(&round(&q), &round(&k), &round(&v), &to32(&cu_q), &to32(&cu_k), hq, hkv, d, &opts, 1.0 / (d as f64).sqrt() as f32 as f64);
-    assert_matches(&out.data, &lse.data, &want.out, &want.lse, DType::F16);
+    assert_matches(&out.data, &lse.data, &want.out, &want.lse, ElemType::F16);
     // The reference's per-sequence path agrees on the last sequence (a sanity check of the layout).
     let last = reference::attention_sequence(
         &round(&q[4 * hq * d..]),

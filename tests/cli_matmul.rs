@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use tessera::codegen::{Activation, Layout};
 use tessera::npy::{read_npy, write_npy_f32};
 use tessera::runtime::reference::{self, LoraOperands};
-use tessera::DType;
+use tessera::ElemType;
 
 fn tessera(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("the tessera binary runs")
@@ -96,7 +96,7 @@ fn run_gemm_col_major_x_with_epilogue_on_the_simulator() {
     assert!(o.status.success(), "{}", stderr(&o));
     let y = read_npy(&out).unwrap();
     assert_eq!(y.shape, [m, n]);
-    let r = |v: &[f32]| reference::round_to_dtype(v, DType::BF16);
+    let r = |v: &[f32]| reference::round_to_dtype(v, ElemType::BF16);
     let want = reference::gemm(&r(&x), Layout::ColMajor, &r(&w), Layout::ColMajor, (m, n, k), None, Some(&bias), Activation::Silu, None, 0.5, 0.0);
     assert_close(&y.data, &want, 2e-5);
 }
@@ -114,9 +114,9 @@ fn run_lora_per_row_and_bottleneck_on_the_simulator() {
     let wp = save(dir.path(), "w", &[k, n], &w);
     let ap = save(dir.path(), "a", &[adapters, k, r], &a);
     let bp = save(dir.path(), "b", &[adapters, r, n], &b);
-    let rr = |v: &[f32]| reference::round_to_dtype(v, DType::F16);
+    let rr = |v: &[f32]| reference::round_to_dtype(v, ElemType::F16);
     let (xr, ar, br) = (rr(&x), rr(&a), rr(&b));
-    let ops = LoraOperands { x: &xr, layout_x: Layout::RowMajor, a: &ar, b: &br, ids: Some(&ids), m, n, k, rank: r, dtype: DType::F16, scale: 0.5 };
+    let ops = LoraOperands { x: &xr, layout_x: Layout::RowMajor, a: &ar, b: &br, ids: Some(&ids), m, n, k, rank: r, dtype: ElemType::F16, scale: 0.5 };
     let want = reference::lora(&ops, &rr(&w), Layout::RowMajor, None, Activation::None, None);
     for int32 in [false, true] {
         let ip = save_ids(dir.path(), &ids, int32);

@@ -79,16 +79,16 @@ fn bad_shapes_are_one_line_errors() {
 
 #[test]
 fn db_export_import_and_show() {
-    use tessera::codegen::{GemmSpec, GemmTile, KernelSpec, OutType, TileChoice};
+    use tessera::codegen::{GemmSpec, GemmTile, KernelSpec, ElemType, TileChoice};
+    use tessera::runtime::gemm::GemmTuneShape;
     use tessera::runtime::tuning::{DbEntry, DeviceFingerprint, TuningDb, TuningKey};
-    use tessera::DType;
     let dir = tempfile::tempdir().unwrap();
     let (src, shipped, dst) = (dir.path().join("src.json"), dir.path().join("shipped.json"), dir.path().join("dst.json"));
     let (mut db, _) = TuningDb::open(&src);
     let device = DeviceFingerprint { name: "NVIDIA H200".into(), compute_capability: (9, 0), driver: 13000, nvrtc: (13, 0) };
-    let spec = KernelSpec::from(GemmSpec::new(DType::BF16, OutType::BF16));
+    let spec = KernelSpec::from(GemmSpec::new(ElemType::BF16, ElemType::BF16));
     db.insert(DbEntry {
-        key: TuningKey::new(&spec, &[4096, 4096, 4096], device),
+        key: TuningKey::new(&spec, &GemmTuneShape { m: 4096, n: 4096, k: 4096 }, device),
         tile: TileChoice::Gemm(GemmTile::new(128, 256, 32, 8, 3)),
         median_ms: 0.25,
         throughput: 550.0,

@@ -26,7 +26,7 @@ use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use tessera_codegen::{Arch, AttentionSpec, DType, Template, TileConfig, PRELUDE};
+use tessera_codegen::{Arch, AttentionSpec, ElemType, Template, TileConfig, PRELUDE};
 use tessera_runtime::reference::{self, Comparison};
 use tessera_runtime::AttentionProblem;
 
@@ -671,17 +671,19 @@ fn host_sources(spec: &AttentionSpec) -> (String, String) {
     (kernel, main)
 }
 
-fn to_bits(x: &[f32], dtype: DType) -> Vec<u16> {
+fn to_bits(x: &[f32], dtype: ElemType) -> Vec<u16> {
     match dtype {
-        DType::F16 => x.iter().map(|&v| f16::from_f32(v).to_bits()).collect(),
-        DType::BF16 => x.iter().map(|&v| bf16::from_f32(v).to_bits()).collect(),
+        ElemType::F16 => x.iter().map(|&v| f16::from_f32(v).to_bits()).collect(),
+        ElemType::BF16 => x.iter().map(|&v| bf16::from_f32(v).to_bits()).collect(),
+        other => unreachable!("{other} is not an attention input type"),
     }
 }
 
-fn from_bits(x: u16, dtype: DType) -> f32 {
+fn from_bits(x: u16, dtype: ElemType) -> f32 {
     match dtype {
-        DType::F16 => f16::from_bits(x).to_f32(),
-        DType::BF16 => bf16::from_bits(x).to_f32(),
+        ElemType::F16 => f16::from_bits(x).to_f32(),
+        ElemType::BF16 => bf16::from_bits(x).to_f32(),
+        other => unreachable!("{other} is not an attention input type"),
     }
 }
 
@@ -915,7 +917,7 @@ fn check_outputs(
     Ok(Outcome { cmp, lse_err, empty_rows, millis: 0 })
 }
 
-fn spec(dtype: DType, head_dim: u32, causal: bool, heads_q: u32, heads_kv: u32) -> AttentionSpec {
+fn spec(dtype: ElemType, head_dim: u32, causal: bool, heads_q: u32, heads_kv: u32) -> AttentionSpec {
     AttentionSpec::new(dtype, head_dim, causal, heads_q, heads_kv)
 }
 
@@ -924,7 +926,7 @@ fn spec(dtype: DType, head_dim: u32, causal: bool, heads_q: u32, heads_kv: u32) 
 /// 100, 130); seq_q != seq_k both ways under causal masking, including whole CTAs and single rows
 /// that see no key; MHA, GQA and MQA; 1, 2 and 3 pipeline stages; batch 2; strided views; no LSE.
 fn cases() -> Vec<Case> {
-    use DType::{BF16, F16};
+    use ElemType::{BF16, F16};
     let t = TileConfig::new;
     vec![
         // Default tile (128x64, 8 warps, 2 stages).
@@ -960,9 +962,9 @@ fn cases() -> Vec<Case> {
 fn fully_masked_cta_cases() -> Vec<Case> {
     let t = TileConfig::new;
     vec![
-        case(spec(DType::BF16, 32, true, 4, 2).with_tile(t(64, 32, 4, 1)), 1, 130, 17),
-        case(spec(DType::F16, 64, true, 2, 2), 1, 200, 40),
-        case(spec(DType::F16, 64, true, 2, 2).with_tile(t(64, 32, 4, 3)), 1, 130, 17),
+        case(spec(ElemType::BF16, 32, true, 4, 2).with_tile(t(64, 32, 4, 1)), 1, 130, 17),
+        case(spec(ElemType::F16, 64, true, 2, 2), 1, 200, 40),
+        case(spec(ElemType::F16, 64, true, 2, 2).with_tile(t(64, 32, 4, 3)), 1, 130, 17),
     ]
 }
 

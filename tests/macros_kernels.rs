@@ -99,7 +99,7 @@ fn lora_with_a_user_epilogue_matches_the_reference() {
     let y = BigLora::run(&backend, &compiler, LoraProblem::new(m, n, k, 2), &x, Some(&w), &a, &b, Some(&ids), Some(&bias), None, 0.25).unwrap();
     let f = |s: &[bf16]| s.iter().map(|v| v.to_f32()).collect::<Vec<f32>>();
     let (xf, af, bf) = (f(&x), f(&a), f(&b));
-    let ops = LoraOperands { x: &xf, layout_x: Layout::RowMajor, a: &af, b: &bf, ids: Some(&ids), m, n, k, rank: r, dtype: tessera::DType::BF16, scale: 0.25 };
+    let ops = LoraOperands { x: &xf, layout_x: Layout::RowMajor, a: &af, b: &bf, ids: Some(&ids), m, n, k, rank: r, dtype: tessera::ElemType::BF16, scale: 0.25 };
     let pre = reference::lora(&ops, &f(&w), Layout::RowMajor, Some(&f(&bias)), Activation::None, None);
     let want: Vec<f64> = pre.iter().map(|&p| f64::from(clamp_f16(p as f32))).collect();
     let cmp = reference::compare(&f(&y), &want);

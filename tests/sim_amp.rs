@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use tessera::codegen::{AdamWSpec, CastSpec, ElemType, ElementwiseTile, UnscaleSpec};
 use tessera::runtime::amp::adamw::{run_adamw, GradScaling, HostParam};
 use tessera::runtime::amp::cast::run_cast;
-use tessera::runtime::common::buffers::{decode_elems, encode_elems, fp8_format};
+use tessera::runtime::common::buffers::{decode, encode, fp8_format};
 use tessera::runtime::reference::{self, AdamWHyper, AmpFloat, LossScaler};
 use tessera::runtime::amp::unscale::run_unscale;
 use tessera::runtime::amp::HostTensor;
@@ -52,7 +52,7 @@ fn values(rng: &mut StdRng, n: usize, specials: bool) -> Vec<f32> {
 /// Stored elements equal bit for bit, any NaN equal to any NaN.
 fn same_elems(got: &[u8], want: &[u8], t: ElemType) -> Result<(), String> {
     let s = t.size_bytes();
-    let (g, w) = (decode_elems(got, t), decode_elems(want, t));
+    let (g, w) = (decode(got, t), decode(want, t));
     if got.len() != want.len() {
         return Err(format!("{} bytes, want {}", got.len(), want.len()));
     }
@@ -67,12 +67,12 @@ fn same_elems(got: &[u8], want: &[u8], t: ElemType) -> Result<(), String> {
 
 /// Reference cast of stored bytes: widen exactly, scale (one f32 multiply), round into `to`.
 fn reference_cast(x: &[u8], from: ElemType, to: ElemType, scale: Option<f32>) -> (Vec<u8>, f32) {
-    let v = decode_elems(x, from);
+    let v = decode(x, from);
     let amax = v.iter().filter(|x| !x.is_nan()).fold(0.0f32, |m, x| m.max(x.abs()));
     let scaled: Vec<f32> = v.iter().map(|&x| scale.map_or(x, |s| x * s)).collect();
     let y = match fp8_format(to) {
         Some(f) => scaled.iter().map(|&x| reference::f32_to_fp8(x, f)).collect(),
-        None => encode_elems(&scaled, to),
+        None => encode(&scaled, to),
     };
     (y, amax)
 }
@@ -80,7 +80,7 @@ fn reference_cast(x: &[u8], from: ElemType, to: ElemType, scale: Option<f32>) ->
 fn check_cast(from: ElemType, to: ElemType, scaled: bool, tile: ElementwiseTile, n: usize, seed: u64) -> Result<(), TestCaseError> {
     let spec = CastSpec { scaled, amax: scaled, tile: Some(tile), ..CastSpec::new(from, to) };
     let mut rng = StdRng::seed_from_u64(seed);
-    let x = encode_elems(&values(&mut rng, n, true), from);
+    let x = encode(&values(&mut rng, n, true), from);
     let scale = scaled.then(|| [0.5f32, 3.0, 1.0 / 7.0, 1024.0][rng.random_range(0..4)]);
     let label = format!("{} n={n} scale={scale:?} seed={seed}", spec.kernel_name());
     let out = run_cast(backend(), compiler(), &spec, &x, scale).map_err(|e| TestCaseError::fail(format!("{label}: {e}")))?;
@@ -269,7 +269,7 @@ fn special_values_convert_exactly() {
             }
             for tile in [TILES[0], TILES[2]] {
                 let spec = CastSpec { scaled: to.is_fp8(), amax: true, tile: Some(tile), ..CastSpec::new(from, to) };
-                let x = encode_elems(&specials, from);
+                let x = encode(&specials, from);
                 let scale = to.is_fp8().then_some(1.0);
                 let out = run_cast(backend(), compiler(), &spec, &x, scale).unwrap();
                 let (want, amax) = reference_cast(&x, from, to, scale);

@@ -20,13 +20,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::AttentionFeatures;
-use tessera::runtime::attention::{
-    run_attention_variant, AttentionInputs, PagedKv, PrefixInputs, TreeInputs, VarlenInputs, Window,
-};
+use tessera::runtime::attention::{run_attention_variant, AttentionInputs, PagedKv, PrefixInputs, TreeInputs, VarlenInputs, Window};
 use tessera::runtime::reference::{self, PrefixKv, SequenceDims, VariantOptions};
 use tessera::runtime::simulator::SimOptions;
 use tessera::runtime::{open_backend, AttentionProblem, Backend, BackendKind, RuntimeError, SimBackend};
-use tessera::{Arch, AttentionSpec, DType};
+use tessera::{Arch, AttentionSpec, ElemType};
 
 mod common;
 use common::{backend, compiler, hopper_backend};
@@ -38,7 +36,7 @@ const LSE_TOL: f64 = 1e-4;
 /// One variant case: everything needed to rebuild it, including the input seed.
 #[derive(Clone, Debug)]
 struct VariantCase {
-    dtype: DType,
+    dtype: ElemType,
     head_dim: u32,
     heads: (u32, u32),
     causal: bool,
@@ -264,11 +262,11 @@ fn window() -> impl Strategy<Value = Window> {
     (side.clone(), side).prop_map(|(left, right)| Window { left, right })
 }
 
-fn dtype() -> impl Strategy<Value = DType> {
-    prop::sample::select(DType::ALL.to_vec())
+fn dtype() -> impl Strategy<Value = ElemType> {
+    prop::sample::select(ElemType::MMA_INPUTS.to_vec())
 }
 
-fn base(features: AttentionFeatures, causal: bool, head_dim: u32, heads: (u32, u32), dtype: DType, seed: u64) -> VariantCase {
+fn base(features: AttentionFeatures, causal: bool, head_dim: u32, heads: (u32, u32), dtype: ElemType, seed: u64) -> VariantCase {
     VariantCase {
         dtype,
         head_dim,
@@ -421,7 +419,7 @@ fn sm90a_window_edges_and_skipped_tiles() {
     let mut seed = 70;
     for (causal, left, right) in [(true, Some(1), None), (true, Some(129), None), (false, Some(100), Some(40)), (false, None, Some(3))] {
         for head_dim in [64u32, 128] {
-            let mut c = base(features("local"), causal, head_dim, (2, 1), DType::BF16, seed);
+            let mut c = base(features("local"), causal, head_dim, (2, 1), ElemType::BF16, seed);
             c.window = Window { left, right };
             c.seq_q = vec![600];
             c.seq_k = vec![600];
@@ -473,7 +471,7 @@ fn run(case: VariantCase) {
 
 #[test]
 fn varlen_with_empty_and_single_token_sequences() {
-    let mut c = base(features("varlen"), true, 64, (2, 1), DType::BF16, 11);
+    let mut c = base(features("varlen"), true, 64, (2, 1), ElemType::BF16, 11);
     c.seq_q = vec![0, 1, 5, 0, 1, 70];
     c.seq_k = vec![3, 0, 1, 0, 1, 66];
     run(c.clone());
@@ -486,7 +484,7 @@ fn varlen_with_empty_and_single_token_sequences() {
 fn trees_wider_than_one_mask_word() {
     // 70 and 130 candidates: two and three 64-bit ancestor words per node, one tree per sequence.
     for (n_tree, context, seed) in [(70usize, 30usize, 21u64), (130, 5, 22)] {
-        let mut c = base(features("tree"), true, 64, (2, 1), DType::BF16, seed);
+        let mut c = base(features("tree"), true, 64, (2, 1), ElemType::BF16, seed);
         c.n_tree = n_tree;
         c.tree_per_sequence = true;
         c.seq_q = vec![n_tree; 2];
@@ -499,7 +497,7 @@ fn trees_wider_than_one_mask_word() {
 fn fully_masked_rows_are_zero_with_neg_inf_lse() {
     // A window of (0, 0) without causal: each query sees exactly its diagonal key, and with
     // seq_q > seq_k the first queries have a diagonal before key 0 and see nothing.
-    let mut c = base(features("local"), false, 64, (2, 2), DType::F16, 5);
+    let mut c = base(features("local"), false, 64, (2, 2), ElemType::F16, 5);
     c.seq_q = vec![40];
     c.seq_k = vec![17];
     c.window = Window { left: Some(0), right: Some(0) };
@@ -508,7 +506,7 @@ fn fully_masked_rows_are_zero_with_neg_inf_lse() {
 
 #[test]
 fn bad_inputs_are_rejected_before_launch() {
-    let spec = AttentionSpec::new(DType::BF16, 64, true, 2, 1);
+    let spec = AttentionSpec::new(ElemType::BF16, 64, true, 2, 1);
     let problem = AttentionProblem { batch: 0, seq_q: 0, seq_k: 0, heads_q: 2, heads_kv: 1, head_dim: 64 };
     let q = vec![0.0f32; 5 * 2 * 64];
     let k = vec![0.0f32; 5 * 64];
@@ -575,7 +573,7 @@ fn tiles_outside_the_mask_are_never_loaded() {
     let (seq, d) = (700usize, 64usize);
     let mut measured = Vec::new();
     for (list, left) in [("", None), ("local", Some(64usize)), ("local", Some(65))] {
-        let mut c = base(features(list), true, d as u32, (1, 1), DType::BF16, 3);
+        let mut c = base(features(list), true, d as u32, (1, 1), ElemType::BF16, 3);
         c.seq_q = vec![seq];
         c.seq_k = vec![seq];
         c.window = Window { left, right: None };
@@ -585,7 +583,7 @@ fn tiles_outside_the_mask_are_never_loaded() {
         let want = expected_copy_bytes(seq, tile.block_m as usize, tile.block_n as usize, left, d);
         assert_eq!(stats.async_copy_bytes, want, "{list}: bytes copied from global memory");
         let (out, _) = expected(&c, &b, f64::from((1.0 / (d as f64).sqrt()) as f32));
-        assert!(reference::compare(&got.out, &out).passes(reference::tolerance(DType::BF16)));
+        assert!(reference::compare(&got.out, &out).passes(reference::tolerance(ElemType::BF16)));
         measured.push(stats.async_copy_bytes);
     }
     // Full causal reads ~ seq^2/2 keys; the window reads ~ seq * (64 + tile).
@@ -604,7 +602,7 @@ fn sm90a_loads_only_the_tiles_inside_the_window() {
     let (seq, d) = (700usize, 64usize);
     let mut measured = Vec::new();
     for (list, left) in [("", None), ("local", Some(128usize)), ("local", Some(129))] {
-        let mut c = base(features(list), true, d as u32, (1, 1), DType::BF16, 4);
+        let mut c = base(features(list), true, d as u32, (1, 1), ElemType::BF16, 4);
         c.seq_q = vec![seq];
         c.seq_k = vec![seq];
         c.window = Window { left, right: None };
@@ -615,7 +613,7 @@ fn sm90a_loads_only_the_tiles_inside_the_window() {
         let want = expected_copy_bytes(seq, 128, tile.block_n as usize, left, d);
         assert_eq!(stats.async_copy_bytes, want, "{list} {left:?}: bytes copied from global memory");
         let (out, _) = expected(&c, &b, f64::from((1.0 / (d as f64).sqrt()) as f32));
-        assert!(reference::compare(&got.out, &out).passes(reference::tolerance(DType::BF16)));
+        assert!(reference::compare(&got.out, &out).passes(reference::tolerance(ElemType::BF16)));
         measured.push(stats.async_copy_bytes);
     }
     assert!(measured[1] < measured[2] && measured[2] < measured[0], "{measured:?}");

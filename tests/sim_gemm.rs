@@ -16,10 +16,10 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera::codegen::{Activation, Epilogue, GemmSpec, GemmTile, Layout, OutType};
+use tessera::codegen::{Activation, Epilogue, GemmSpec, GemmTile, Layout, ElemType};
 use tessera::runtime::reference;
 use tessera::runtime::{run_gemm, GemmProblem};
-use tessera::{Arch, DType};
+use tessera::Arch;
 
 mod common;
 use common::{backend, compiler};
@@ -47,11 +47,12 @@ fn cases() -> u32 {
 /// left is the f32 accumulation order (~K x 2^-24), ex2.approx in the activations (2^-22) and the
 /// final rounding to `out` (half an ulp: 2^-9 bf16, 2^-12 f16, 2^-24 f32), mostly independent per
 /// element.
-fn tolerance(out: OutType) -> f64 {
+fn tolerance(out: ElemType) -> f64 {
     match out {
-        OutType::BF16 => 1e-2,
-        OutType::F16 => 1.5e-3,
-        OutType::F32 => 2e-5,
+        ElemType::BF16 => 1e-2,
+        ElemType::F16 => 1.5e-3,
+        ElemType::F32 => 2e-5,
+        other => unreachable!("{other} is not an MMA output type"),
     }
 }
 
@@ -126,7 +127,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 layout_x,
                 layout_w,
                 epilogue: Epilogue { user: None, bias, activation: Activation::ALL[act], residual },
-                ..GemmSpec::new(DType::ALL[dtype], OutType::ALL[out])
+                ..GemmSpec::new(ElemType::MMA_INPUTS[dtype], ElemType::MMA_OUTPUTS[out])
             };
             if tile > 0 {
                 spec = spec.with_tile(TILES[tile - 1]);
@@ -155,7 +156,7 @@ proptest! {
 
 #[test]
 fn test_tiles_are_in_the_space() {
-    let spec = GemmSpec::new(DType::F16, OutType::F16);
+    let spec = GemmSpec::new(ElemType::F16, ElemType::F16);
     let space: Vec<_> = spec.space(ARCH).collect();
     for t in TILES {
         assert!(space.contains(&t), "{t}");
@@ -168,9 +169,9 @@ fn test_tiles_are_in_the_space() {
 fn ring_wraps_and_grid_spans_several_ctas() {
     let full = Epilogue { user: None, bias: true, activation: Activation::Silu, residual: true };
     let cases = [
-        (GemmSpec { epilogue: full, ..GemmSpec::new(DType::BF16, OutType::F32) }, 33, 24, 160),
+        (GemmSpec { epilogue: full, ..GemmSpec::new(ElemType::BF16, ElemType::F32) }, 33, 24, 160),
         (
-            GemmSpec { layout_w: Layout::ColMajor, ..GemmSpec::new(DType::F16, OutType::F16) }.with_tile(TILES[0]),
+            GemmSpec { layout_w: Layout::ColMajor, ..GemmSpec::new(ElemType::F16, ElemType::F16) }.with_tile(TILES[0]),
             70,
             67,
             104,
@@ -180,7 +181,7 @@ fn ring_wraps_and_grid_spans_several_ctas() {
         cases[0],
         cases[1],
         // Split-K over several output tiles with the full epilogue and C.
-        (GemmSpec { epilogue: full, ..GemmSpec::new(DType::F16, OutType::BF16) }.with_tile(TILES[4]), 70, 67, 300),
+        (GemmSpec { epilogue: full, ..GemmSpec::new(ElemType::F16, ElemType::BF16) }.with_tile(TILES[4]), 70, 67, 300),
     ];
     for (i, (spec, m, n, k)) in cases.into_iter().enumerate() {
         check(&Case { spec, m, n, k, with_c: true, alpha: 0.5, beta: 2.0, seed: 100 + i as u64 }).unwrap();
@@ -196,13 +197,13 @@ fn any_shape_runs_unaligned() {
     for (m, n, k) in [(1, 1, 1), (5, 3, 13), (17, 9, 41)] {
         for layout_x in layouts {
             for layout_w in layouts {
-                let spec = GemmSpec { layout_x, layout_w, ..GemmSpec::new(DType::BF16, OutType::F32) }.with_tile(TILES[0]);
+                let spec = GemmSpec { layout_x, layout_w, ..GemmSpec::new(ElemType::BF16, ElemType::F32) }.with_tile(TILES[0]);
                 check(&Case { spec, m, n, k, with_c: true, alpha: 1.5, beta: 0.5, seed }).unwrap();
                 seed += 1;
             }
         }
     }
-    let spec = GemmSpec::new(DType::F16, OutType::F32);
+    let spec = GemmSpec::new(ElemType::F16, ElemType::F32);
     let p = GemmProblem::new(4, 8, 12);
     let err = tessera::runtime::gemm::check_problem(&spec, &p, 1.0, 0.0).unwrap_err().to_string();
     assert!(err.contains("problem.k") && err.contains("multiple of 8") && err.contains("aligned: false"), "{err}");
@@ -212,11 +213,11 @@ fn any_shape_runs_unaligned() {
 /// CTA of every tile re-arms its counter.
 #[test]
 fn split_k_launches_rearm_their_counters() {
-    use tessera::runtime::common::buffers::{decode_out, encode, encode_out, poison_out};
+    use tessera::runtime::common::buffers::{decode, encode, poison};
     use tessera::runtime::gemm::{prepare_gemm, split_workspace_bytes, GemmBuffers, GemmStrides};
     use tessera::runtime::Backend;
     let b = backend();
-    let spec = GemmSpec::new(DType::BF16, OutType::F32).with_tile(TILES[4]);
+    let spec = GemmSpec::new(ElemType::BF16, ElemType::F32).with_tile(TILES[4]);
     let p = GemmProblem::new(40, 72, 256);
     let mut rng = StdRng::seed_from_u64(77);
     let (x, w) = (random(&mut rng, p.x_elements()), random(&mut rng, p.w_elements()));
@@ -226,17 +227,17 @@ fn split_k_launches_rearm_their_counters() {
         buf
     };
     let (xb, wb) = (up(encode(&x, spec.dtype)), up(encode(&w, spec.dtype)));
-    let yb = up(encode_out(&vec![0.0; p.y_elements()], spec.out));
+    let yb = up(encode(&vec![0.0; p.y_elements()], spec.out));
     let ws = up(vec![0u8; split_workspace_bytes(&spec, &p, ARCH)]);
     let buffers = GemmBuffers { x: &xb, w: &wb, c: None, bias: None, residual: None, y: &yb, workspace: Some(&ws) };
     let launch = prepare_gemm(b, compiler(), &spec, &p, &GemmStrides::contiguous(&spec, &p), &buffers, 1.0, 0.0).unwrap();
     let mut outputs = Vec::new();
     for _ in 0..3 {
-        b.write(&yb, &poison_out(p.y_elements(), spec.out)).unwrap();
+        b.write(&yb, &poison(p.y_elements(), spec.out)).unwrap();
         launch.run(b).unwrap();
         let mut bytes = vec![0u8; p.y_elements() * 4];
         b.read(&yb, &mut bytes).unwrap();
-        outputs.push(decode_out(&bytes, spec.out));
+        outputs.push(decode(&bytes, spec.out));
     }
     assert!(outputs[0].iter().all(|v| v.is_finite()));
     assert_eq!(outputs[0], outputs[1]);

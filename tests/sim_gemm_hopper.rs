@@ -12,12 +12,12 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera::codegen::{Activation, Epilogue, GemmSpec, GemmTile, HopperGemmTile, Layout, OutType};
-use tessera::runtime::common::buffers::{decode_out, encode, encode_out, poison_out};
+use tessera::codegen::{Activation, Epilogue, GemmSpec, GemmTile, HopperGemmTile, Layout, ElemType};
+use tessera::runtime::common::buffers::{decode, encode, poison};
 use tessera::runtime::gemm::{stored_shape, GemmBuffers, GemmStrides};
 use tessera::runtime::reference;
 use tessera::runtime::{prepare_gemm, run_gemm, Backend, DeviceBuffer, GemmProblem};
-use tessera::{Arch, DType};
+use tessera::Arch;
 
 mod common;
 use common::{compiler, hopper_backend};
@@ -99,12 +99,12 @@ fn launch(case: &Case, x: &[f32], w: &[f32], c: Option<&[f32]>, bias: Option<&[f
     let mut mem = Buffers { backend, list: Vec::new() };
     let xi = mem.upload(&encode(&pad_rows(x, x_rows, x_cols, strides.x, 0.0), spec.dtype));
     let wi = mem.upload(&encode(&pad_rows(w, w_rows, w_cols, strides.w, 0.0), spec.dtype));
-    let out_rows = |v: &[f32], stride| encode_out(&pad_rows(v, p.m, p.n, stride, 0.0), spec.out);
+    let out_rows = |v: &[f32], stride| encode(&pad_rows(v, p.m, p.n, stride, 0.0), spec.out);
     let ci = c.map(|c| mem.upload(&out_rows(c, strides.c)));
-    let bi = bias.map(|b| mem.upload(&encode_out(b, spec.out)));
+    let bi = bias.map(|b| mem.upload(&encode(b, spec.out)));
     let ri = residual.map(|r| mem.upload(&out_rows(r, strides.residual)));
     let y_elems = p.m * strides.y;
-    let yi = mem.upload(&poison_out(y_elems, spec.out));
+    let yi = mem.upload(&poison(y_elems, spec.out));
     let b = &mem.list;
     let buffers = GemmBuffers {
         x: &b[xi],
@@ -122,7 +122,7 @@ fn launch(case: &Case, x: &[f32], w: &[f32], c: Option<&[f32]>, bias: Option<&[f
     if !bytes.is_empty() {
         backend.read(&b[yi], &mut bytes).map_err(|e| e.to_string())?;
     }
-    let all = decode_out(&bytes, spec.out);
+    let all = decode(&bytes, spec.out);
     let mut y = Vec::with_capacity(p.m * p.n);
     for r in 0..p.m {
         let row = &all[r * strides.y..(r + 1) * strides.y];
@@ -137,20 +137,22 @@ fn launch(case: &Case, x: &[f32], w: &[f32], c: Option<&[f32]>, bias: Option<&[f
 /// Per-element bound `|got - want| <= rel |want| + abs` for output type `out`: half an ulp of the
 /// output type (with slack) plus the f32 accumulation-order error of K <= ~1000 products of
 /// magnitude <= 4.
-fn element_tolerance(out: OutType) -> (f64, f64) {
+fn element_tolerance(out: ElemType) -> (f64, f64) {
     match out {
-        OutType::BF16 => (1.0 / 256.0, 1e-2),
-        OutType::F16 => (1.0 / 1024.0, 2e-3),
-        OutType::F32 => (1e-5, 2e-3),
+        ElemType::BF16 => (1.0 / 256.0, 1e-2),
+        ElemType::F16 => (1.0 / 1024.0, 2e-3),
+        ElemType::F32 => (1e-5, 2e-3),
+        other => unreachable!("{other} is not an MMA output type"),
     }
 }
 
 /// Relative L2 error accepted (as `sim_gemm.rs`).
-fn tolerance(out: OutType) -> f64 {
+fn tolerance(out: ElemType) -> f64 {
     match out {
-        OutType::BF16 => 1e-2,
-        OutType::F16 => 1.5e-3,
-        OutType::F32 => 2e-5,
+        ElemType::BF16 => 1e-2,
+        ElemType::F16 => 1.5e-3,
+        ElemType::F32 => 2e-5,
+        other => unreachable!("{other} is not an MMA output type"),
     }
 }
 
@@ -217,7 +219,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 layout_x,
                 layout_w,
                 epilogue: Epilogue { user: None, bias, activation: Activation::ALL[act], residual },
-                ..GemmSpec::new(DType::ALL[dtype], OutType::ALL[out])
+                ..GemmSpec::new(ElemType::MMA_INPUTS[dtype], ElemType::MMA_OUTPUTS[out])
             };
             // Only the stored row lengths of X and W must be whole 16-byte chunks.
             let up = |v: usize| v.div_ceil(8) * 8;
@@ -254,7 +256,7 @@ fn every_layout_wraps_the_ring_across_several_ctas() {
     let mut seed = 500;
     for layout_x in Layout::ALL {
         for layout_w in Layout::ALL {
-            let spec = GemmSpec { layout_x, layout_w, epilogue: full_epilogue(), ..GemmSpec::new(DType::BF16, OutType::F32) };
+            let spec = GemmSpec { layout_x, layout_w, epilogue: full_epilogue(), ..GemmSpec::new(ElemType::BF16, ElemType::F32) };
             let case = Case { spec, m: 200, n: 296, k: 520, with_c: true, alpha: 0.5, beta: 2.0, pad_in: 8, pad_out: 3, seed };
             if let Err(e) = check(&case) {
                 panic!("{e}\n{case:?}");
@@ -269,7 +271,7 @@ fn every_layout_wraps_the_ring_across_several_ctas() {
 /// walking 4-5 tiles with the ring (K = 136: three slices, 4 stages) running on from tile to tile.
 #[test]
 fn persistent_ctas_walk_the_tiles_in_bands() {
-    let spec = GemmSpec { epilogue: full_epilogue(), ..GemmSpec::new(DType::F16, OutType::BF16) };
+    let spec = GemmSpec { epilogue: full_epilogue(), ..GemmSpec::new(ElemType::F16, ElemType::BF16) };
     let case = Case { spec, m: 1100, n: 264, k: 136, with_c: true, alpha: 1.0, beta: -0.5, pad_in: 0, pad_out: 1, seed: 650 };
     if let Err(e) = check(&case) {
         panic!("{e}\n{case:?}");
@@ -286,7 +288,7 @@ fn non_default_tiles_wrap_their_rings() {
         (Layout::ColMajor, Layout::RowMajor, HopperGemmTile { block_n: 192, stages: 5 }),
     ];
     for (i, (layout_x, layout_w, tile)) in tiles.into_iter().enumerate() {
-        let spec = GemmSpec { layout_x, layout_w, epilogue: full_epilogue(), ..GemmSpec::new(DType::BF16, OutType::F32) }.with_hopper_tile(tile);
+        let spec = GemmSpec { layout_x, layout_w, epilogue: full_epilogue(), ..GemmSpec::new(ElemType::BF16, ElemType::F32) }.with_hopper_tile(tile);
         let case = Case { spec, m: 200, n: 296, k: 520, with_c: true, alpha: 0.5, beta: 2.0, pad_in: 8, pad_out: 3, seed: 800 + i as u64 };
         let ran = check(&case).unwrap_or_else(|e| panic!("{e}\n{case:?}"));
         assert!(ran.name.ends_with(&format!("_sm90a_{tile}")), "{}", ran.name);
@@ -300,7 +302,7 @@ fn tiny_shapes() {
     for (m, n, k) in [(1usize, 8usize, 8usize), (8, 1, 8), (1, 1, 8), (3, 8, 16)] {
         for layout_w in Layout::ALL {
             let n = if layout_w == Layout::RowMajor { n.div_ceil(8) * 8 } else { n };
-            let spec = GemmSpec { layout_w, epilogue: full_epilogue(), ..GemmSpec::new(DType::F16, OutType::F16) };
+            let spec = GemmSpec { layout_w, epilogue: full_epilogue(), ..GemmSpec::new(ElemType::F16, ElemType::F16) };
             let case = Case { spec, m, n, k, with_c: true, alpha: 1.5, beta: 0.5, pad_in: 0, pad_out: 0, seed };
             if let Err(e) = check(&case) {
                 panic!("{e}\n{case:?}");
@@ -314,7 +316,7 @@ fn tiny_shapes() {
 /// launch whose tensors a map cannot describe runs the mma.sync kernel with a note.
 #[test]
 fn specs_route_to_sm90a_and_fall_back_with_a_reason() {
-    let spec = GemmSpec { epilogue: full_epilogue(), ..GemmSpec::new(DType::BF16, OutType::BF16) };
+    let spec = GemmSpec { epilogue: full_epilogue(), ..GemmSpec::new(ElemType::BF16, ElemType::BF16) };
     assert!(spec.kernel_name(Arch::SM90A).contains("_sm90a_m128n256k64s4"), "{}", spec.kernel_name(Arch::SM90A));
     assert!(!spec.kernel_name(Arch::SM90).contains("sm90a"));
     assert!(spec.hopper_tile(Arch::SM90).unwrap_err().contains("wgmma"));
@@ -342,14 +344,14 @@ fn specs_route_to_sm90a_and_fall_back_with_a_reason() {
         let p = GemmProblem::new(33, 24, k);
         let mut rng = StdRng::seed_from_u64(seed);
         let (x, w) = (random(&mut rng, p.x_elements()), random(&mut rng, p.w_elements()));
-        let got = run_gemm(hopper_backend(), compiler(), &GemmSpec::new(DType::F16, OutType::F32), &p, &x, &w, None, None, None, 1.0, 0.0)
+        let got = run_gemm(hopper_backend(), compiler(), &GemmSpec::new(ElemType::F16, ElemType::F32), &p, &x, &w, None, None, None, 1.0, 0.0)
             .unwrap_or_else(|e| panic!("k={k}: {e}"));
         // An aligned K takes the sm_90a kernel; K = 13 cannot.
         assert_eq!(got.kernel.contains("_sm90a_"), k == 40, "k={k}: {}", got.kernel);
         let got = got.y;
-        let r = |v: &[f32]| reference::round_to_dtype(v, DType::F16);
+        let r = |v: &[f32]| reference::round_to_dtype(v, ElemType::F16);
         let want = reference::gemm(&r(&x), Layout::RowMajor, &r(&w), Layout::RowMajor, (p.m, p.n, p.k), None, None, Activation::None, None, 1.0, 0.0);
         let cmp = reference::compare(&got, &want);
-        assert!(cmp.passes(tolerance(OutType::F32)), "k={k}: {cmp:?}");
+        assert!(cmp.passes(tolerance(ElemType::F32)), "k={k}: {cmp:?}");
     }
 }

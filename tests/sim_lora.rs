@@ -19,10 +19,10 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmTile, Layout, LoraSpec, OutType, LORA_RANKS};
+use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmTile, Layout, LoraSpec, ElemType, LORA_RANKS};
 use tessera::runtime::reference::{self, LoraOperands};
 use tessera::runtime::{run_lora, LoraInputs, LoraOutput, LoraProblem, SimBackend};
-use tessera::{Arch, DType};
+use tessera::Arch;
 
 mod common;
 use common::{backend, compiler, hopper_backend};
@@ -41,11 +41,12 @@ fn cases() -> u32 {
 /// reference, so what is left is f32 accumulation order, T' elements whose f32 and f64 values
 /// round to neighbouring 16-bit values (one ulp of a few elements), ex2.approx in activations and
 /// the final rounding to the output type.
-fn tolerance(out: OutType) -> f64 {
+fn tolerance(out: ElemType) -> f64 {
     match out {
-        OutType::BF16 => 1e-2,
-        OutType::F16 => 3e-3,
-        OutType::F32 => 2e-3,
+        ElemType::BF16 => 1e-2,
+        ElemType::F16 => 3e-3,
+        ElemType::F32 => 2e-3,
+        other => unreachable!("{other} is not a LoRA output type"),
     }
 }
 
@@ -130,10 +131,7 @@ fn check_on(case: &Case, backend: &SimBackend, arch: Arch) -> Result<LoraOutput,
 
     let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
     let rout = |v: &Option<Vec<f32>>| {
-        v.as_ref().map(|v| match spec.out.as_dtype() {
-            Some(d) => reference::round_to_dtype(v, d),
-            None => v.clone(),
-        })
+        v.as_ref().map(|v| reference::round_to_dtype(v, spec.out))
     };
     let (xr, ar, br) = (rin(&x), rin(&a), rin(&b));
     let ops = LoraOperands {
@@ -177,7 +175,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 let mut spec = LoraSpec {
                     layout_x: if x_col { Layout::ColMajor } else { Layout::RowMajor },
                     layout_w: if w_col { Layout::ColMajor } else { Layout::RowMajor },
-                    ..LoraSpec::new(DType::ALL[dtype], OutType::ALL[out], LORA_RANKS[rank])
+                    ..LoraSpec::new(ElemType::MMA_INPUTS[dtype], ElemType::MMA_OUTPUTS[out], LORA_RANKS[rank])
                 }
                 .with_tile(TILES[tile]);
                 let mut n = n;
@@ -234,7 +232,7 @@ proptest! {
 #[test]
 fn test_tiles_are_in_the_space() {
     for rank in LORA_RANKS {
-        let spec = LoraSpec::new(DType::F16, OutType::F16, rank);
+        let spec = LoraSpec::new(ElemType::F16, ElemType::F16, rank);
         let space: Vec<_> = spec.space(ARCH).collect();
         for t in TILES {
             assert!(space.contains(&t), "r{rank} {t}");
@@ -248,7 +246,7 @@ fn test_tiles_are_in_the_space() {
 /// adapter large enough for tensor-core passes, rank 128's two low-rank passes, and size 1.
 #[test]
 fn decode_prefill_and_edge_shapes() {
-    let per_row = |rank| LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(DType::BF16, OutType::F32, rank) };
+    let per_row = |rank| LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(ElemType::BF16, ElemType::F32, rank) };
     let cases = [
         Case { spec: per_row(16).with_tile(TILES[0]), m: 7, n: 72, k: 64, adapters: 7, mix: Mix::EveryRowDifferent, scale: 0.5, n_group: None, seed: 1 },
         Case { spec: per_row(16).with_tile(TILES[0]), m: 9, n: 40, k: 48, adapters: 3, mix: Mix::RandomWithNone, scale: 1.0, n_group: None, seed: 2 },
@@ -257,8 +255,8 @@ fn decode_prefill_and_edge_shapes() {
         // Two 64-row segments in one 128-row tile: the second adapter's rows are too many for the
         // CUDA-core path, so it gets tensor-core passes of its own.
         Case { spec: per_row(64).with_tile(TILES[2]), m: 128, n: 72, k: 64, adapters: 2, mix: Mix::Segments, scale: 0.5, n_group: None, seed: 7 },
-        Case { spec: LoraSpec::new(DType::F16, OutType::F16, 8).with_tile(TILES[0]), m: 1, n: 1, k: 1, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: 5 },
-        Case { spec: LoraSpec::bottleneck(DType::BF16, OutType::BF16, 64, Activation::GeluTanh).with_tile(TILES[0]), m: 33, n: 136, k: 136, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: 6 },
+        Case { spec: LoraSpec::new(ElemType::F16, ElemType::F16, 8).with_tile(TILES[0]), m: 1, n: 1, k: 1, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: 5 },
+        Case { spec: LoraSpec::bottleneck(ElemType::BF16, ElemType::BF16, 64, Activation::GeluTanh).with_tile(TILES[0]), m: 33, n: 136, k: 136, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: 6 },
     ];
     for case in &cases {
         check(case).unwrap();
@@ -268,7 +266,7 @@ fn decode_prefill_and_edge_shapes() {
 /// Bad ids and mismatched operands are refused before anything runs, with the argument named.
 #[test]
 fn bad_input_is_a_clear_error() {
-    let spec = LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(DType::F16, OutType::F32, 8) };
+    let spec = LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(ElemType::F16, ElemType::F32, 8) };
     let p = LoraProblem::new(2, 8, 8, 2);
     let zeros = |n: usize| vec![0.0f32; n];
     let (x, w, a, b) = (zeros(16), zeros(64), zeros(2 * 8 * 8), zeros(2 * 8 * 8));
@@ -316,7 +314,7 @@ fn hopper_case_strategy() -> impl Strategy<Value = Case> {
                 layout_x: if x_col { Layout::ColMajor } else { Layout::RowMajor },
                 layout_w: if w_col { Layout::ColMajor } else { Layout::RowMajor },
                 epilogue: Epilogue { user: None, bias, activation: Activation::ALL[act], residual },
-                ..LoraSpec::new(DType::ALL[dtype], OutType::ALL[out], LORA_RANKS[rank])
+                ..LoraSpec::new(ElemType::MMA_INPUTS[dtype], ElemType::MMA_OUTPUTS[out], LORA_RANKS[rank])
             };
             let up = |v: usize| v.div_ceil(8) * 8;
             let (m, n, k) = (if x_col { up(m) } else { m }, up(n), up(k));
@@ -347,12 +345,12 @@ fn hopper_groups_wrap_the_ring_across_column_tiles() {
     let mut cases = Vec::new();
     for layout_x in Layout::ALL {
         for layout_w in Layout::ALL {
-            let spec = LoraSpec { layout_x, layout_w, epilogue, ..LoraSpec::new(DType::BF16, OutType::F32, 32) };
+            let spec = LoraSpec { layout_x, layout_w, epilogue, ..LoraSpec::new(ElemType::BF16, ElemType::F32, 32) };
             cases.push(Case { spec, m: 136, n: 600, k: 520, adapters: 1, mix: Mix::AllOne, scale: 0.5, n_group: Some(3), seed });
             seed += 1;
         }
     }
-    let rank = |r| LoraSpec { epilogue, ..LoraSpec::new(DType::F16, OutType::F16, r) };
+    let rank = |r| LoraSpec { epilogue, ..LoraSpec::new(ElemType::F16, ElemType::F16, r) };
     cases.push(Case { spec: rank(128), m: 70, n: 392, k: 200, adapters: 1, mix: Mix::AllOne, scale: 2.0, n_group: Some(4), seed });
     cases.push(Case { spec: rank(8), m: 1, n: 8, k: 8, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: None, seed: seed + 1 });
     cases.push(Case { spec: rank(16), m: 3, n: 264, k: 72, adapters: 1, mix: Mix::AllOne, scale: 1.0, n_group: Some(2), seed: seed + 2 });
@@ -368,9 +366,9 @@ fn hopper_groups_wrap_the_ring_across_column_tiles() {
 /// launcher falls back with a note.
 #[test]
 fn hopper_routes_the_rest_to_mma_sync() {
-    let per_row = LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(DType::BF16, OutType::F32, 16) };
-    let bottleneck = LoraSpec::bottleneck(DType::F16, OutType::F16, 16, Activation::Relu);
-    let single = LoraSpec::new(DType::F16, OutType::F32, 16);
+    let per_row = LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(ElemType::BF16, ElemType::F32, 16) };
+    let bottleneck = LoraSpec::bottleneck(ElemType::F16, ElemType::F16, 16, Activation::Relu);
+    let single = LoraSpec::new(ElemType::F16, ElemType::F32, 16);
     assert!(per_row.hopper_tile(Arch::SM90A).unwrap_err().contains("per-row"));
     let cases = [
         (Case { spec: per_row, m: 20, n: 40, k: 48, adapters: 3, mix: Mix::RandomWithNone, scale: 1.0, n_group: None, seed: 950 }, None),

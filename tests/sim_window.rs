@@ -11,7 +11,7 @@ use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tessera::codegen::{ElemType, ElementwiseTile, WindowOp, WindowSpec};
-use tessera::runtime::common::buffers::{decode_elems, encode_elems};
+use tessera::runtime::common::buffers::{decode, encode};
 use tessera::runtime::reference;
 use tessera::runtime::window::{run_window, WindowProblem};
 
@@ -65,7 +65,7 @@ fn compare(spec: &WindowSpec, p: &WindowProblem, x: &[f32], got: &[f32]) -> Resu
             let want = reference::sliding_window(spec.op, x, p.rows, p.n, p.k);
             // The reference on the dtype-rounded inputs, stored in the dtype: exact (max / min
             // pick an input value).
-            let want = decode_elems(&encode_elems(&want, spec.dtype), spec.dtype);
+            let want = decode(&encode(&want, spec.dtype), spec.dtype);
             for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
                 if !(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan())) {
                     return Err(format!("{}: {g} ({:#010x}), want {w} ({:#010x})", at(i), g.to_bits(), w.to_bits()));
@@ -104,7 +104,7 @@ fn compare(spec: &WindowSpec, p: &WindowProblem, x: &[f32], got: &[f32]) -> Resu
 fn check(spec: WindowSpec, rows: usize, n: usize, k: usize, seed: u64, specials: bool) -> Result<(), TestCaseError> {
     let mut rng = StdRng::seed_from_u64(seed);
     // The inputs as the kernel sees them: rounded to the element type.
-    let x = decode_elems(&encode_elems(&values(&mut rng, rows * n, specials), spec.dtype), spec.dtype);
+    let x = decode(&encode(&values(&mut rng, rows * n, specials), spec.dtype), spec.dtype);
     let p = WindowProblem { rows, n, k };
     let label = format!("{} rows={rows} n={n} k={k} seed={seed} specials={specials}", spec.kernel_name());
     let got = run_window(backend(), compiler(), &spec, &p, &x).map_err(|e| TestCaseError::fail(format!("{label}: {e}")))?;

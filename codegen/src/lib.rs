@@ -17,28 +17,15 @@ mod lora;
 mod tile_choice;
 mod window;
 
-pub use amp::{
-    AdamWEntry, AdamWParams, AdamWSpec, CastParams, CastSpec, Fp8ScaleParams, LossScaleParams, ScaleUpdateSpec, UnscaleEntry,
-    UnscaleParams, UnscaleSpec,
-};
-pub use common::{Arch, DType, ElemType, ElementwiseTile, KernelSource, LaunchGeometry, SpecError, UserFunction, MAX_USER_INPUTS, WARP_SIZE};
-pub use attention::{
-    hopper_route, AttentionFeature, AttentionFeatures, AttentionParams, AttentionSpec, HopperAttentionParams, HopperTile,
-    TileConfig, ATTENTION_HEAD_DIMS, HOPPER_BLOCK_M, HOPPER_FEATURES, HOPPER_HEAD_DIMS, HOPPER_THREADS,
-};
-pub use gemm::{
-    gemm_hopper_route, Activation, Epilogue, GemmParams, GemmSpec, GemmTile, HopperGemmParams, HopperGemmTile, Layout, OutType,
-    HOPPER_GEMM_BLOCK_K,
-    HOPPER_GEMM_BLOCK_M, HOPPER_GEMM_THREADS, SPLIT_KS,
-};
+pub use amp::{AdamWEntry, AdamWParams, AdamWSpec, CastParams, CastSpec, Fp8ScaleParams, LossScaleParams, ScaleUpdateSpec, UnscaleEntry, UnscaleParams, UnscaleSpec};
+pub use common::{Arch, ElemType, ElementwiseTile, KernelSource, LaunchGeometry, SpecError, UserFunction, MAX_USER_INPUTS, WARP_SIZE};
+pub use attention::{hopper_route, AttentionFeature, AttentionFeatures, AttentionParams, AttentionSpec, HopperAttentionParams, HopperTile, TileConfig, ATTENTION_HEAD_DIMS, HOPPER_BLOCK_M, HOPPER_FEATURES, HOPPER_HEAD_DIMS, HOPPER_THREADS};
+pub use gemm::{gemm_hopper_route, Activation, Epilogue, GemmParams, GemmSpec, GemmTile, HopperGemmParams, HopperGemmTile, Layout, HOPPER_GEMM_BLOCK_K, HOPPER_GEMM_BLOCK_M, HOPPER_GEMM_THREADS, SPLIT_KS};
 pub use kernel_spec::KernelSpec;
 pub use common::params;
 pub use params::{DeviceEnum, DevicePtr, DevicePtrMut, DeviceType, KernelParams};
 pub use elementwise::{MapParams, MapSpec};
-pub use lora::{
-    lora_hopper_route, AdapterMode, HopperLoraParams, HopperLoraTile, LoraKind, LoraParams, LoraSpec, LoraVariant,
-    HOPPER_LORA_THREADS, LORA_RANKS,
-};
+pub use lora::{lora_hopper_route, AdapterMode, HopperLoraParams, HopperLoraTile, LoraKind, LoraParams, LoraSpec, LoraVariant, HOPPER_LORA_THREADS, LORA_RANKS};
 pub use common::{Template, CONTRACT_MARKER, PRELUDE};
 pub use tile_choice::TileChoice;
 pub use window::{WindowOp, WindowParams, WindowSpec, WINDOW_MAX_TILE};

@@ -166,19 +166,19 @@ impl KernelSpec {
 mod tests {
     use super::*;
     use crate::attention::{AttentionFeatures, AttentionSpec};
-    use crate::common::DType;
-    use crate::gemm::{GemmSpec, OutType};
+    use crate::common::ElemType;
+    use crate::gemm::{GemmSpec};
 
     #[test]
     fn round_trips_and_spaces() {
-        let s = KernelSpec::from(AttentionSpec::new(DType::BF16, 128, true, 8, 8));
+        let s = KernelSpec::from(AttentionSpec::new(ElemType::BF16, 128, true, 8, 8));
         let t = s.tile_choice(Arch::SM90).unwrap();
         assert_eq!(s.with_tile_choice(t).unwrap().tile_choice(Arch::SM90), Some(t));
         assert_eq!(s.with_tile_choice(t).unwrap().untiled(), s);
         assert!(s.with_tile_choice(TileChoice::Gemm(GemmSpec::default_tile(Arch::SM80))).is_none());
         let space = s.tile_space(Arch::SM90);
         assert!(space.contains(&t) && space.len() > 5);
-        let g = KernelSpec::from(GemmSpec::new(DType::F16, OutType::F32));
+        let g = KernelSpec::from(GemmSpec::new(ElemType::F16, ElemType::F32));
         assert!(g.tile_space(Arch::SM80).len() > 20);
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(serde_json::from_str::<TileChoice>(&json).unwrap(), t);
@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn sm90a_specs_search_both_kernels() {
         let arch = Arch::SM90A;
-        let a = KernelSpec::from(AttentionSpec::new(DType::BF16, 128, true, 8, 2));
+        let a = KernelSpec::from(AttentionSpec::new(ElemType::BF16, 128, true, 8, 2));
         let default = TileChoice::HopperAttention(HopperTile { block_n: 128, stages: 2 });
         assert_eq!(a.tile_choice(arch), Some(default));
         assert_eq!(a.tile_label(arch), "sm90a_m128n128s2");
@@ -209,10 +209,10 @@ mod tests {
         assert_eq!(swapped.with_tile_choice(hopper).unwrap().tile_choice(arch), Some(hopper));
         // sm_90 (no wgmma) and variants have no sm_90a tiles to search.
         assert!(!a.tile_space(Arch::SM90).iter().any(|t| matches!(t, TileChoice::HopperAttention(_))));
-        let paged = AttentionSpec::new(DType::BF16, 128, true, 8, 2).with_features(AttentionFeatures { paged: true, ..Default::default() });
+        let paged = AttentionSpec::new(ElemType::BF16, 128, true, 8, 2).with_features(AttentionFeatures { paged: true, ..Default::default() });
         assert!(!KernelSpec::from(paged).tile_space(arch).iter().any(|t| matches!(t, TileChoice::HopperAttention(_))));
 
-        let g = KernelSpec::from(GemmSpec::new(DType::F16, OutType::F32));
+        let g = KernelSpec::from(GemmSpec::new(ElemType::F16, ElemType::F32));
         assert_eq!(g.tile_choice(arch), Some(TileChoice::HopperGemm(HopperGemmTile::DEFAULT)));
         assert_eq!(g.tile_label(arch), "sm90a_m128n256k64s4");
         assert_eq!(g.tile_label(Arch::SM90), "m128n128k32w8s3");
@@ -223,12 +223,12 @@ mod tests {
         let narrow = TileChoice::HopperGemm(HopperGemmTile { block_n: 128, stages: 4 });
         assert_eq!(g.with_tile_choice(narrow).unwrap().tile_label(arch), "sm90a_m128n128k64s4");
         assert!(g.with_tile_choice(default).is_none() && a.with_tile_choice(narrow).is_none());
-        let unaligned = KernelSpec::from(GemmSpec { aligned: false, ..GemmSpec::new(DType::F16, OutType::F32) });
+        let unaligned = KernelSpec::from(GemmSpec { aligned: false, ..GemmSpec::new(ElemType::F16, ElemType::F32) });
         assert!(!unaligned.tile_space(arch).iter().any(|t| matches!(t, TileChoice::HopperGemm(_))));
 
         // LoRA: the sm_90a tile (fixed per rank) first, then the mma.sync tiles; choosing it
         // leaves the tile to the default, choosing an mma.sync tile forces that kernel.
-        let l = KernelSpec::from(LoraSpec::new(DType::BF16, OutType::BF16, 64));
+        let l = KernelSpec::from(LoraSpec::new(ElemType::BF16, ElemType::BF16, 64));
         let hopper = TileChoice::HopperLora(HopperLoraTile::for_rank(64));
         assert_eq!(l.tile_choice(arch), Some(hopper));
         assert_eq!(l.tile_label(arch), "sm90a_m128n256k64s3");
@@ -258,7 +258,7 @@ mod tests {
         // Tiles and specs as written before the sm_90a tiles existed.
         let old = r#"{"kind":"attention","block_m":128,"block_n":64,"warps":8,"stages":2}"#;
         assert_eq!(serde_json::from_str::<TileChoice>(old).unwrap(), TileChoice::Attention(TileConfig::new(128, 64, 8, 2)));
-        let spec = KernelSpec::from(GemmSpec::new(DType::BF16, OutType::BF16));
+        let spec = KernelSpec::from(GemmSpec::new(ElemType::BF16, ElemType::BF16));
         let json = serde_json::to_string(&spec).unwrap();
         assert!(!json.contains("hopper_tile"), "{json}");
         assert_eq!(serde_json::from_str::<KernelSpec>(&json).unwrap(), spec);

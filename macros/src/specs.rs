@@ -4,10 +4,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::ItemStruct;
-use tessera_codegen::{
-    Activation, AdapterMode, Arch, AttentionSpec, DType, Epilogue, GemmSpec, GemmTile, Layout, LoraSpec, LoraVariant,
-    OutType, SpecError, TileConfig,
-};
+use tessera_codegen::{Activation, AdapterMode, Arch, AttentionSpec, ElemType, Epilogue, GemmSpec, GemmTile, Layout, LoraSpec, LoraVariant, SpecError, TileConfig};
 
 use crate::args::Args;
 
@@ -15,8 +12,8 @@ use crate::args::Args;
 /// runs what fits sm_80 (sm_86 / sm_89 have less shared memory; the runtime re-checks there).
 const ARCH: Arch = Arch::SM80;
 
-const DTYPES: [(&str, DType); 2] = [("f16", DType::F16), ("bf16", DType::BF16)];
-const OUTS: [(&str, OutType); 3] = [("f16", OutType::F16), ("bf16", OutType::BF16), ("f32", OutType::F32)];
+const DTYPES: [(&str, ElemType); 2] = [("f16", ElemType::F16), ("bf16", ElemType::BF16)];
+const OUTS: [(&str, ElemType); 3] = [("f16", ElemType::F16), ("bf16", ElemType::BF16), ("f32", ElemType::F32)];
 const LAYOUTS: [(&str, Layout); 2] = [("row", Layout::RowMajor), ("col", Layout::ColMajor)];
 const ACTIVATIONS: [(&str, Activation); 4] = [
     ("none", Activation::None),
@@ -47,26 +44,24 @@ fn spec_error(e: SpecError, args: &Args, call: Span) -> syn::Error {
     syn::Error::new(span, e.to_string())
 }
 
-fn dtype_tokens(d: DType) -> TokenStream {
-    match d {
-        DType::F16 => quote!(::tessera::DType::F16),
-        DType::BF16 => quote!(::tessera::DType::BF16),
+/// The `ElemType` variant and the host element type a generated wrapper uses for
+/// it (fp8 travels as its raw byte; the DSL only admits the MMA types today).
+fn elem_tokens(e: ElemType) -> (TokenStream, TokenStream) {
+    match e {
+        ElemType::F16 => (quote!(::tessera::ElemType::F16), quote!(::tessera::half::f16)),
+        ElemType::BF16 => (quote!(::tessera::ElemType::BF16), quote!(::tessera::half::bf16)),
+        ElemType::F32 => (quote!(::tessera::ElemType::F32), quote!(f32)),
+        ElemType::E4M3 => (quote!(::tessera::ElemType::E4M3), quote!(u8)),
+        ElemType::E5M2 => (quote!(::tessera::ElemType::E5M2), quote!(u8)),
     }
 }
 
-fn elem16_tokens(d: DType) -> TokenStream {
-    match d {
-        DType::F16 => quote!(::tessera::half::f16),
-        DType::BF16 => quote!(::tessera::half::bf16),
-    }
+fn dtype_tokens(d: ElemType) -> TokenStream {
+    elem_tokens(d).0
 }
 
-fn out_tokens(o: OutType) -> (TokenStream, TokenStream) {
-    match o {
-        OutType::F16 => (quote!(::tessera::codegen::OutType::F16), quote!(::tessera::half::f16)),
-        OutType::BF16 => (quote!(::tessera::codegen::OutType::BF16), quote!(::tessera::half::bf16)),
-        OutType::F32 => (quote!(::tessera::codegen::OutType::F32), quote!(f32)),
-    }
+fn elem16_tokens(d: ElemType) -> TokenStream {
+    elem_tokens(d).1
 }
 
 fn layout_tokens(l: Layout) -> TokenStream {
@@ -238,10 +233,7 @@ pub fn gemm(args: Args, item: ItemStruct, call: Span) -> syn::Result<TokenStream
     known.extend(TILE_KEYS);
     args.only("gemm", &known)?;
     let dtype = args.choice("dtype", &DTYPES)?.ok_or_else(|| syn::Error::new(call, "missing `dtype = f16 | bf16`"))?;
-    let out = args.choice("out", &OUTS)?.unwrap_or(match dtype {
-        DType::F16 => OutType::F16,
-        DType::BF16 => OutType::BF16,
-    });
+    let out = args.choice("out", &OUTS)?.unwrap_or(dtype);
     let (e, e_tokens, e_check) = epilogue(&args)?;
     let mut spec = GemmSpec {
         layout_x: args.choice("layout_x", &LAYOUTS)?.unwrap_or(Layout::RowMajor),
@@ -256,7 +248,7 @@ pub fn gemm(args: Args, item: ItemStruct, call: Span) -> syn::Result<TokenStream
     let source = (!has_user).then(|| spec.render(ARCH).map(|s| s.cuda_src)).transpose().map_err(|e| spec_error(e, &args, call))?;
     let (d, (o, out_elem), lx, lw, aligned, tile) = (
         dtype_tokens(dtype),
-        out_tokens(out),
+        elem_tokens(out),
         layout_tokens(spec.layout_x),
         layout_tokens(spec.layout_w),
         spec.aligned,
@@ -300,10 +292,7 @@ pub fn lora(args: Args, item: ItemStruct, call: Span) -> syn::Result<TokenStream
     known.extend(TILE_KEYS);
     args.only("lora", &known)?;
     let dtype = args.choice("dtype", &DTYPES)?.ok_or_else(|| syn::Error::new(call, "missing `dtype = f16 | bf16`"))?;
-    let out = args.choice("out", &OUTS)?.unwrap_or(match dtype {
-        DType::F16 => OutType::F16,
-        DType::BF16 => OutType::BF16,
-    });
+    let out = args.choice("out", &OUTS)?.unwrap_or(dtype);
     let rank = args.required_int("rank", call)?;
     let (e, e_tokens, e_check) = epilogue(&args)?;
     let variant = match args.choice("bottleneck", &ACTIVATIONS)? {
@@ -325,7 +314,7 @@ pub fn lora(args: Args, item: ItemStruct, call: Span) -> syn::Result<TokenStream
     let source = (!has_user).then(|| spec.render(ARCH).map(|s| s.cuda_src)).transpose().map_err(|e| spec_error(e, &args, call))?;
     let (d, (o, out_elem), lx, lw, aligned, tile) = (
         dtype_tokens(dtype),
-        out_tokens(out),
+        elem_tokens(out),
         layout_tokens(spec.layout_x),
         layout_tokens(spec.layout_w),
         spec.aligned,

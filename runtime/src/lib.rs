@@ -30,6 +30,9 @@
 //!   and its tuning target;
 //! - [`reference`](mod@reference): the families' references in one place.
 
+// The derives expand to `::tessera_runtime::...`, which must resolve inside this crate too.
+extern crate self as tessera_runtime;
+
 pub mod amp;
 pub mod attention;
 pub mod common;
@@ -45,19 +48,9 @@ pub mod window;
 pub use tessera_codegen as codegen;
 pub use tessera_sim as simulator;
 
-pub use attention::{
-    attention_forward, check as check_attention, check_problem, prepare_attention, run_attention,
-    AttentionBuffers, AttentionLaunch, AttentionOutput, AttentionParams, AttentionProblem, AttentionSpans,
-    AttentionStrides, TensorStrides,
-};
-pub use gemm::{
-    check as check_gemm, gemm_forward, prepare_gemm, run_gemm, GemmBuffers, GemmLaunch, GemmLaunchParams, GemmOutput,
-    GemmParams, GemmProblem, GemmSpans, GemmStrides, HopperGemmParams,
-};
-pub use lora::{
-    prepare_lora, run_lora, LoraBuffers, LoraInputs, LoraLaunch, LoraLaunchParams, LoraOutput, LoraParams, LoraProblem,
-    LoraStrides,
-};
+pub use attention::{attention_forward, check as check_attention, check_problem, prepare_attention, run_attention, AttentionBuffers, AttentionLaunch, AttentionOutput, AttentionParams, AttentionProblem, AttentionSpans, AttentionStrides, TensorStrides};
+pub use gemm::{check as check_gemm, gemm_forward, prepare_gemm, run_gemm, GemmBuffers, GemmLaunch, GemmLaunchParams, GemmOutput, GemmParams, GemmProblem, GemmSpans, GemmStrides, HopperGemmParams};
+pub use lora::{prepare_lora, run_lora, LoraBuffers, LoraInputs, LoraLaunch, LoraLaunchParams, LoraOutput, LoraParams, LoraProblem, LoraStrides};
 
 pub use common::buffers::BufferSpan;
 pub use common::error::{Result, RuntimeError, SYNC_TIMEOUT_ENV};

@@ -6,7 +6,7 @@ mod common;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use tessera_runtime::codegen::{Arch, AttentionSpec, DType, ATTENTION_HEAD_DIMS};
+use tessera_runtime::codegen::{Arch, AttentionSpec, ElemType, ATTENTION_HEAD_DIMS};
 use tessera_runtime::{check_spec_with, Compiler, SpecCheck};
 
 /// (heads_q, heads_kv): MHA, GQA, MQA.
@@ -15,7 +15,7 @@ const HEADS: [(u32, u32); 3] = [(8, 8), (8, 2), (8, 1)];
 fn all_specs() -> Vec<(AttentionSpec, Arch)> {
     let mut specs = Vec::new();
     for arch in [Arch::SM80, Arch::SM90] {
-        for dtype in DType::ALL {
+        for dtype in ElemType::MMA_INPUTS {
             for head_dim in ATTENTION_HEAD_DIMS {
                 for causal in [false, true] {
                     for (heads_q, heads_kv) in HEADS {

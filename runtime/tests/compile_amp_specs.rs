@@ -4,9 +4,7 @@
 
 mod common;
 
-use tessera_runtime::codegen::{
-    AdamWSpec, Arch, CastSpec, ElemType, ElementwiseTile, KernelSpec, ScaleUpdateSpec, UnscaleSpec,
-};
+use tessera_runtime::codegen::{AdamWSpec, Arch, CastSpec, ElemType, ElementwiseTile, KernelSpec, ScaleUpdateSpec, UnscaleSpec};
 
 fn specs() -> Vec<(KernelSpec, Arch)> {
     let mut specs: Vec<KernelSpec> = Vec::new();

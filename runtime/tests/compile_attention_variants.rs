@@ -4,7 +4,7 @@
 
 mod common;
 
-use tessera_runtime::codegen::{Arch, AttentionFeatures, AttentionSpec, DType, KernelSpec};
+use tessera_runtime::codegen::{Arch, AttentionFeatures, AttentionSpec, ElemType, KernelSpec};
 
 fn features(list: &str) -> AttentionFeatures {
     AttentionFeatures::parse(list).expect("feature names")
@@ -27,7 +27,7 @@ fn attention_variants_compile_without_spills() {
         for head_dim in [64, 128, 256] {
             for list in &lists {
                 let f = features(list);
-                let spec = AttentionSpec::new(DType::BF16, head_dim, f.tree || head_dim == 128, 8, 2).with_features(f);
+                let spec = AttentionSpec::new(ElemType::BF16, head_dim, f.tree || head_dim == 128, 8, 2).with_features(f);
                 specs.push((KernelSpec::Attention(spec), arch));
             }
         }

@@ -34,8 +34,8 @@ fn generated_attention_compiles_to_ptx_and_cubin() {
     if !common::nvrtc_available() {
         return;
     }
-    use tessera_runtime::codegen::{AttentionSpec, DType};
-    let spec = AttentionSpec::new(DType::F16, 64, true, 8, 2);
+    use tessera_runtime::codegen::{AttentionSpec, ElemType};
+    let spec = AttentionSpec::new(ElemType::F16, 64, true, 8, 2);
     let source = spec.render(Arch::SM90).unwrap();
     let compiler = Compiler::new();
     let ptx = compiler.compile(&source, Target::ptx(Arch::SM90)).unwrap();

@@ -10,7 +10,7 @@
 
 mod common;
 
-use tessera_runtime::codegen::{Activation, Arch, DType, Epilogue, GemmSpec, GemmTile, Layout, OutType};
+use tessera_runtime::codegen::{Activation, Arch, ElemType, Epilogue, GemmSpec, GemmTile, Layout};
 
 fn specs() -> Vec<(GemmSpec, Arch)> {
     let all = std::env::var("TESSERA_GEMM_ALL_SPECS").is_ok_and(|v| v == "1");
@@ -18,8 +18,8 @@ fn specs() -> Vec<(GemmSpec, Arch)> {
     let mut specs = Vec::new();
     let mut rotate = 0usize;
     for arch in [Arch::SM80, Arch::SM90] {
-        for dtype in DType::ALL {
-            for out in OutType::ALL {
+        for dtype in ElemType::MMA_INPUTS {
+            for out in ElemType::MMA_OUTPUTS {
                 for layout_w in Layout::ALL {
                     let spec = |activation, (bias, residual)| GemmSpec {
                         layout_w,
@@ -27,7 +27,7 @@ fn specs() -> Vec<(GemmSpec, Arch)> {
                         ..GemmSpec::new(dtype, out)
                     };
                     // The 64 x 64 warp tile (128 accumulators per thread) with the full epilogue.
-                    if dtype == DType::BF16 && out != OutType::F16 {
+                    if dtype == ElemType::BF16 && out != ElemType::F16 {
                         let wide = spec(Activation::GeluTanh, extras[0]).with_tile(GemmTile::new(128, 256, 32, 8, 3));
                         specs.push((GemmSpec { layout_x: layout_w, ..wide }, arch));
                     }

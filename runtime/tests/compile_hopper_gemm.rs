@@ -7,17 +7,14 @@
 
 mod common;
 
-use tessera_runtime::codegen::{
-    Activation, Arch, DType, Epilogue, GemmSpec, HopperGemmTile, KernelSpec, Layout, LoraSpec, OutType, TileChoice,
-    LORA_RANKS,
-};
+use tessera_runtime::codegen::{Activation, Arch, ElemType, Epilogue, GemmSpec, HopperGemmTile, KernelSpec, Layout, LoraSpec, TileChoice, LORA_RANKS};
 
 #[test]
 fn hopper_gemm_kernels_compile_without_spills() {
     let mut specs = Vec::new();
     let mut rotate = 0;
-    for dtype in DType::ALL {
-        for out in OutType::ALL {
+    for dtype in ElemType::MMA_INPUTS {
+        for out in ElemType::MMA_OUTPUTS {
             for layout_x in Layout::ALL {
                 for layout_w in Layout::ALL {
                     let epilogue = Epilogue { user: None, bias: true, activation: Activation::ALL[rotate % 4], residual: true };
@@ -32,7 +29,7 @@ fn hopper_gemm_kernels_compile_without_spills() {
     // The bare product (no bias, activation or residual) for each layout.
     for layout_x in Layout::ALL {
         for layout_w in Layout::ALL {
-            let spec = GemmSpec { layout_x, layout_w, ..GemmSpec::new(DType::BF16, OutType::BF16) };
+            let spec = GemmSpec { layout_x, layout_w, ..GemmSpec::new(ElemType::BF16, ElemType::BF16) };
             specs.push((KernelSpec::Gemm(spec), Arch::SM90A));
         }
     }
@@ -46,7 +43,7 @@ fn hopper_gemm_tile_space_compiles_without_spills() {
     let epilogue = Epilogue { user: None, bias: true, activation: Activation::GeluTanh, residual: true };
     let mut specs = Vec::new();
     for (layout_x, layout_w) in [(Layout::RowMajor, Layout::ColMajor), (Layout::ColMajor, Layout::RowMajor)] {
-        let spec = KernelSpec::Gemm(GemmSpec { layout_x, layout_w, epilogue, ..GemmSpec::new(DType::BF16, OutType::F32) });
+        let spec = KernelSpec::Gemm(GemmSpec { layout_x, layout_w, epilogue, ..GemmSpec::new(ElemType::BF16, ElemType::F32) });
         for tile in spec.tile_space(Arch::SM90A) {
             if let TileChoice::HopperGemm(_) = tile {
                 let tuned = spec.with_tile_choice(tile).expect("a tile of the spec's space");
@@ -59,7 +56,7 @@ fn hopper_gemm_tile_space_compiles_without_spills() {
     // The template's extremes outside the tuner's share: the narrowest tile in the deepest ring
     // and 128 columns in 7 stages (the most shared memory that fits).
     for (block_n, stages) in [(64, 8), (128, 7)] {
-        let spec = GemmSpec { layout_w: Layout::ColMajor, epilogue, ..GemmSpec::new(DType::F16, OutType::F16) };
+        let spec = GemmSpec { layout_w: Layout::ColMajor, epilogue, ..GemmSpec::new(ElemType::F16, ElemType::F16) };
         specs.push((KernelSpec::Gemm(spec.with_hopper_tile(HopperGemmTile { block_n, stages })), Arch::SM90A));
     }
     common::assert_specs_fit("sm_90a gemm tile space", &specs);
@@ -74,7 +71,7 @@ fn hopper_lora_specs() -> Vec<LoraSpec> {
         for layout_x in Layout::ALL {
             for layout_w in Layout::ALL {
                 let epilogue = Epilogue { user: None, bias: true, activation: Activation::ALL[rotate % 4], residual: true };
-                let (dtype, out) = (DType::ALL[rotate % 2], OutType::ALL[rotate % 3]);
+                let (dtype, out) = (ElemType::MMA_INPUTS[rotate % 2], ElemType::MMA_OUTPUTS[rotate % 3]);
                 rotate += 1;
                 specs.push(LoraSpec { layout_x, layout_w, epilogue, ..LoraSpec::new(dtype, out, rank) });
             }
@@ -100,11 +97,11 @@ fn hopper_gemm_and_lora_wgmma_pipelines_are_not_serialised() {
     let mut sources = Vec::new();
     for layout_x in Layout::ALL {
         for layout_w in Layout::ALL {
-            sources.push(GemmSpec { layout_x, layout_w, ..GemmSpec::new(DType::BF16, OutType::BF16) }.render(Arch::SM90A).expect("renders"));
+            sources.push(GemmSpec { layout_x, layout_w, ..GemmSpec::new(ElemType::BF16, ElemType::BF16) }.render(Arch::SM90A).expect("renders"));
         }
     }
     for rank in LORA_RANKS {
-        sources.push(LoraSpec::new(DType::BF16, OutType::BF16, rank).render(Arch::SM90A).expect("renders"));
+        sources.push(LoraSpec::new(ElemType::BF16, ElemType::BF16, rank).render(Arch::SM90A).expect("renders"));
     }
     common::assert_wgmma_not_serialised(&sources);
 }

@@ -5,13 +5,13 @@
 
 mod common;
 
-use tessera_runtime::codegen::{Arch, AttentionFeatures, AttentionSpec, DType, KernelSpec, TileChoice, HOPPER_HEAD_DIMS};
+use tessera_runtime::codegen::{Arch, AttentionFeatures, AttentionSpec, ElemType, KernelSpec, TileChoice, HOPPER_HEAD_DIMS};
 
 #[test]
 fn hopper_attention_kernels_compile_without_spills() {
     let mut specs = Vec::new();
     for d in HOPPER_HEAD_DIMS {
-        for dtype in DType::ALL {
+        for dtype in ElemType::MMA_INPUTS {
             for causal in [false, true] {
                 for (hq, hkv) in [(8, 8), (8, 2)] {
                     let spec = AttentionSpec::new(dtype, d, causal, hq, hkv);
@@ -31,7 +31,7 @@ fn hopper_attention_kernels_compile_without_spills() {
 fn hopper_attention_tile_space_compiles_without_spills() {
     let mut specs = Vec::new();
     for d in HOPPER_HEAD_DIMS {
-        let spec = KernelSpec::Attention(AttentionSpec::new(DType::BF16, d, true, 8, 2));
+        let spec = KernelSpec::Attention(AttentionSpec::new(ElemType::BF16, d, true, 8, 2));
         for tile in spec.tile_space(Arch::SM90A) {
             if let TileChoice::HopperAttention(_) = tile {
                 let tuned = spec.with_tile_choice(tile).expect("a tile of the spec's space");
@@ -50,7 +50,7 @@ fn hopper_attention_wgmma_pipeline_is_not_serialised() {
     let mut sources = Vec::new();
     for d in HOPPER_HEAD_DIMS {
         for causal in [false, true] {
-            sources.push(AttentionSpec::new(DType::BF16, d, causal, 8, 2).render(Arch::SM90A).expect("renders"));
+            sources.push(AttentionSpec::new(ElemType::BF16, d, causal, 8, 2).render(Arch::SM90A).expect("renders"));
         }
     }
     common::assert_wgmma_not_serialised(&sources);
@@ -65,7 +65,7 @@ fn hopper_attention_variants_compile_without_spills_or_serialisation() {
     for d in HOPPER_HEAD_DIMS {
         for list in ["local", "alibi", "softcap", "local,alibi,softcap"] {
             let features = AttentionFeatures::parse(list).expect("feature names");
-            let spec = AttentionSpec::new(DType::BF16, d, true, 8, 2).with_features(features);
+            let spec = AttentionSpec::new(ElemType::BF16, d, true, 8, 2).with_features(features);
             assert!(spec.hopper_tile(Arch::SM90A).is_ok(), "{}", spec.kernel_name(Arch::SM90A));
             specs.push(spec);
         }

@@ -8,9 +8,7 @@
 
 mod common;
 
-use tessera_runtime::codegen::{
-    Activation, AdapterMode, Arch, DType, Epilogue, Layout, LoraSpec, OutType, LORA_RANKS,
-};
+use tessera_runtime::codegen::{Activation, AdapterMode, Arch, ElemType, Epilogue, Layout, LoraSpec, LORA_RANKS};
 
 fn specs() -> Vec<(LoraSpec, Arch)> {
     let all = std::env::var("TESSERA_LORA_ALL_SPECS").is_ok_and(|v| v == "1");
@@ -19,10 +17,10 @@ fn specs() -> Vec<(LoraSpec, Arch)> {
     let mut rotate = 0usize;
     for arch in [Arch::SM80, Arch::SM90] {
         for rank in LORA_RANKS {
-            let types: Vec<(DType, OutType)> = if all {
-                DType::ALL.iter().flat_map(|&d| OutType::ALL.iter().map(move |&o| (d, o))).collect()
+            let types: Vec<(ElemType, ElemType)> = if all {
+                ElemType::MMA_INPUTS.iter().flat_map(|&d| ElemType::MMA_OUTPUTS.iter().map(move |&o| (d, o))).collect()
             } else {
-                vec![(DType::ALL[rotate % 2], OutType::ALL[rotate % 3])]
+                vec![(ElemType::MMA_INPUTS[rotate % 2], ElemType::MMA_OUTPUTS[rotate % 3])]
             };
             for (dtype, out) in types {
                 let layout = Layout::ALL[rotate % 2];

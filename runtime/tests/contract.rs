@@ -6,9 +6,7 @@
 
 mod common;
 
-use tessera_runtime::codegen::{
-    Arch, DType, GemmSpec, KernelSource, LoraSpec, OutType, CONTRACT_MARKER,
-};
+use tessera_runtime::codegen::{Arch, ElemType, GemmSpec, KernelSource, LoraSpec, CONTRACT_MARKER};
 use tessera_runtime::{Compiler, RuntimeError, Target};
 
 /// The device size of a scalar or pointer field type; `None` for other types (structs, enums).
@@ -76,7 +74,7 @@ fn gemm_params_are_enforced() {
     if !common::nvrtc_available() {
         return;
     }
-    let spec = GemmSpec::new(DType::BF16, OutType::BF16);
+    let spec = GemmSpec::new(ElemType::BF16, ElemType::BF16);
     let sm80 = spec.render(Arch::SM80).unwrap();
     assert_contract_enforced(&sm80, ptx(Arch::SM80), "GemmParams", "ldx", "ldw");
     let sm90a = spec.render(Arch::SM90A).unwrap();
@@ -90,10 +88,10 @@ fn lora_params_are_enforced() {
     if !common::nvrtc_available() {
         return;
     }
-    let per_row = LoraSpec { adapters: tessera_runtime::codegen::AdapterMode::PerRow, ..LoraSpec::new(DType::F16, OutType::F32, 16) };
+    let per_row = LoraSpec { adapters: tessera_runtime::codegen::AdapterMode::PerRow, ..LoraSpec::new(ElemType::F16, ElemType::F32, 16) };
     let sm80 = per_row.render(Arch::SM80).unwrap();
     assert_contract_enforced(&sm80, ptx(Arch::SM80), "LoraParams", "m", "n");
-    let sm90a = LoraSpec::new(DType::BF16, OutType::BF16, 32).render(Arch::SM90A).unwrap();
+    let sm90a = LoraSpec::new(ElemType::BF16, ElemType::BF16, 32).render(Arch::SM90A).unwrap();
     assert!(sm90a.name.contains("_sm90a_"), "{}", sm90a.name);
     assert_contract_enforced(&sm90a, ptx(Arch::SM90A), "HopperLoraParams", "a_map", "b_map");
     assert_contract_enforced(&sm90a, ptx(Arch::SM90A), "LoraParams", "rank", "n_adapters");
@@ -105,7 +103,7 @@ fn attention_params_are_enforced() {
     if !common::nvrtc_available() {
         return;
     }
-    let spec = AttentionSpec::new(DType::BF16, 64, true, 8, 2);
+    let spec = AttentionSpec::new(ElemType::BF16, 64, true, 8, 2);
     let sm80 = spec.render(Arch::SM80).unwrap();
     assert_contract_enforced(&sm80, ptx(Arch::SM80), "AttentionParams", "q_batch_stride", "q_seq_stride");
     assert_contract_enforced(&sm80, ptx(Arch::SM80), "AttentionParams", "seq_q", "seq_k");
@@ -113,7 +111,7 @@ fn attention_params_are_enforced() {
     let split = spec.with_features(AttentionFeatures { split_kv: true, varlen: true, ..Default::default() });
     let split = split.render(Arch::SM80).unwrap();
     assert_contract_enforced(&split, ptx(Arch::SM80), "AttentionParams", "partial_o", "partial_lse");
-    let sm90a = AttentionSpec::new(DType::BF16, 128, true, 16, 4).render(Arch::SM90A).unwrap();
+    let sm90a = AttentionSpec::new(ElemType::BF16, 128, true, 16, 4).render(Arch::SM90A).unwrap();
     assert!(sm90a.name.contains("_sm90a_"), "{}", sm90a.name);
     assert_contract_enforced(&sm90a, ptx(Arch::SM90A), "HopperAttentionParams", "q_map", "k_map");
     assert_contract_enforced(&sm90a, ptx(Arch::SM90A), "AttentionParams", "seq_q", "seq_k");

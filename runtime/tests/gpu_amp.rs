@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use tessera_runtime::amp::adamw::{run_adamw, GradScaling, HostParam};
 use tessera_runtime::amp::cast::run_cast;
 use tessera_runtime::codegen::{AdamWSpec, CastSpec, ElemType, UnscaleSpec};
-use tessera_runtime::common::buffers::{decode_elems, encode_elems, fp8_format};
+use tessera_runtime::common::buffers::{decode, encode, fp8_format};
 use tessera_runtime::reference::{self, AdamWHyper};
 use tessera_runtime::amp::unscale::run_unscale;
 use tessera_runtime::amp::HostTensor;
@@ -24,7 +24,7 @@ fn values(rng: &mut StdRng, n: usize) -> Vec<f32> {
 
 fn same(got: &[u8], want: &[u8], t: ElemType) -> bool {
     let s = t.size_bytes();
-    let (g, w) = (decode_elems(got, t), decode_elems(want, t));
+    let (g, w) = (decode(got, t), decode(want, t));
     g.len() == w.len() && (0..g.len()).all(|i| (g[i].is_nan() && w[i].is_nan()) || got[i * s..(i + 1) * s] == want[i * s..(i + 1) * s])
 }
 
@@ -40,13 +40,13 @@ fn casts_unscale_and_adamw_match_the_references() {
                 continue;
             }
             let spec = CastSpec { scaled: to.is_fp8(), amax: true, ..CastSpec::new(from, to) };
-            let x = encode_elems(&values(&mut rng, n), from);
+            let x = encode(&values(&mut rng, n), from);
             let scale = to.is_fp8().then_some(0.75f32);
             let out = run_cast(b.as_ref(), &compiler, &spec, &x, scale).unwrap();
-            let v: Vec<f32> = decode_elems(&x, from).iter().map(|&x| scale.map_or(x, |s| x * s)).collect();
+            let v: Vec<f32> = decode(&x, from).iter().map(|&x| scale.map_or(x, |s| x * s)).collect();
             let want = match fp8_format(to) {
                 Some(f) => v.iter().map(|&x| reference::f32_to_fp8(x, f)).collect(),
-                None => encode_elems(&v, to),
+                None => encode(&v, to),
             };
             assert!(same(&out.y, &want, to), "{}", spec.kernel_name());
         }

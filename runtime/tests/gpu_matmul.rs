@@ -4,7 +4,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tessera_runtime::codegen::{Activation, AdapterMode, Arch, DType, Epilogue, GemmSpec, Layout, LoraSpec, OutType};
+use tessera_runtime::codegen::{Activation, AdapterMode, Arch, ElemType, Epilogue, GemmSpec, Layout, LoraSpec};
 use tessera_runtime::reference::{self, LoraOperands};
 use tessera_runtime::{open_backend, run_gemm, run_lora, Backend, BackendKind, Compiler, GemmProblem, KernelCache, LoraInputs, LoraProblem};
 
@@ -30,11 +30,12 @@ fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
-fn tolerance(out: OutType) -> f64 {
+fn tolerance(out: ElemType) -> f64 {
     match out {
-        OutType::BF16 => 1e-2,
-        OutType::F16 => 3e-3,
-        OutType::F32 => 2e-3,
+        ElemType::BF16 => 1e-2,
+        ElemType::F16 => 3e-3,
+        ElemType::F32 => 2e-3,
+        other => panic!("{other} is not a GEMM output type"),
     }
 }
 
@@ -49,7 +50,7 @@ fn gemm_matches_the_reference() {
                 layout_x,
                 layout_w: Layout::ALL[(i + j) % 2],
                 epilogue: Epilogue { user: None, bias: true, activation: Activation::ALL[i % 4], residual: j == 1 },
-                ..GemmSpec::new(DType::ALL[i % 2], OutType::ALL[(i + j) % 3])
+                ..GemmSpec::new(ElemType::MMA_INPUTS[i % 2], ElemType::MMA_OUTPUTS[(i + j) % 3])
             };
             let p = GemmProblem::new(m, n, k);
             let mut rng = StdRng::seed_from_u64((i * 10 + j) as u64);
@@ -64,7 +65,7 @@ fn gemm_matches_the_reference() {
             assert_path(backend.arch(), aligned.hopper_tile(backend.arch()).is_ok(), &ran.kernel, &label);
             let got = ran.y;
             let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
-            let rout = |v: &[f32]| spec.out.as_dtype().map_or(v.to_vec(), |d| reference::round_to_dtype(v, d));
+            let rout = |v: &[f32]| reference::round_to_dtype(v, spec.out);
             let residual = residual.map(|r| rout(&r));
             let want = reference::gemm(&rin(&x), layout_x, &rin(&w), spec.layout_w, (m, n, k), None, Some(&rout(&bias)), spec.epilogue.activation, residual.as_deref(), 1.0, 0.0);
             let cmp = reference::compare(&got, &want);
@@ -80,7 +81,7 @@ fn split_k_gemm_matches_the_reference() {
     use tessera_runtime::codegen::GemmTile;
     let (backend, compiler) = (backend(), compiler());
     for split in [2, 4, 8] {
-        let spec = GemmSpec::new(DType::BF16, OutType::F32).with_tile(GemmTile::new(64, 64, 32, 4, 3).with_split_k(split));
+        let spec = GemmSpec::new(ElemType::BF16, ElemType::F32).with_tile(GemmTile::new(64, 64, 32, 4, 3).with_split_k(split));
         let (m, n, k) = (96, 160, 4096 + 40);
         let mut rng = StdRng::seed_from_u64(split as u64);
         let x = random(&mut rng, m * k);
@@ -108,9 +109,9 @@ fn lora_matches_the_reference() {
     ];
     for (i, &(m, n, k, rank, adapters, bottleneck)) in cases.iter().enumerate() {
         let mut spec = if bottleneck {
-            LoraSpec::bottleneck(DType::BF16, OutType::F32, rank, Activation::GeluTanh)
+            LoraSpec::bottleneck(ElemType::BF16, ElemType::F32, rank, Activation::GeluTanh)
         } else {
-            LoraSpec::new(DType::ALL[i % 2], OutType::F32, rank)
+            LoraSpec::new(ElemType::MMA_INPUTS[i % 2], ElemType::F32, rank)
         };
         if adapters > 0 {
             spec.adapters = AdapterMode::PerRow;

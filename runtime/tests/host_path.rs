@@ -9,11 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tessera_runtime::common::buffers::{decode, encode, POISON_16};
-use tessera_runtime::codegen::{Arch, AttentionSpec, DType, DevicePtr, DevicePtrMut};
-use tessera_runtime::{
-    run_attention, AttentionParams, AttentionProblem, Backend, BackendId, BackendKind, CompiledModule, Compiler,
-    DeviceBuffer, Kernel, LaunchConfig, OutputKind, RuntimeError,
-};
+use tessera_runtime::codegen::{Arch, AttentionSpec, ElemType, DevicePtr, DevicePtrMut};
+use tessera_runtime::{run_attention, AttentionParams, AttentionProblem, Backend, BackendId, BackendKind, CompiledModule, Compiler, DeviceBuffer, Kernel, LaunchConfig, OutputKind, RuntimeError};
 
 /// Device memory in host vectors; launches are recorded, not run.
 struct Recorder {
@@ -156,7 +153,7 @@ fn run_attention_uploads_poisons_launches_and_frees() {
     }
     let backend = Recorder::new();
     let compiler = Compiler::new();
-    let spec = AttentionSpec::new(DType::BF16, 64, true, 4, 2);
+    let spec = AttentionSpec::new(ElemType::BF16, 64, true, 4, 2);
     let p = AttentionProblem::for_spec(&spec, 3, 200, 150);
     let q: Vec<f32> = (0..p.q_elements()).map(|i| (i % 7) as f32 * 0.25).collect();
     let k = vec![0.5f32; p.kv_elements()];
@@ -192,7 +189,7 @@ fn device_memory_is_freed_when_the_launch_fails() {
     }
     let backend = Recorder::new();
     backend.fail_launch.store(true, Ordering::Relaxed);
-    let spec = AttentionSpec::new(DType::F16, 64, false, 2, 2);
+    let spec = AttentionSpec::new(ElemType::F16, 64, false, 2, 2);
     let p = AttentionProblem::for_spec(&spec, 1, 16, 16);
     let data = vec![0.0f32; p.q_elements()];
     let err = run_attention(&backend, &Compiler::new(), &spec, &p, &data, &data, &data, None, false).unwrap_err();
@@ -203,7 +200,7 @@ fn device_memory_is_freed_when_the_launch_fails() {
 #[test]
 fn bad_shapes_fail_before_anything_is_allocated() {
     let backend = Recorder::new();
-    let spec = AttentionSpec::new(DType::F16, 64, false, 2, 2);
+    let spec = AttentionSpec::new(ElemType::F16, 64, false, 2, 2);
     let compiler = Compiler::new();
     // head_dim 0 with a huge batch would ask for an enormous log-sum-exp buffer if not caught first.
     let p =
@@ -219,7 +216,7 @@ fn bad_shapes_fail_before_anything_is_allocated() {
 #[test]
 fn empty_problems_launch_nothing() {
     let backend = Recorder::new();
-    let spec = AttentionSpec::new(DType::F16, 64, false, 2, 2);
+    let spec = AttentionSpec::new(ElemType::F16, 64, false, 2, 2);
     for p in [AttentionProblem::for_spec(&spec, 0, 16, 16), AttentionProblem::for_spec(&spec, 2, 0, 16)] {
         let kv = vec![0.0f32; p.kv_elements()];
         let out = run_attention(&backend, &Compiler::new(), &spec, &p, &[], &kv, &kv, None, true).unwrap();
@@ -232,10 +229,10 @@ fn empty_problems_launch_nothing() {
 #[test]
 fn uploads_are_rounded_to_the_spec_dtype() {
     let x = [1.0 + 2f32.powi(-9), 2.71, -2.5e-3];
-    for dtype in DType::ALL {
+    for dtype in ElemType::MMA_INPUTS {
         let bytes = encode(&x, dtype);
         assert_eq!(bytes.len(), 6);
         assert_eq!(decode(&bytes, dtype), tessera_runtime::reference::round_to_dtype(&x, dtype));
     }
-    assert!(decode(&POISON_16.to_le_bytes(), DType::BF16)[0].is_nan());
+    assert!(decode(&POISON_16.to_le_bytes(), ElemType::BF16)[0].is_nan());
 }

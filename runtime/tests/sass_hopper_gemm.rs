@@ -7,7 +7,7 @@
 mod common;
 
 use rayon::prelude::*;
-use tessera_runtime::codegen::{Activation, Arch, DType, Epilogue, GemmSpec, KernelSource, Layout, LoraSpec, OutType};
+use tessera_runtime::codegen::{Activation, Arch, ElemType, Epilogue, GemmSpec, KernelSource, Layout, LoraSpec};
 use tessera_runtime::compile::sass::{disassemble, SassSummary};
 use tessera_runtime::{Compiler, Target};
 
@@ -20,7 +20,7 @@ fn hopper_gemm_and_lora_use_hgmma_and_tma_in_sass() {
     let epilogue = Epilogue { user: None, bias: true, activation: Activation::Silu, residual: true };
     let arch = Arch::SM90A;
     let mut jobs: Vec<(String, Result<KernelSource, String>)> = Vec::new();
-    for (dtype, out) in [(DType::BF16, OutType::BF16), (DType::F16, OutType::F32)] {
+    for (dtype, out) in [(ElemType::BF16, ElemType::BF16), (ElemType::F16, ElemType::F32)] {
         for layout_x in Layout::ALL {
             for layout_w in Layout::ALL {
                 let spec = GemmSpec { layout_x, layout_w, epilogue, ..GemmSpec::new(dtype, out) };
@@ -30,7 +30,7 @@ fn hopper_gemm_and_lora_use_hgmma_and_tma_in_sass() {
         }
     }
     for (rank, layout_x, layout_w) in [(8, Layout::RowMajor, Layout::RowMajor), (32, Layout::ColMajor, Layout::ColMajor), (128, Layout::RowMajor, Layout::ColMajor)] {
-        let spec = LoraSpec { layout_x, layout_w, epilogue, ..LoraSpec::new(DType::BF16, OutType::BF16, rank) };
+        let spec = LoraSpec { layout_x, layout_w, epilogue, ..LoraSpec::new(ElemType::BF16, ElemType::BF16, rank) };
         let source = spec.hopper_tile(arch).and_then(|_| spec.render(arch).map_err(|e| e.to_string()));
         jobs.push((spec.kernel_name(arch), source));
     }

@@ -7,9 +7,7 @@
 mod common;
 
 use rayon::prelude::*;
-use tessera_runtime::codegen::{
-    AdapterMode, Arch, AttentionFeatures, AttentionSpec, DType, GemmSpec, KernelSpec, LoraSpec, OutType, HOPPER_HEAD_DIMS,
-};
+use tessera_runtime::codegen::{AdapterMode, Arch, AttentionFeatures, AttentionSpec, ElemType, GemmSpec, KernelSpec, LoraSpec, HOPPER_HEAD_DIMS};
 use tessera_runtime::compile::sass::{disassemble, SassSummary};
 use tessera_runtime::{Compiler, Target};
 
@@ -22,13 +20,13 @@ fn matrix_kernels_use_tensor_cores_in_sass() {
     // An explicit mma.sync tile keeps plain attention off the sm_90a path.
     let mma = |s: AttentionSpec| s.with_tile(AttentionSpec::default_tile(s.head_dim, Arch::SM80));
     let specs: Vec<KernelSpec> = vec![
-        mma(AttentionSpec::new(DType::BF16, 128, true, 16, 4)).into(),
-        mma(AttentionSpec::new(DType::F16, 64, false, 8, 8)).into(),
-        AttentionSpec::new(DType::BF16, 128, true, 32, 4).with_features(decode).into(),
+        mma(AttentionSpec::new(ElemType::BF16, 128, true, 16, 4)).into(),
+        mma(AttentionSpec::new(ElemType::F16, 64, false, 8, 8)).into(),
+        AttentionSpec::new(ElemType::BF16, 128, true, 32, 4).with_features(decode).into(),
         // An explicit tile keeps the GEMM on mma.sync on sm_90a too (sass_hopper_gemm.rs checks the
         // sm_90a GEMM kernels).
-        GemmSpec::new(DType::BF16, OutType::BF16).with_tile(GemmSpec::default_tile(Arch::SM80)).into(),
-        LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(DType::BF16, OutType::BF16, 16) }.into(),
+        GemmSpec::new(ElemType::BF16, ElemType::BF16).with_tile(GemmSpec::default_tile(Arch::SM80)).into(),
+        LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::new(ElemType::BF16, ElemType::BF16, 16) }.into(),
     ];
     let compiler = Compiler::new();
     let jobs: Vec<(KernelSpec, Arch)> =
@@ -64,7 +62,7 @@ fn hopper_attention_uses_hgmma_and_tma_in_sass() {
     let compiler = Compiler::new();
     let mut jobs = Vec::new();
     for d in HOPPER_HEAD_DIMS {
-        for dtype in DType::ALL {
+        for dtype in ElemType::MMA_INPUTS {
             for causal in [false, true] {
                 jobs.push(AttentionSpec::new(dtype, d, causal, 8, 2));
             }

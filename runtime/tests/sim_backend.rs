@@ -6,10 +6,7 @@ mod common;
 
 use tessera_runtime::codegen::{Arch, KernelSource, LaunchGeometry};
 use tessera_runtime::simulator::SimOptions;
-use tessera_runtime::{
-    open_backend, Backend, BackendKind, CompiledModule, Compiler, CudaBackend, DeviceBuffer, Kernel, LaunchConfig,
-    OutputKind, RuntimeError, SimBackend, Target,
-};
+use tessera_runtime::{open_backend, Backend, BackendKind, CompiledModule, Compiler, CudaBackend, DeviceBuffer, Kernel, LaunchConfig, OutputKind, RuntimeError, SimBackend, Target};
 
 fn sim() -> SimBackend {
     SimBackend::with_options(Arch::SM80, SimOptions::default())

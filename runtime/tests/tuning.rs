@@ -3,9 +3,9 @@
 
 mod common;
 
-use tessera_codegen::{Arch, DType, GemmSpec, GemmTile, KernelSpec, OutType, TileChoice};
-use tessera_runtime::amp::{adamw_target, cast_target, unscale_target};
-use tessera_runtime::gemm::{gemm_target, prepare_gemm, GemmBuffers, GemmStrides};
+use tessera_codegen::{Arch, ElemType, GemmSpec, GemmTile, KernelSpec, TileChoice};
+use tessera_runtime::amp::{adamw_target, cast_target, unscale_target, ElementsTuneShape};
+use tessera_runtime::gemm::{gemm_target, prepare_gemm, GemmBuffers, GemmStrides, GemmTuneShape};
 use tessera_runtime::simulator::SimOptions;
 use tessera_runtime::tuning::{self, db, space, CandidateStatus, DbEntry, TuneOptions, TuningKey};
 use tessera_runtime::{Backend, Compiler, GemmProblem, SimBackend};
@@ -17,9 +17,9 @@ fn tuner_compiles_runs_and_verifies_candidates_on_the_simulator() {
     }
     let backend = SimBackend::with_options(Arch::SM80, SimOptions { checks: false, ..SimOptions::default() });
     let compiler = Compiler::new();
-    let spec = GemmSpec::new(DType::F16, OutType::F32);
+    let spec = GemmSpec::new(ElemType::F16, ElemType::F32);
     let problem = GemmProblem::new(48, 40, 64);
-    let all = space::candidates(&spec.into(), Arch::SM80, &[48, 40, 64]);
+    let all = space::candidates(&spec.into(), Arch::SM80, &GemmTuneShape::of(&problem));
     assert!(all.iter().skip(1).all(|t| matches!(t, TileChoice::Gemm(g) if g.block_m <= 64 && g.block_n <= 64)));
     let candidates: Vec<TileChoice> = all.into_iter().take(4).collect();
     let target = gemm_target(&backend, &compiler, &spec, problem).unwrap();
@@ -38,12 +38,12 @@ fn a_launch_uses_the_tuned_tile_from_the_database() {
     }
     let backend = SimBackend::new(Arch::SM80);
     let compiler = Compiler::new();
-    let spec = GemmSpec::new(DType::BF16, OutType::BF16);
+    let spec = GemmSpec::new(ElemType::BF16, ElemType::BF16);
     let problem = GemmProblem::new(40, 48, 32);
     let tuned = GemmTile::new(32, 32, 32, 4, 1);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tuning.json");
-    let key = TuningKey::new(&KernelSpec::from(spec), &[40, 48, 32], backend.device_fingerprint());
+    let key = TuningKey::new(&KernelSpec::from(spec), &GemmTuneShape::of(&problem), backend.device_fingerprint());
     let (mut file, _) = db::TuningDb::open(&path);
     file.insert(DbEntry { key, tile: TileChoice::Gemm(tuned), median_ms: 1.0, throughput: 1.0, unit: "TFLOP/s".into(), candidates: 2 });
     file.save().unwrap();
@@ -80,10 +80,10 @@ fn elementwise_family_targets_verify_on_the_simulator() {
     let cast = CastSpec::to_fp8(ElemType::BF16, ElemType::E4M3);
     let unscale = UnscaleSpec::default();
     let adamw = AdamWSpec::default();
-    let cases: Vec<(KernelSpec, Box<dyn tuning::TuneTarget + '_>, Vec<usize>)> = vec![
-        (cast.into(), Box::new(cast_target(&backend, &compiler, &cast, 3000).unwrap()), vec![3000]),
-        (unscale.into(), Box::new(unscale_target(&backend, &compiler, &unscale, 5000, 3).unwrap()), vec![5000]),
-        (adamw.into(), Box::new(adamw_target(&backend, &compiler, &adamw, 3000, 3).unwrap()), vec![3000]),
+    let cases: Vec<(KernelSpec, Box<dyn tuning::TuneTarget + '_>, ElementsTuneShape)> = vec![
+        (cast.into(), Box::new(cast_target(&backend, &compiler, &cast, 3000).unwrap()), ElementsTuneShape { elements: 3000 }),
+        (unscale.into(), Box::new(unscale_target(&backend, &compiler, &unscale, 5000, 3).unwrap()), ElementsTuneShape { elements: 5000 }),
+        (adamw.into(), Box::new(adamw_target(&backend, &compiler, &adamw, 3000, 3).unwrap()), ElementsTuneShape { elements: 3000 }),
     ];
     for (spec, target, shape) in cases {
         let candidates: Vec<TileChoice> = space::candidates(&spec, Arch::SM80, &shape).into_iter().take(3).collect();
@@ -104,8 +104,8 @@ fn timed_tuning_picks_a_verified_winner() {
     }
     let backend = SimBackend::with_options(Arch::SM80, SimOptions { checks: false, ..SimOptions::default() });
     let compiler = Compiler::new();
-    let spec = GemmSpec::new(DType::BF16, OutType::F32);
-    let candidates: Vec<TileChoice> = space::candidates(&spec.into(), Arch::SM80, &[32, 32, 512]).into_iter().take(3).collect();
+    let spec = GemmSpec::new(ElemType::BF16, ElemType::F32);
+    let candidates: Vec<TileChoice> = space::candidates(&spec.into(), Arch::SM80, &GemmTuneShape { m: 32, n: 32, k: 512 }).into_iter().take(3).collect();
     let target = gemm_target(&backend, &compiler, &spec, GemmProblem::new(32, 32, 512)).unwrap();
     assert!(target.copies() >= 1);
     let report = tuning::tune(&target, &candidates, &TuneOptions { warmup: 1, reps: 3, ..TuneOptions::default() }, &|_, _, _| {});

@@ -5,15 +5,12 @@
 
 mod common;
 
-use tessera_codegen::{
-    Arch, AttentionSpec, DType, GemmSpec, GemmTile, HopperGemmTile, HopperLoraTile, HopperTile, KernelSpec, LoraSpec, OutType,
-    TileChoice, TileConfig,
-};
-use tessera_runtime::attention::{attention_target, prepare_attention, AttentionBuffers, AttentionProblem, AttentionStrides};
-use tessera_runtime::gemm::{gemm_target, prepare_gemm, GemmBuffers, GemmStrides};
-use tessera_runtime::lora::lora_target;
+use tessera_codegen::{Arch, AttentionSpec, ElemType, GemmSpec, GemmTile, HopperGemmTile, HopperLoraTile, HopperTile, KernelSpec, LoraSpec, TileChoice, TileConfig};
+use tessera_runtime::attention::{attention_target, prepare_attention, AttentionBuffers, AttentionProblem, AttentionStrides, AttentionTuneShape};
+use tessera_runtime::gemm::{gemm_target, prepare_gemm, GemmBuffers, GemmStrides, GemmTuneShape};
+use tessera_runtime::lora::{lora_target, LoraTuneShape};
 use tessera_runtime::simulator::SimOptions;
-use tessera_runtime::tuning::{self, db, space, CandidateStatus, DbEntry, TuneOptions, TuningKey};
+use tessera_runtime::tuning::{self, db, space, CandidateStatus, DbEntry, TuneOptions, TuneShape, TuningKey};
 use tessera_runtime::{Backend, Compiler, GemmProblem, LoraProblem, SimBackend};
 
 fn sm90a() -> SimBackend {
@@ -45,24 +42,24 @@ fn sm90a_specs_tune_both_kernels_on_the_simulator() {
     let backend = sm90a();
     let compiler = Compiler::new();
 
-    let spec = AttentionSpec::new(DType::BF16, 64, true, 2, 1);
+    let spec = AttentionSpec::new(ElemType::BF16, 64, true, 2, 1);
     let problem = AttentionProblem::for_spec(&spec, 1, 130, 200);
-    let all = space::candidates(&spec.into(), Arch::SM90A, &[2, 130, 200]);
+    let all = space::candidates(&spec.into(), Arch::SM90A, &AttentionTuneShape::of(&problem));
     assert_eq!(all[0], TileChoice::HopperAttention(HopperTile::for_head_dim(64).unwrap()), "the sm_90a default first");
     let target = attention_target(&backend, &compiler, &spec, problem).unwrap();
     tune_three(&target, &all, TileChoice::HopperAttention(HopperTile { block_n: 64, stages: 3 }));
 
     // K = 128 is two 64-deep slices: no ring deeper than 3 stages is proposed (but the default).
-    let spec = GemmSpec::new(DType::BF16, OutType::F32);
-    let all = space::candidates(&spec.into(), Arch::SM90A, &[200, 296, 128]);
+    let spec = GemmSpec::new(ElemType::BF16, ElemType::F32);
+    let all = space::candidates(&spec.into(), Arch::SM90A, &GemmTuneShape { m: 200, n: 296, k: 128 });
     assert_eq!(all[0], TileChoice::HopperGemm(HopperGemmTile::DEFAULT), "the sm_90a default first");
     assert!(!all.iter().any(|t| matches!(t, TileChoice::HopperGemm(h) if h.stages > 3 && *h != HopperGemmTile::DEFAULT)));
     let target = gemm_target(&backend, &compiler, &spec, GemmProblem::new(200, 296, 128)).unwrap();
     tune_three(&target, &all, TileChoice::HopperGemm(HopperGemmTile { block_n: 128, stages: 3 }));
 
     // LoRA: the sm_90a kernel (one tile per rank) first, weighed against the mma.sync tiles.
-    let spec = LoraSpec::new(DType::BF16, OutType::BF16, 32);
-    let all = space::candidates(&spec.into(), Arch::SM90A, &[150, 296, 136, 1]);
+    let spec = LoraSpec::new(ElemType::BF16, ElemType::BF16, 32);
+    let all = space::candidates(&spec.into(), Arch::SM90A, &LoraTuneShape { m: 150, n: 296, k: 136, adapters: 1 });
     assert_eq!(all[0], TileChoice::HopperLora(HopperLoraTile::for_rank(32)), "the sm_90a default first");
     assert_eq!(all.iter().filter(|t| matches!(t, TileChoice::HopperLora(_))).count(), 1);
     let target = lora_target(&backend, &compiler, &spec, LoraProblem::new(150, 296, 136, 1)).unwrap();
@@ -77,30 +74,31 @@ fn a_launch_applies_stored_sm90a_and_mma_sync_winners() {
     }
     let backend = sm90a();
     let compiler = Compiler::new();
-    let attention = AttentionSpec::new(DType::F16, 128, false, 2, 2);
-    let gemm = GemmSpec::new(DType::BF16, OutType::BF16);
+    let attention = AttentionSpec::new(ElemType::F16, 128, false, 2, 2);
+    let gemm = GemmSpec::new(ElemType::BF16, ElemType::BF16);
     let hopper_attention = HopperTile { block_n: 64, stages: 3 };
     let mma_attention = TileConfig::new(64, 32, 4, 2);
     let hopper_gemm = HopperGemmTile { block_n: 128, stages: 3 };
     let mma_gemm = GemmTile::new(32, 32, 32, 4, 1);
     // (spec, shape, stored winner): a long and a short attention problem, a large and a small GEMM.
-    let stored: [(KernelSpec, [usize; 3], TileChoice); 4] = [
-        (attention.into(), [2, 150, 300], TileChoice::HopperAttention(hopper_attention)),
-        (attention.into(), [2, 20, 20], TileChoice::Attention(mma_attention)),
-        (gemm.into(), [200, 296, 520], TileChoice::HopperGemm(hopper_gemm)),
-        (gemm.into(), [40, 48, 32], TileChoice::Gemm(mma_gemm)),
+    let attention_shape = |seq_q, seq_k| AttentionTuneShape { batch_heads: 2, seq_q, seq_k };
+    let stored: [(KernelSpec, &dyn TuneShape, TileChoice); 4] = [
+        (attention.into(), &attention_shape(150, 300), TileChoice::HopperAttention(hopper_attention)),
+        (attention.into(), &attention_shape(20, 20), TileChoice::Attention(mma_attention)),
+        (gemm.into(), &GemmTuneShape { m: 200, n: 296, k: 520 }, TileChoice::HopperGemm(hopper_gemm)),
+        (gemm.into(), &GemmTuneShape { m: 40, n: 48, k: 32 }, TileChoice::Gemm(mma_gemm)),
     ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tuning.json");
     let (mut file, _) = db::TuningDb::open(&path);
     for (spec, shape, tile) in stored {
-        let key = TuningKey::new(&spec, &shape, backend.device_fingerprint());
+        let key = TuningKey::new(&spec, shape, backend.device_fingerprint());
         file.insert(DbEntry { key, tile, median_ms: 1.0, throughput: 1.0, unit: "TFLOP/s".into(), candidates: 2 });
     }
     file.save().unwrap();
     assert!(db::use_global_path(&path).is_none());
     for (spec, shape, tile) in stored {
-        let tuned = tuning::tuned_spec(&backend, spec, &shape);
+        let tuned = tuning::tuned_spec(&backend, spec, shape);
         assert_eq!(tuned.tile_choice(Arch::SM90A), Some(tile));
         assert_eq!(tuned.tile_label(Arch::SM90A), tile.to_string());
     }

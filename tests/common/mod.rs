@@ -51,12 +51,7 @@ pub fn gemm_reference(
 ) -> Vec<f64> {
     use tessera::runtime::reference;
     let rin = |v: &[f32]| reference::round_to_dtype(v, spec.dtype);
-    let rout = |v: Option<&[f32]>| {
-        v.map(|v| match spec.out.as_dtype() {
-            Some(d) => reference::round_to_dtype(v, d),
-            None => v.to_vec(),
-        })
-    };
+    let rout = |v: Option<&[f32]>| v.map(|v| reference::round_to_dtype(v, spec.out));
     let (c, bias, residual) = (rout(c), rout(bias), rout(residual));
     reference::gemm(
         &rin(x),

@@ -105,14 +105,26 @@ mod tests {
     use crate::*;
 
     fn spec() -> AttentionSpec {
-        AttentionSpec::new(DType::BF16, 128, true, 16, 4)
+        AttentionSpec::new(ElemType::BF16, 128, true, 16, 4)
+    }
+
+    /// One element type serves every family, so each spec field names the types it admits.
+    #[test]
+    fn non_mma_dtypes_are_rejected_by_name() {
+        for dtype in [ElemType::F32, ElemType::E4M3, ElemType::E5M2] {
+            let s = AttentionSpec::new(dtype, 128, true, 16, 4);
+            match s.validate(Arch::SM80) {
+                Err(SpecError::Unsupported { field: "dtype", allowed, .. }) => assert_eq!(allowed, "f16, bf16"),
+                other => panic!("{dtype}: {other:?}"),
+            }
+        }
     }
 
     #[test]
     fn default_specs_validate_on_every_arch() {
         for arch in Arch::SUPPORTED {
             for d in ATTENTION_HEAD_DIMS {
-                for dtype in DType::ALL {
+                for dtype in ElemType::MMA_INPUTS {
                     let s = AttentionSpec::new(dtype, d, false, 8, 2);
                     s.validate(arch).unwrap_or_else(|e| panic!("{arch} d{d} {dtype}: {e}"));
                 }
@@ -236,6 +248,6 @@ mod tests {
         let json = r#"{"dtype":"bf16","head_dim":64,"causal":true,"heads_q":8,"heads_kv":2,"tile":null}"#;
         let s: AttentionSpec = serde_json::from_str(json).unwrap();
         assert!(s.features.is_plain());
-        assert_eq!(s, AttentionSpec::new(DType::BF16, 64, true, 8, 2));
+        assert_eq!(s, AttentionSpec::new(ElemType::BF16, 64, true, 8, 2));
     }
 }

@@ -10,7 +10,7 @@
 use super::spec::AttentionSpec;
 use super::tiles::{HopperTile, HOPPER_THREADS};
 use crate::common::wgmma::{hopper_entry_point as write_entry_point, wgmma_ops_struct, WgmmaA, WgmmaMethod};
-use crate::common::{Arch, DType, KernelSource, LaunchGeometry};
+use crate::common::{Arch, ElemType, KernelSource, LaunchGeometry};
 use crate::common::params::Declarations;
 use crate::common::Template;
 
@@ -44,7 +44,7 @@ pub fn hopper_route(spec: &AttentionSpec, arch: Arch) -> Result<HopperTile, Stri
 
 /// The `Ops` struct the template calls: `qk` (S = Q K^T step, both operands from shared memory,
 /// K-major) and `pv` (O += P V step, P from registers, V MN-major).
-fn wgmma_ops(dtype: DType, head_dim: u32, block_n: u32) -> String {
+fn wgmma_ops(dtype: ElemType, head_dim: u32, block_n: u32) -> String {
     let qk_comment = format!("S (64 x {block_n}) {{+}}= Q K^T for one 16-column k-step; `accumulate` false starts S at 0.");
     let pv_comment = format!("O (64 x {head_dim}) += P V for one 16-key k-step: P from registers, V transposed (MN-major).");
     wgmma_ops_struct(&[
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn routing_names_its_reason() {
-        let spec = AttentionSpec::new(DType::BF16, 128, true, 16, 4);
+        let spec = AttentionSpec::new(ElemType::BF16, 128, true, 16, 4);
         assert_eq!(hopper_route(&spec, Arch::SM90A), Ok(HopperTile { block_n: 128, stages: 2 }));
         assert!(hopper_route(&spec, Arch::SM90).unwrap_err().contains("wgmma"));
         assert!(hopper_route(&AttentionSpec { head_dim: 96, ..spec }, Arch::SM90A).unwrap_err().contains("head_dim 96"));
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn an_explicit_tile_is_routed_and_checked() {
-        let spec = AttentionSpec::new(DType::BF16, 128, true, 16, 4);
+        let spec = AttentionSpec::new(ElemType::BF16, 128, true, 16, 4);
         let t = HopperTile { block_n: 64, stages: 3 };
         let tuned = spec.with_hopper_tile(t);
         assert_eq!(hopper_route(&tuned, Arch::SM90A), Ok(t));
@@ -140,7 +140,7 @@ mod tests {
         assert_ne!(tuned.render(Arch::SM90A).unwrap().hash, spec.render(Arch::SM90A).unwrap().hash);
         let src = tuned.render(Arch::SM90A).unwrap();
         assert!(src.cuda_src.contains("attention_hopper<tessera::bf16, 128, 64, 3, true, 4, 0, TesseraWgmmaOps>"));
-        assert_eq!(src.geometry.dynamic_shared_bytes, t.shared_memory_bytes(DType::BF16, 128));
+        assert_eq!(src.geometry.dynamic_shared_bytes, t.shared_memory_bytes(ElemType::BF16, 128));
         // An mma.sync tile still forces the mma.sync kernel.
         let both = tuned.with_tile(AttentionSpec::default_tile(128, Arch::SM90A));
         assert!(hopper_route(&both, Arch::SM90A).unwrap_err().contains("mma.sync tile"));
@@ -166,13 +166,13 @@ mod tests {
     }
 
     fn spec_with(head_dim: u32, t: HopperTile) -> AttentionSpec {
-        AttentionSpec::new(DType::F16, head_dim, false, 8, 8).with_hopper_tile(t)
+        AttentionSpec::new(ElemType::F16, head_dim, false, 8, 8).with_hopper_tile(t)
     }
 
     #[test]
     fn space_holds_the_default_and_only_tiles_that_fit() {
         for d in HOPPER_HEAD_DIMS {
-            for dtype in DType::ALL {
+            for dtype in ElemType::MMA_INPUTS {
                 let space: Vec<HopperTile> = HopperTile::space(dtype, d, Arch::SM90A).collect();
                 assert!(space.contains(&HopperTile::for_head_dim(d).unwrap()), "d{d}");
                 for t in &space {
@@ -181,12 +181,12 @@ mod tests {
                 }
             }
         }
-        let d128: Vec<HopperTile> = HopperTile::space(DType::BF16, 128, Arch::SM90A).collect();
+        let d128: Vec<HopperTile> = HopperTile::space(ElemType::BF16, 128, Arch::SM90A).collect();
         for (block_n, stages) in [(64, 2), (64, 3), (64, 4), (128, 3), (160, 2)] {
             assert!(d128.contains(&HopperTile { block_n, stages }), "n{block_n} s{stages}");
         }
         assert!(!d128.iter().any(|t| t.block_n > 160 || (t.block_n == 128 && t.stages > 3)));
-        let d256: Vec<HopperTile> = HopperTile::space(DType::BF16, 256, Arch::SM90A).collect();
+        let d256: Vec<HopperTile> = HopperTile::space(ElemType::BF16, 256, Arch::SM90A).collect();
         assert_eq!(d256.len(), 4);
         assert!(d256.iter().all(|t| t.block_n <= 64));
     }
@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn tiles_fit_shared_memory() {
         for d in HOPPER_HEAD_DIMS {
-            for dtype in DType::ALL {
+            for dtype in ElemType::MMA_INPUTS {
                 let t = HopperTile::for_head_dim(d).unwrap();
                 assert!(t.shared_memory_bytes(dtype, d) <= Arch::SM90A.max_shared_memory_per_block(), "d{d}");
             }
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn wgmma_operands_are_numbered_consistently() {
-        let ops = wgmma_ops(DType::BF16, 64, 128);
+        let ops = wgmma_ops(ElemType::BF16, 64, 128);
         // S: 64 accumulators %0..%63, then the two descriptors and the accumulate flag.
         assert!(ops.contains("m64n128k16.f32.bf16.bf16 {%0, %1,"), "{ops}");
         assert!(ops.contains("%63}, %64, %65, p, 1, 1, 0, 0;"), "{ops}");

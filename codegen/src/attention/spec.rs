@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::features::AttentionFeatures;
 use super::tiles::{HopperTile, TileConfig};
 use crate::common::list;
-use crate::common::{DType, SpecError};
+use crate::common::{ElemType, SpecError};
 
 /// Head dimensions the template supports: multiples of 16 (the mma k-step) whose rows are whole
 /// 16-byte cp.async chunks and whose register budget fits one thread.
@@ -20,7 +20,7 @@ pub const ATTENTION_HEAD_DIMS: [u32; 6] = [32, 64, 96, 128, 192, 256];
 /// query head `h` reads key/value head `h / (heads_q / heads_kv)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AttentionSpec {
-    pub dtype: DType,
+    pub dtype: ElemType,
     pub head_dim: u32,
     pub causal: bool,
     pub heads_q: u32,
@@ -39,7 +39,7 @@ pub struct AttentionSpec {
 
 impl AttentionSpec {
     /// Multi-head attention with the default tile configuration.
-    pub fn new(dtype: DType, head_dim: u32, causal: bool, heads_q: u32, heads_kv: u32) -> Self {
+    pub fn new(dtype: ElemType, head_dim: u32, causal: bool, heads_q: u32, heads_kv: u32) -> Self {
         AttentionSpec {
             dtype,
             head_dim,
@@ -85,6 +85,7 @@ impl AttentionSpec {
 
     /// The checks every kernel shares: the head dimension, the head counts, the features.
     pub(super) fn validate_shape(&self) -> Result<(), SpecError> {
+        self.dtype.check_in("dtype", &ElemType::MMA_INPUTS)?;
         if !ATTENTION_HEAD_DIMS.contains(&self.head_dim) {
             return Err(SpecError::unsupported("head_dim", self.head_dim, list(&ATTENTION_HEAD_DIMS)));
         }

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::common::list;
-use crate::common::{Arch, DType, SpecError, WARP_SIZE};
+use crate::common::{Arch, ElemType, SpecError, WARP_SIZE};
 
 /// How one CTA of a tiled kernel divides its work.
 ///
@@ -79,7 +79,7 @@ impl HopperTile {
 
     /// Dynamic shared memory: Q, the K/V ring, 2 + 2 * stages mbarriers, and 1 KB of alignment slack
     /// (the 128-byte swizzle wants 1024-byte aligned tiles).
-    pub fn shared_memory_bytes(&self, dtype: DType, head_dim: u32) -> u32 {
+    pub fn shared_memory_bytes(&self, dtype: ElemType, head_dim: u32) -> u32 {
         let elem = dtype.size_bytes() as u32;
         let q = HOPPER_BLOCK_M * head_dim * elem;
         let ring = self.stages * 2 * self.block_n * head_dim * elem;
@@ -94,7 +94,7 @@ impl HopperTile {
 
     /// Checks the tile against the template (`hopper_tile.block_n`, `hopper_tile.stages`), the
     /// consumers' registers and `arch`'s shared memory, for `dtype` and `head_dim`.
-    pub fn validate(&self, dtype: DType, head_dim: u32, arch: Arch) -> Result<(), SpecError> {
+    pub fn validate(&self, dtype: ElemType, head_dim: u32, arch: Arch) -> Result<(), SpecError> {
         if !HOPPER_HEAD_DIMS.contains(&head_dim) {
             return Err(SpecError::unsupported("head_dim", head_dim, format!("{} with an sm_90a tile", list(&HOPPER_HEAD_DIMS))));
         }
@@ -117,7 +117,7 @@ impl HopperTile {
     }
 
     /// Every tile that validates for `dtype` and `head_dim` on `arch`: the tuner's sm_90a space.
-    pub fn space(dtype: DType, head_dim: u32, arch: Arch) -> impl Iterator<Item = HopperTile> {
+    pub fn space(dtype: ElemType, head_dim: u32, arch: Arch) -> impl Iterator<Item = HopperTile> {
         HOPPER_BLOCK_NS.into_iter().flat_map(move |block_n| {
             HOPPER_STAGES
                 .into_iter()

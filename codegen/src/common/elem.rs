@@ -1,5 +1,7 @@
-//! Element types of the mixed-precision training kernels (casts, unscale, AdamW): the 16-bit
-//! types of [`DType`](crate::DType) plus f32 and the two OCP fp8 formats.
+//! The one element type of every family: the 16-bit inputs of the tensor-core kernels
+//! ([`ElemType::MMA_INPUTS`]), their outputs ([`ElemType::MMA_OUTPUTS`]), and the f32 and fp8
+//! types of the mixed-precision training kernels. A spec field names the types it allows; its
+//! `validate` rejects the others with the allowed list.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,6 +31,19 @@ impl ElemType {
     pub const ALL: [ElemType; 5] = [ElemType::F32, ElemType::F16, ElemType::BF16, ElemType::E4M3, ElemType::E5M2];
     /// The gradient and model-weight types of the optimizer kernels.
     pub const FLOAT: [ElemType; 3] = [ElemType::F32, ElemType::F16, ElemType::BF16];
+    /// The inputs of the tensor-core kernels (attention, GEMM, LoRA): `mma` / `wgmma` operands.
+    pub const MMA_INPUTS: [ElemType; 2] = [ElemType::F16, ElemType::BF16];
+    /// The outputs (and C / bias / residual) of the GEMM and LoRA kernels.
+    pub const MMA_OUTPUTS: [ElemType; 3] = [ElemType::F16, ElemType::BF16, ElemType::F32];
+
+    /// `Ok` when `self` is one of `allowed`, else the error naming `field` and the allowed types.
+    pub fn check_in(self, field: &'static str, allowed: &[ElemType]) -> Result<(), SpecError> {
+        if allowed.contains(&self) {
+            return Ok(());
+        }
+        let names: Vec<&str> = allowed.iter().map(|t| t.name()).collect();
+        Err(SpecError::unsupported(field, self, names.join(", ")))
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -92,8 +107,8 @@ impl FromStr for ElemType {
 
     fn from_str(s: &str) -> Result<Self, SpecError> {
         match s.to_ascii_lowercase().as_str() {
-            "f32" | "float32" => Ok(ElemType::F32),
-            "f16" | "float16" | "half" => Ok(ElemType::F16),
+            "f32" | "fp32" | "float32" => Ok(ElemType::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(ElemType::F16),
             "bf16" | "bfloat16" => Ok(ElemType::BF16),
             "e4m3" | "fp8_e4m3" | "float8_e4m3fn" => Ok(ElemType::E4M3),
             "e5m2" | "fp8_e5m2" | "float8_e5m2" => Ok(ElemType::E5M2),

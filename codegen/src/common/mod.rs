@@ -4,7 +4,6 @@
 //! the sm_90a entry-point writer the three TMA + wgmma kernels use.
 
 mod arch;
-mod dtype;
 mod elem;
 mod elementwise_tile;
 mod error;
@@ -15,7 +14,6 @@ mod user_function;
 pub(crate) mod wgmma;
 
 pub use arch::Arch;
-pub use dtype::DType;
 pub use elem::ElemType;
 pub use elementwise_tile::ElementwiseTile;
 pub use error::SpecError;

@@ -4,7 +4,7 @@
 //! The sm_90a templates take these wrappers as a `struct TesseraWgmmaOps` template parameter: CUDA
 //! C++ cannot spell a brace list of N registers generically, so Rust writes each method out.
 
-use crate::common::DType;
+use crate::common::ElemType;
 
 /// Where the A operand of one `wgmma.mma_async` comes from.
 #[derive(Clone, Copy, Debug)]
@@ -24,7 +24,7 @@ pub(crate) struct WgmmaMethod<'a> {
     pub name: &'a str,
     /// N of `m64nNk16`: a multiple of 8 in 8..=256.
     pub n: u32,
-    pub dtype: DType,
+    pub dtype: ElemType,
     pub a: WgmmaA<'a>,
     /// The name of B's descriptor parameter.
     pub b_desc: &'a str,
@@ -35,11 +35,10 @@ pub(crate) struct WgmmaMethod<'a> {
     pub accumulate_param: bool,
 }
 
-fn type_name(dtype: DType) -> &'static str {
-    match dtype {
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-    }
+/// The PTX type of a `wgmma` operand: the element type's name (a spec's validation admits only
+/// [`ElemType::MMA_INPUTS`] here).
+fn type_name(dtype: ElemType) -> &'static str {
+    dtype.name()
 }
 
 /// `{%first, ..., %first+count-1}`.
@@ -125,7 +124,7 @@ mod tests {
             comment: "test",
             name: "mma",
             n: 16,
-            dtype: DType::F16,
+            dtype: ElemType::F16,
             a: WgmmaA::Shared { desc: "desc_a", trans: true },
             b_desc: "desc_b",
             trans_b: true,

@@ -13,14 +13,16 @@ pub(crate) use params::{contract, sm90a_contract};
 pub use params::{GemmParams, HopperGemmParams};
 pub use sm90a::gemm_hopper_route;
 pub(crate) use sm90a::{xw_comment, xw_method};
-pub use spec::{Activation, Epilogue, GemmSpec, Layout, OutType};
+pub use spec::{Activation, Epilogue, GemmSpec, Layout};
 pub(crate) use tiles::{mma_sync_tiles, validate_tile};
 pub use tiles::{GemmTile, HopperGemmTile, HOPPER_GEMM_BLOCK_K, HOPPER_GEMM_BLOCK_M, HOPPER_GEMM_THREADS, SPLIT_KS};
 
-use crate::common::{Arch, KernelSource, SpecError};
+use crate::common::{Arch, ElemType, KernelSource, SpecError};
 
 impl GemmSpec {
     pub fn validate(&self, arch: Arch) -> Result<(), SpecError> {
+        self.dtype.check_in("dtype", &ElemType::MMA_INPUTS)?;
+        self.out.check_in("out", &ElemType::MMA_OUTPUTS)?;
         Arch::new(arch.sm)?;
         if let Some(user) = &self.epilogue.user {
             user.validate_as_epilogue()?;
@@ -103,21 +105,32 @@ impl GemmSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::*;
 
     fn spec() -> GemmSpec {
         GemmSpec {
             layout_w: Layout::ColMajor,
             epilogue: Epilogue { user: None, bias: true, activation: Activation::GeluTanh, residual: true },
-            ..GemmSpec::new(DType::BF16, OutType::F32)
+            ..GemmSpec::new(ElemType::BF16, ElemType::F32)
+        }
+    }
+
+    #[test]
+    fn non_mma_types_are_rejected_by_field() {
+        let bad_in = GemmSpec::new(ElemType::F32, ElemType::F32);
+        assert!(matches!(bad_in.validate(Arch::SM80), Err(SpecError::Unsupported { field: "dtype", .. })));
+        for out in [ElemType::E4M3, ElemType::E5M2] {
+            match GemmSpec::new(ElemType::F16, out).validate(Arch::SM80) {
+                Err(SpecError::Unsupported { field: "out", allowed, .. }) => assert_eq!(allowed, "f16, bf16, f32"),
+                other => panic!("{out}: {other:?}"),
+            }
         }
     }
 
     #[test]
     fn default_specs_validate_on_every_arch() {
         for arch in Arch::SUPPORTED {
-            for dtype in DType::ALL {
-                for out in OutType::ALL {
+            for dtype in ElemType::MMA_INPUTS {
+                for out in ElemType::MMA_OUTPUTS {
                     for layout_w in Layout::ALL {
                         let s = GemmSpec { layout_w, ..GemmSpec::new(dtype, out) };
                         s.validate(arch).unwrap_or_else(|e| panic!("{arch} {dtype} {out}: {e}"));

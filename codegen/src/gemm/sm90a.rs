@@ -11,7 +11,7 @@
 use super::spec::{GemmSpec, Layout};
 use super::tiles::{HopperGemmTile, HOPPER_GEMM_THREADS};
 use crate::common::wgmma::{hopper_entry_point as write_entry_point, wgmma_ops_struct, WgmmaA, WgmmaMethod};
-use crate::common::{Arch, DType, KernelSource, LaunchGeometry};
+use crate::common::{Arch, ElemType, KernelSource, LaunchGeometry};
 use crate::common::params::Declarations;
 use crate::common::Template;
 
@@ -48,7 +48,7 @@ pub(crate) fn xw_comment(layout_x: Layout, layout_w: Layout, n: u32) -> String {
 /// K-major A when row-major, MN-major when column-major; W is an MN-major B when row-major
 /// (`[K, N]`, N contiguous), K-major when column-major (`[N, K]`). The LoRA kernel's main loop
 /// uses the same method.
-pub(crate) fn xw_method(comment: &str, layout_x: Layout, layout_w: Layout, n: u32, dtype: DType) -> WgmmaMethod<'_> {
+pub(crate) fn xw_method(comment: &str, layout_x: Layout, layout_w: Layout, n: u32, dtype: ElemType) -> WgmmaMethod<'_> {
     WgmmaMethod {
         comment,
         name: "mma",
@@ -108,11 +108,11 @@ mod tests {
     use super::*;
     use crate::*;
     use crate::common::{ElemType, UserFunction};
-    use crate::gemm::{GemmTile, OutType};
+    use crate::gemm::{GemmTile};
 
     #[test]
     fn routing_names_its_reason() {
-        let spec = GemmSpec::new(DType::BF16, OutType::BF16);
+        let spec = GemmSpec::new(ElemType::BF16, ElemType::BF16);
         assert_eq!(gemm_hopper_route(&spec, Arch::SM90A), Ok(HopperGemmTile::DEFAULT));
         assert!(gemm_hopper_route(&spec, Arch::SM90).unwrap_err().contains("wgmma"));
         let unaligned = GemmSpec { aligned: false, ..spec };
@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn an_explicit_tile_is_routed_and_checked() {
-        let spec = GemmSpec::new(DType::BF16, OutType::F32);
+        let spec = GemmSpec::new(ElemType::BF16, ElemType::F32);
         let t = HopperGemmTile { block_n: 128, stages: 5 };
         let tuned = spec.with_hopper_tile(t);
         assert_eq!(gemm_hopper_route(&tuned, Arch::SM90A), Ok(t));
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn space_is_the_tuned_share_that_fits() {
-        let space: Vec<HopperGemmTile> = HopperGemmTile::space(DType::F16, Arch::SM90A).collect();
+        let space: Vec<HopperGemmTile> = HopperGemmTile::space(ElemType::F16, Arch::SM90A).collect();
         assert!(space.contains(&HopperGemmTile::DEFAULT));
         let expect = [(128, 3), (128, 4), (128, 5), (128, 6), (192, 3), (192, 4), (192, 5), (256, 3), (256, 4)];
         assert_eq!(space, expect.map(|(block_n, stages)| HopperGemmTile { block_n, stages }));
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn tile_fits_shared_memory() {
-        for dtype in DType::ALL {
+        for dtype in ElemType::MMA_INPUTS {
             let bytes = HopperGemmTile::DEFAULT.shared_memory_bytes(dtype);
             assert_eq!(bytes, 4 * (128 + 256) * 64 * 2 + 64 + 1024);
             assert!(bytes <= Arch::SM90A.max_shared_memory_per_block());
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn sm90a_renders_the_hopper_template_and_others_do_not() {
-        let spec = GemmSpec { layout_w: Layout::ColMajor, ..GemmSpec::new(DType::BF16, OutType::F32) };
+        let spec = GemmSpec { layout_w: Layout::ColMajor, ..GemmSpec::new(ElemType::BF16, ElemType::F32) };
         let src = spec.render(Arch::SM90A).unwrap();
         assert_eq!(src.name, "tessera_gemm_bf16_f32_rc_none_sm90a_m128n256k64s4");
         assert!(src.cuda_src.contains("// ---- templates/common/hopper.cuh ----"));
@@ -185,7 +185,7 @@ mod tests {
         ));
         assert!(src.cuda_src.contains(&format!("{}(const __grid_constant__ tessera::HopperGemmParams params)", src.name)));
         assert_eq!(src.geometry.threads_per_block, HOPPER_GEMM_THREADS);
-        assert_eq!(src.geometry.dynamic_shared_bytes, HopperGemmTile::DEFAULT.shared_memory_bytes(DType::BF16));
+        assert_eq!(src.geometry.dynamic_shared_bytes, HopperGemmTile::DEFAULT.shared_memory_bytes(ElemType::BF16));
         assert_eq!(spec.cta_shape(Arch::SM90A), (384, 128, 256));
         assert_eq!(spec.cta_shape(Arch::SM90), (256, 128, 128));
         // sm_90 (no `a`) and an explicit tile render the mma.sync template.
@@ -203,7 +203,7 @@ mod tests {
             (Layout::ColMajor, Layout::RowMajor, "p, 1, 1, 1, 1;"),
             (Layout::ColMajor, Layout::ColMajor, "p, 1, 1, 1, 0;"),
         ] {
-            let spec = GemmSpec { layout_x, layout_w, ..GemmSpec::new(DType::F16, OutType::F32) };
+            let spec = GemmSpec { layout_x, layout_w, ..GemmSpec::new(ElemType::F16, ElemType::F32) };
             let ops = wgmma_ops(&spec, t);
             // 128 accumulators %0..%127, then X's and W's descriptors and the accumulate flag.
             assert!(ops.contains("m64n256k16.f32.f16.f16 {%0, %1,"), "{ops}");

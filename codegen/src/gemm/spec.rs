@@ -9,7 +9,7 @@
 //! 1. `acc = sum_k X[m,k] * W[k,n]` (f32 accumulation of `dtype` products);
 //! 2. `v = alpha * acc`; 3. `v += beta * C[m,n]` when a C tensor is given (a launch argument, not a
 //!    spec field); 4. `v += bias[n]` when [`Epilogue::bias`]; 5. `v = act(v)`;
-//! 6. `v += residual[m,n]` when [`Epilogue::residual`]; 7. round `v` to [`OutType`].
+//! 6. `v += residual[m,n]` when [`Epilogue::residual`]; 7. round `v` to [`ElemType`].
 //!
 //! C, bias, residual and Y are stored in the output type. X is row-major `[M, K]` or column-major,
 //! i.e. stored `[K, M]` with M contiguous (a transposed activation); W is row-major `[K, N]` or
@@ -31,58 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tiles::{GemmTile, HopperGemmTile};
 use crate::common::params::DeviceEnum;
-use crate::common::{DType, UserFunction};
-
-/// Output (and C / bias / residual) element type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutType {
-    F16,
-    BF16,
-    F32,
-}
-
-impl OutType {
-    pub const ALL: [OutType; 3] = [OutType::F16, OutType::BF16, OutType::F32];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            OutType::F16 => "f16",
-            OutType::BF16 => "bf16",
-            OutType::F32 => "f32",
-        }
-    }
-
-    pub fn cuda_type(self) -> &'static str {
-        match self {
-            OutType::F16 => "tessera::f16",
-            OutType::BF16 => "tessera::bf16",
-            OutType::F32 => "float",
-        }
-    }
-
-    pub fn size_bytes(self) -> usize {
-        match self {
-            OutType::F32 => 4,
-            _ => 2,
-        }
-    }
-
-    /// The 16-bit input type of the same name, if any.
-    pub fn as_dtype(self) -> Option<DType> {
-        match self {
-            OutType::F16 => Some(DType::F16),
-            OutType::BF16 => Some(DType::BF16),
-            OutType::F32 => None,
-        }
-    }
-}
-
-impl fmt::Display for OutType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::common::{ElemType, UserFunction};
 
 /// Memory layout of a matrix operand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -184,9 +133,9 @@ impl Default for Epilogue {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GemmSpec {
     /// X and W element type.
-    pub dtype: DType,
+    pub dtype: ElemType,
     /// Y (and C, bias, residual) element type.
-    pub out: OutType,
+    pub out: ElemType,
     pub layout_x: Layout,
     pub layout_w: Layout,
     pub epilogue: Epilogue,
@@ -203,7 +152,7 @@ pub struct GemmSpec {
 
 impl GemmSpec {
     /// Row-major X and W, no epilogue beyond alpha/beta, default tile.
-    pub fn new(dtype: DType, out: OutType) -> Self {
+    pub fn new(dtype: ElemType, out: ElemType) -> Self {
         GemmSpec {
             dtype,
             out,

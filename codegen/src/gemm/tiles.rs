@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::common::list;
-use crate::common::{Arch, DType, SpecError, WARP_SIZE};
+use crate::common::{Arch, ElemType, SpecError, WARP_SIZE};
 
 const BLOCK_MS: [u32; 3] = [32, 64, 128];
 const BLOCK_NS: [u32; 4] = [32, 64, 128, 256];
@@ -154,13 +154,13 @@ impl HopperGemmTile {
 
     /// Dynamic shared memory: the ring, 2 * stages mbarriers, and 1 KB of alignment slack (the
     /// 128-byte swizzle wants 1024-byte aligned tiles).
-    pub fn shared_memory_bytes(&self, dtype: DType) -> u32 {
+    pub fn shared_memory_bytes(&self, dtype: ElemType) -> u32 {
         self.stages * self.stage_elements() * dtype.size_bytes() as u32 + 8 * 2 * self.stages + 1024
     }
 
     /// Checks the tile against the template (`hopper_tile.block_n`, `hopper_tile.stages`) and
     /// `arch`'s shared memory.
-    pub fn validate(&self, dtype: DType, arch: Arch) -> Result<(), SpecError> {
+    pub fn validate(&self, dtype: ElemType, arch: Arch) -> Result<(), SpecError> {
         if !HOPPER_GEMM_BLOCK_NS.contains(&self.block_n) {
             return Err(SpecError::unsupported("hopper_tile.block_n", self.block_n, list(&HOPPER_GEMM_BLOCK_NS)));
         }
@@ -177,7 +177,7 @@ impl HopperGemmTile {
 
     /// The tuner's sm_90a tiles for `dtype` on `arch`: block_n 128, 192, 256 x 3 to 6 stages, where
     /// the ring fits shared memory.
-    pub fn space(dtype: DType, arch: Arch) -> impl Iterator<Item = HopperGemmTile> {
+    pub fn space(dtype: ElemType, arch: Arch) -> impl Iterator<Item = HopperGemmTile> {
         SPACE_BLOCK_NS.into_iter().flat_map(move |block_n| {
             SPACE_STAGES
                 .into_iter()

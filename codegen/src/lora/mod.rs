@@ -107,15 +107,23 @@ mod tests {
     use crate::*;
 
     #[test]
+    fn non_mma_types_are_rejected_by_field() {
+        let bad_in = LoraSpec::new(ElemType::E4M3, ElemType::F16, 16);
+        assert!(matches!(bad_in.validate(Arch::SM80), Err(SpecError::Unsupported { field: "dtype", .. })));
+        let bad_out = LoraSpec::new(ElemType::BF16, ElemType::E5M2, 16);
+        assert!(matches!(bad_out.validate(Arch::SM80), Err(SpecError::Unsupported { field: "out", .. })));
+    }
+
+    #[test]
     fn every_rank_has_a_default_tile_on_every_arch() {
         for arch in Arch::SUPPORTED {
             for rank in LORA_RANKS {
                 for adapters in [AdapterMode::Single, AdapterMode::PerRow] {
-                    let s = LoraSpec { adapters, ..LoraSpec::new(DType::BF16, OutType::BF16, rank) };
+                    let s = LoraSpec { adapters, ..LoraSpec::new(ElemType::BF16, ElemType::BF16, rank) };
                     s.validate(arch).unwrap_or_else(|e| panic!("{arch} r{rank}: {e}"));
                     s.render(arch).unwrap();
                 }
-                let b = LoraSpec::bottleneck(DType::F16, OutType::F16, rank, Activation::GeluTanh);
+                let b = LoraSpec::bottleneck(ElemType::F16, ElemType::F16, rank, Activation::GeluTanh);
                 b.validate(arch).unwrap_or_else(|e| panic!("{arch} bottleneck r{rank}: {e}"));
             }
         }
@@ -123,36 +131,36 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let s = LoraSpec::new(DType::F16, OutType::F32, 24);
+        let s = LoraSpec::new(ElemType::F16, ElemType::F32, 24);
         let msg = s.validate(Arch::SM80).unwrap_err().to_string();
         assert!(msg.contains("unsupported rank `24`") && msg.contains("8, 16, 32, 64, 128"), "{msg}");
         let b = LoraSpec {
             epilogue: Epilogue { bias: true, ..Epilogue::NONE },
-            ..LoraSpec::bottleneck(DType::F16, OutType::F32, 16, Activation::Relu)
+            ..LoraSpec::bottleneck(ElemType::F16, ElemType::F32, 16, Activation::Relu)
         };
         assert!(b.validate(Arch::SM80).unwrap_err().to_string().contains("epilogue"));
-        let b = LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::bottleneck(DType::F16, OutType::F32, 16, Activation::Relu) };
+        let b = LoraSpec { adapters: AdapterMode::PerRow, ..LoraSpec::bottleneck(ElemType::F16, ElemType::F32, 16, Activation::Relu) };
         assert!(b.validate(Arch::SM80).unwrap_err().to_string().contains("adapters"));
-        let t = LoraSpec::new(DType::F16, OutType::F32, 16).with_tile(GemmTile::new(64, 64, 32, 8, 2));
+        let t = LoraSpec::new(ElemType::F16, ElemType::F32, 16).with_tile(GemmTile::new(64, 64, 32, 8, 2));
         let msg = t.validate(Arch::SM80).unwrap_err().to_string();
         assert!(msg.contains("tile.block_m") && msg.contains("16 x warps"), "{msg}");
-        let t = LoraSpec::new(DType::F16, OutType::F32, 64).with_tile(GemmTile::new(128, 128, 32, 4, 2));
+        let t = LoraSpec::new(ElemType::F16, ElemType::F32, 64).with_tile(GemmTile::new(128, 128, 32, 4, 2));
         assert!(t.validate(Arch::SM80).unwrap_err().to_string().contains("accumulators"));
         // Rank 32 fuses into a 128 x 128 main loop; rank 64 does not.
         let t = GemmTile::new(128, 128, 32, 8, 3);
-        assert!(LoraSpec::new(DType::F16, OutType::F32, 32).fuses_low_rank(t));
-        assert!(!LoraSpec::new(DType::F16, OutType::F32, 64).fuses_low_rank(t));
+        assert!(LoraSpec::new(ElemType::F16, ElemType::F32, 32).fuses_low_rank(t));
+        assert!(!LoraSpec::new(ElemType::F16, ElemType::F32, 64).fuses_low_rank(t));
     }
 
     #[test]
     fn render_selects_the_instantiation() {
-        let s = LoraSpec { adapters: AdapterMode::PerRow, layout_w: Layout::ColMajor, ..LoraSpec::new(DType::BF16, OutType::F32, 8) };
+        let s = LoraSpec { adapters: AdapterMode::PerRow, layout_w: Layout::ColMajor, ..LoraSpec::new(ElemType::BF16, ElemType::F32, 8) };
         let src = s.render(Arch::SM80).unwrap();
         assert!(src.cuda_src.contains("lora<tessera::bf16, float, false, true, 128, 128, 32, 8, 3, true, 16, true, 0, 0, true,"), "{}", src.name);
         assert_eq!(src.name, "tessera_lora_bf16_f32_rc_r8_per_row_none_m128n128k32w8s3");
         assert_eq!(src.geometry.dynamic_shared_bytes, s.shared_memory_bytes(s.tile_for(Arch::SM80)));
         assert_eq!(src, s.render(Arch::SM80).unwrap());
-        let b = LoraSpec::bottleneck(DType::F16, OutType::F16, 64, Activation::Silu).render(Arch::SM90).unwrap();
+        let b = LoraSpec::bottleneck(ElemType::F16, ElemType::F16, 64, Activation::Silu).render(Arch::SM90).unwrap();
         assert!(b.name.starts_with("tessera_bottleneck_f16_f16_r_r64_silu_"), "{}", b.name);
         assert!(b.cuda_src.contains(", 64, false, 1, 3, false, false, 0, false, false>(params)"), "{}", b.name);
         assert_ne!(b.hash, src.hash);
@@ -160,11 +168,11 @@ mod tests {
 
     #[test]
     fn shared_memory_accounts_for_ring_b_t_and_ids() {
-        let s = LoraSpec::new(DType::F16, OutType::F16, 64);
+        let s = LoraSpec::new(ElemType::F16, ElemType::F16, 64);
         let t = GemmTile::new(128, 128, 32, 8, 3);
         assert_eq!(s.shared_memory_bytes(t), (3 * (128 + 128 + 64) * 32 + 64 * 128 + 128 * 64) * 2 + 128 * 4);
         // Rank 128 at 3 stages needs more than sm_86's 99 KiB: the default drops to 2 stages.
-        let big = LoraSpec::new(DType::F16, OutType::F16, 128);
+        let big = LoraSpec::new(ElemType::F16, ElemType::F16, 128);
         assert!(big.with_tile(t).validate(Arch::SM86).is_err());
         assert!(big.default_tile(Arch::SM86).stages < 3 || big.default_tile(Arch::SM86).block_m < 128);
         assert_eq!(big.default_tile(Arch::SM80), t);
@@ -173,7 +181,7 @@ mod tests {
     #[test]
     fn space_is_valid() {
         for rank in LORA_RANKS {
-            let s = LoraSpec::new(DType::BF16, OutType::BF16, rank);
+            let s = LoraSpec::new(ElemType::BF16, ElemType::BF16, rank);
             let space: Vec<_> = s.space(Arch::SM80).collect();
             assert!(space.contains(&s.default_tile(Arch::SM80)), "r{rank}");
             assert!(space.iter().all(|t| s.with_tile(*t).validate(Arch::SM80).is_ok()));

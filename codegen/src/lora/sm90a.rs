@@ -113,17 +113,17 @@ pub(super) fn render(spec: &LoraSpec, tile: HopperLoraTile, name: String) -> Ker
 mod tests {
     use super::*;
     use crate::*;
-    use crate::gemm::{Activation, GemmTile, OutType};
+    use crate::gemm::{Activation, GemmTile};
     use crate::lora::LORA_RANKS;
 
     #[test]
     fn routing_names_its_reason() {
-        let spec = LoraSpec::new(DType::BF16, OutType::BF16, 16);
+        let spec = LoraSpec::new(ElemType::BF16, ElemType::BF16, 16);
         assert_eq!(lora_hopper_route(&spec, Arch::SM90A), Ok(HopperLoraTile { block_n: 256, stages: 3, rank: 16 }));
         assert!(lora_hopper_route(&spec, Arch::SM90).unwrap_err().contains("wgmma"));
         let per_row = LoraSpec { adapters: AdapterMode::PerRow, ..spec };
         assert!(lora_hopper_route(&per_row, Arch::SM90A).unwrap_err().contains("per-row"));
-        let bottleneck = LoraSpec::bottleneck(DType::F16, OutType::F16, 16, Activation::Relu);
+        let bottleneck = LoraSpec::bottleneck(ElemType::F16, ElemType::F16, 16, Activation::Relu);
         assert!(lora_hopper_route(&bottleneck, Arch::SM90A).unwrap_err().contains("bottleneck"));
         let unaligned = LoraSpec { aligned: false, ..spec };
         assert!(lora_hopper_route(&unaligned, Arch::SM90A).unwrap_err().contains("unaligned"));
@@ -136,18 +136,18 @@ mod tests {
     #[test]
     fn tiles_fit_shared_memory() {
         for rank in LORA_RANKS {
-            let spec = LoraSpec::new(DType::F16, OutType::F32, rank);
+            let spec = LoraSpec::new(ElemType::F16, ElemType::F32, rank);
             let t = lora_hopper_route(&spec, Arch::SM90A).unwrap();
-            let bytes = t.shared_memory_bytes(DType::F16);
+            let bytes = t.shared_memory_bytes(ElemType::F16);
             assert!(bytes <= Arch::SM90A.max_shared_memory_per_block(), "r{rank}: {bytes}");
         }
         // Rank 64: 3 x (128 + 256 + 64) x 64 x 2 + 64 x 256 x 2 + 8 barriers + 1 KB.
-        assert_eq!(HopperLoraTile::for_rank(64).shared_memory_bytes(DType::BF16), 3 * 448 * 128 + 32768 + 64 + 1024);
+        assert_eq!(HopperLoraTile::for_rank(64).shared_memory_bytes(ElemType::BF16), 3 * 448 * 128 + 32768 + 64 + 1024);
     }
 
     #[test]
     fn renders_the_three_products() {
-        let spec = LoraSpec { layout_x: Layout::ColMajor, ..LoraSpec::new(DType::BF16, OutType::F32, 32) };
+        let spec = LoraSpec { layout_x: Layout::ColMajor, ..LoraSpec::new(ElemType::BF16, ElemType::F32, 32) };
         let src = spec.render(Arch::SM90A).unwrap();
         assert_eq!(src.name, "tessera_lora_bf16_f32_cr_r32_single_none_sm90a_m128n256k64s3");
         assert!(src.cuda_src.contains("// ---- templates/lora/sm90a.cuh ----"));
@@ -159,7 +159,7 @@ mod tests {
         assert!(src.cuda_src.contains("m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 1, 1;"));
         assert!(src.cuda_src.contains("%127}, {%128, %129, %130, %131}, %132, p, 1, 1, 1;"));
         assert_eq!(src.geometry.threads_per_block, HOPPER_LORA_THREADS);
-        assert_eq!(src.geometry.dynamic_shared_bytes, HopperLoraTile::for_rank(32).shared_memory_bytes(DType::BF16));
+        assert_eq!(src.geometry.dynamic_shared_bytes, HopperLoraTile::for_rank(32).shared_memory_bytes(ElemType::BF16));
         assert_eq!(spec.cta_shape(Arch::SM90A), (384, 128, 256));
         // sm_90 and the per-row spec render the mma.sync template.
         let per_row = LoraSpec { adapters: AdapterMode::PerRow, ..spec };

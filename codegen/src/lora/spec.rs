@@ -24,8 +24,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::common::list;
-use crate::common::{DType, SpecError};
-use crate::gemm::{Activation, Epilogue, GemmTile, Layout, OutType};
+use crate::common::{ElemType, SpecError};
+use crate::gemm::{Activation, Epilogue, GemmTile, Layout};
 
 /// Supported adapter ranks.
 pub const LORA_RANKS: [u32; 5] = [8, 16, 32, 64, 128];
@@ -68,9 +68,9 @@ impl fmt::Display for AdapterMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LoraSpec {
     /// X, W, A, B element type.
-    pub dtype: DType,
+    pub dtype: ElemType,
     /// Y (and bias, residual) element type.
-    pub out: OutType,
+    pub out: ElemType,
     pub layout_x: Layout,
     pub layout_w: Layout,
     /// Adapter rank r, one of [`LORA_RANKS`].
@@ -87,7 +87,7 @@ pub struct LoraSpec {
 
 impl LoraSpec {
     /// Single-adapter LoRA with row-major operands, no epilogue, default tile.
-    pub fn new(dtype: DType, out: OutType, rank: u32) -> Self {
+    pub fn new(dtype: ElemType, out: ElemType, rank: u32) -> Self {
         LoraSpec {
             dtype,
             out,
@@ -103,7 +103,7 @@ impl LoraSpec {
     }
 
     /// The bottleneck adapter `Y = X + f(X A) B`.
-    pub fn bottleneck(dtype: DType, out: OutType, rank: u32, activation: Activation) -> Self {
+    pub fn bottleneck(dtype: ElemType, out: ElemType, rank: u32, activation: Activation) -> Self {
         LoraSpec { variant: LoraVariant::Bottleneck { activation }, ..LoraSpec::new(dtype, out, rank) }
     }
 
@@ -123,6 +123,8 @@ impl LoraSpec {
 
     /// The checks every kernel shares: the rank, and what the variant and adapter mode allow.
     pub(super) fn validate_variant(&self) -> Result<(), SpecError> {
+        self.dtype.check_in("dtype", &ElemType::MMA_INPUTS)?;
+        self.out.check_in("out", &ElemType::MMA_OUTPUTS)?;
         if !LORA_RANKS.contains(&self.rank) {
             return Err(SpecError::unsupported("rank", self.rank, list(&LORA_RANKS)));
         }

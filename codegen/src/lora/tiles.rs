@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::DType;
+use crate::common::ElemType;
 use crate::gemm::{HOPPER_GEMM_BLOCK_K, HOPPER_GEMM_BLOCK_M};
 
 /// Threads of one CTA: a producer warpgroup and two consumer warpgroups.
@@ -40,7 +40,7 @@ impl HopperLoraTile {
 
     /// Dynamic shared memory: the ring, B (`rank x block_n`), 2 * stages + 2 mbarriers, and 1 KB of
     /// alignment slack (swizzled tiles want 1024-byte alignment).
-    pub fn shared_memory_bytes(&self, dtype: DType) -> u32 {
+    pub fn shared_memory_bytes(&self, dtype: ElemType) -> u32 {
         let elem = dtype.size_bytes() as u32;
         (self.stages * self.stage_elements() + self.rank * self.block_n) * elem + 8 * (2 * self.stages + 2) + 1024
     }

@@ -47,7 +47,7 @@ fn main() -> Result<(), tessera::TesseraError> {
         n,
         k: kk,
         rank: r,
-        dtype: tessera::DType::BF16,
+        dtype: tessera::ElemType::BF16,
         scale: 0.5,
     };
     let want = reference::lora(&ops, &widen(&w), tessera::codegen::Layout::RowMajor, None, tessera::codegen::Activation::None, None);

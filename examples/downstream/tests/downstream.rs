@@ -8,7 +8,7 @@ use tessera::half::bf16;
 use tessera::runtime::reference::{self, LoraOperands};
 use tessera::runtime::simulator::SimOptions;
 use tessera::runtime::{Compiler, LoraProblem, SimBackend};
-use tessera::{Arch, DType};
+use tessera::{Arch, ElemType};
 use tessera_downstream_example::{gelu_bf16, max3, sliding_max3, AdapterProjection, CausalGqa, GeluProjection};
 
 fn sim() -> SimBackend {
@@ -46,7 +46,7 @@ fn lora_matches_the_reference() {
     let ids: Vec<i64> = (0..m as i64).map(|i| i % 4 - 1).collect();
     let y = AdapterProjection::run(&backend, &compiler, LoraProblem::new(m, n, k, 3), &x, Some(&w), &a, &b, Some(&ids), None, None, 0.5).unwrap();
     let (xw, aw, bw) = (widen(&x), widen(&a), widen(&b));
-    let ops = LoraOperands { x: &xw, layout_x: Layout::RowMajor, a: &aw, b: &bw, ids: Some(&ids), m, n, k, rank: r, dtype: DType::BF16, scale: 0.5 };
+    let ops = LoraOperands { x: &xw, layout_x: Layout::RowMajor, a: &aw, b: &bw, ids: Some(&ids), m, n, k, rank: r, dtype: ElemType::BF16, scale: 0.5 };
     let want = reference::lora(&ops, &widen(&w), Layout::RowMajor, None, Activation::None, None);
     let cmp = reference::compare(&y, &want);
     assert!(cmp.passes(2e-3), "{cmp:?}");

@@ -18,6 +18,7 @@
 mod attrs;
 mod device_enum;
 mod kernel_params;
+mod tune_shape;
 
 use proc_macro::TokenStream;
 use syn::{parse_macro_input, DeriveInput};
@@ -36,4 +37,12 @@ pub fn derive_kernel_params(input: TokenStream) -> TokenStream {
 pub fn derive_device_enum(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     device_enum::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Implements `TuneShape` for a struct of bucketed `usize` dimensions. See
+/// `tessera_runtime::tuning::TuneShape`.
+#[proc_macro_derive(TuneShape, attributes(tune_shape, bucket))]
+pub fn derive_tune_shape(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    tune_shape::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
 }

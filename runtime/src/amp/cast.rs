@@ -5,7 +5,7 @@
 use tessera_codegen::{CastSpec, DevicePtr, DevicePtrMut};
 pub use tessera_codegen::CastParams;
 
-use crate::common::buffers::{decode_elems, encode_elems, poison_elems};
+use crate::common::buffers::{decode, encode, poison};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems, check_scalar, chunk_grid, chunk_offsets};
@@ -95,7 +95,7 @@ pub fn run_cast(backend: &dyn Backend, compiler: &Compiler, spec: &CastSpec, x: 
     let mut memory = HostUploads::new(backend);
     let nonempty = |b: Vec<u8>| if b.is_empty() { vec![0u8; 16] } else { b };
     let xi = memory.upload(&nonempty(x.to_vec()))?;
-    let yi = memory.upload(&nonempty(poison_elems(n, spec.to)))?;
+    let yi = memory.upload(&nonempty(poison(n, spec.to)))?;
     let si = scale.map(|s| memory.upload(&s.to_le_bytes())).transpose()?;
     let ai = if spec.amax { Some(memory.upload(&0u32.to_le_bytes())?) } else { None };
     let b = &memory.buffers;
@@ -118,6 +118,6 @@ pub fn run_cast(backend: &dyn Backend, compiler: &Compiler, spec: &CastSpec, x: 
 
 /// [`run_cast`] on f32 values, encoded to `spec.from` first (round to nearest even).
 pub fn run_cast_f32(backend: &dyn Backend, compiler: &Compiler, spec: &CastSpec, x: &[f32], scale: Option<f32>) -> Result<(Vec<f32>, Option<f32>)> {
-    let out = run_cast(backend, compiler, spec, &encode_elems(x, spec.from), scale)?;
-    Ok((decode_elems(&out.y, spec.to), out.amax))
+    let out = run_cast(backend, compiler, spec, &encode(x, spec.from), scale)?;
+    Ok((decode(&out.y, spec.to), out.amax))
 }

@@ -8,7 +8,7 @@
 
 use tessera_codegen::ElemType;
 
-use crate::common::buffers::{decode_elems, encode_elems};
+use crate::common::buffers::{decode, encode};
 
 /// A gradient on the host: stored bytes of `dtype`, updated in place by [`run_unscale`](crate::amp::unscale::run_unscale).
 #[derive(Clone, Debug, PartialEq)]
@@ -19,7 +19,7 @@ pub struct HostTensor {
 
 impl HostTensor {
     pub fn from_f32(values: &[f32], dtype: ElemType) -> Self {
-        HostTensor { dtype, bytes: encode_elems(values, dtype) }
+        HostTensor { dtype, bytes: encode(values, dtype) }
     }
     pub fn len(&self) -> usize {
         self.bytes.len() / self.dtype.size_bytes()
@@ -28,6 +28,6 @@ impl HostTensor {
         self.bytes.is_empty()
     }
     pub fn to_f32(&self) -> Vec<f32> {
-        decode_elems(&self.bytes, self.dtype)
+        decode(&self.bytes, self.dtype)
     }
 }

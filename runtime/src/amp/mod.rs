@@ -17,4 +17,4 @@ mod tune;
 pub mod unscale;
 
 pub use host::HostTensor;
-pub use tune::{adamw_target, cast_target, unscale_target};
+pub use tune::{adamw_target, cast_target, unscale_target, ElementsTuneShape};

@@ -4,18 +4,40 @@
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tessera_codegen::{AdamWSpec, CastSpec, ElemType, KernelSpec, UnscaleSpec};
+use tessera_codegen::{AdamWSpec, CastSpec, ElemType, KernelSpec, TileChoice, UnscaleSpec};
 
 use super::adamw::{prepare_adamw, AdamWState, ParamTensors};
 use super::cast::{prepare_cast, CastBuffers};
 use super::reference::AdamWHyper;
 use super::unscale::{prepare_unscale, GradTensor};
-use crate::common::buffers::encode_elems;
+use crate::common::buffers::encode;
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::HostUploads;
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer};
 use crate::tuning::target::{copies_for, plain, random, upload, Launch, LaunchTarget, Output};
+use crate::tuning::{TileFilter, TuneShape};
+
+/// The tuning key's shape of the element-wise AMP kernels (cast, unscale, AdamW): the element
+/// count (of one tensor for the list kernels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, TuneShape)]
+pub struct ElementsTuneShape {
+    #[bucket(pow2)]
+    pub elements: usize,
+}
+
+/// Elements one CTA's chunk may always cover, whatever the count.
+const ALWAYS_TIMED_CHUNK: u64 = 512;
+
+impl TileFilter for ElementsTuneShape {
+    /// One CTA's chunk should not exceed the elements.
+    fn worth_timing(&self, tile: &TileChoice) -> bool {
+        match tile {
+            TileChoice::Elementwise(t) => t.chunk() <= (self.bucketed().elements as u64).max(ALWAYS_TIMED_CHUNK),
+            _ => false,
+        }
+    }
+}
 
 /// A cast of `n` random values (scaled specs get scale 1.5, amax specs an accumulator); bytes =
 /// n (size_from + size_to).
@@ -24,7 +46,7 @@ pub fn cast_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec: &
     let mut memory = HostUploads::new(backend);
     let copies = copies_for(n * spec.from.size_bytes());
     for _ in 0..copies {
-        upload(&mut memory, encode_elems(&random(&mut rng, n), spec.from))?;
+        upload(&mut memory, encode(&random(&mut rng, n), spec.from))?;
     }
     let y = upload(&mut memory, vec![0u8; n * spec.to.size_bytes()])?;
     let scale = upload(&mut memory, 1.5f32.to_le_bytes().to_vec())?;
@@ -73,7 +95,7 @@ pub fn unscale_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec
     let lens = split(total, tensors);
     let mut reset = Vec::new();
     for &n in &lens {
-        let bytes = encode_elems(&random(&mut rng, n), ElemType::F16);
+        let bytes = encode(&random(&mut rng, n), ElemType::F16);
         let i = upload(&mut memory, bytes.clone())?;
         reset.push((i, bytes));
     }
@@ -113,11 +135,11 @@ pub fn adamw_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec: 
         let f32s = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let master = random(&mut rng, n);
         let tensors = [
-            encode_elems(&random(&mut rng, n), ElemType::BF16),
+            encode(&random(&mut rng, n), ElemType::BF16),
             f32s(master.clone()),
             f32s(vec![0.0; n]),
             f32s(vec![0.0; n]),
-            encode_elems(&master, ElemType::BF16),
+            encode(&master, ElemType::BF16),
         ];
         for bytes in tensors {
             let i = upload(&mut memory, bytes.clone())?;

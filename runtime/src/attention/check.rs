@@ -215,10 +215,10 @@ fn check_no_self_overlap(name: &str, extents: [usize; 4], strides: [usize; 4]) -
 mod tests {
     use super::*;
     use crate::attention::sm80::launch_config;
-    use tessera_codegen::{Arch, DType, TileConfig};
+    use tessera_codegen::{Arch, ElemType, TileConfig};
 
     fn spec() -> AttentionSpec {
-        AttentionSpec::new(DType::BF16, 64, true, 8, 2)
+        AttentionSpec::new(ElemType::BF16, 64, true, 8, 2)
     }
 
     fn problem() -> AttentionProblem {
@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn gqa_and_mqa_layouts_check() {
         for (hq, hkv) in [(8, 8), (8, 2), (8, 1)] {
-            let spec = AttentionSpec::new(DType::F16, 128, false, hq, hkv).with_tile(TileConfig::new(64, 64, 4, 2));
+            let spec = AttentionSpec::new(ElemType::F16, 128, false, hq, hkv).with_tile(TileConfig::new(64, 64, 4, 2));
             let p = AttentionProblem::for_spec(&spec, 3, 17, 33);
             let s = AttentionStrides::contiguous(&p);
             assert!(check(&spec, &p, &s, &spans(&p, true), p.default_scale()).is_ok());

@@ -8,10 +8,7 @@ use tessera_codegen::AttentionSpec;
 use super::check::check_problem;
 use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides, TensorStrides, MAX_SEQ_LEN};
 use super::tree::TreeMask;
-use super::variant::{
-    default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, VariantArgs, VariantBuffers,
-    Window,
-};
+use super::variant::{default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, VariantArgs, VariantBuffers, Window};
 use crate::common::buffers::{decode, encode, POISON_16, POISON_F32};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::HostUploads;

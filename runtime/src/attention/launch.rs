@@ -6,7 +6,7 @@
 use tessera_codegen::{Arch, AttentionParams, AttentionSpec};
 
 use super::check::check;
-use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides};
+use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides, AttentionTuneShape};
 use super::sm80::{attention_params, launch_config, launch_config_grid};
 use super::sm90a::{self, AttentionLaunchParams};
 use crate::common::error::Result;
@@ -34,8 +34,7 @@ pub fn prepare_attention(
         backend.check_buffer(buffer)?;
     }
     // A spec that leaves its tile to the default takes the tuned one, if the database has it.
-    let shape = [problem.batch * problem.heads_q, problem.seq_q, problem.seq_k];
-    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &shape) {
+    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &AttentionTuneShape::of(problem)) {
         tessera_codegen::KernelSpec::Attention(s) => s,
         _ => *spec,
     };

@@ -31,18 +31,12 @@ mod tune;
 mod variant;
 
 pub use check::{check, check_problem};
-pub use inputs::{
-    run_attention, run_attention_variant, AttentionInputs, AttentionOutput, PagedKv, PrefixInputs, TreeInputs,
-    VarlenInputs,
-};
+pub use inputs::{run_attention, run_attention_variant, AttentionInputs, AttentionOutput, PagedKv, PrefixInputs, TreeInputs, VarlenInputs};
 pub use launch::{attention_forward, prepare_attention, AttentionLaunch};
-pub use problem::{AttentionBuffers, AttentionProblem, AttentionSpans, AttentionStrides, TensorStrides, MAX_SEQ_LEN};
+pub use problem::{AttentionBuffers, AttentionProblem, AttentionSpans, AttentionStrides, TensorStrides, MAX_SEQ_LEN, AttentionTuneShape};
 pub use sm80::{attention_params, launch_config, scale_log2};
 pub use sm90a::AttentionLaunchParams;
 pub use tessera_codegen::{AttentionParams, HopperAttentionParams};
 pub use tree::TreeMask;
 pub use tune::attention_target;
-pub use variant::{
-    check_variant, default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, VariantArgs,
-    VariantBuffers, VariantCall, Window, MAX_SPLITS, MIN_PAGE_SIZE,
-};
+pub use variant::{check_variant, default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, VariantArgs, VariantBuffers, VariantCall, Window, MAX_SPLITS, MIN_PAGE_SIZE};

@@ -84,10 +84,10 @@ mod tests {
     use super::*;
     use crate::common::buffers::BufferSpan;
     use crate::common::launch::LaunchParams;
-    use tessera_codegen::{AttentionSpec, DType};
+    use tessera_codegen::{AttentionSpec, ElemType};
 
     fn spec() -> AttentionSpec {
-        AttentionSpec::new(DType::BF16, 64, true, 8, 2)
+        AttentionSpec::new(ElemType::BF16, 64, true, 8, 2)
     }
 
     fn problem() -> AttentionProblem {

@@ -4,7 +4,7 @@
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tessera_codegen::{AttentionSpec, DType, KernelSpec, OutType};
+use tessera_codegen::{AttentionSpec, KernelSpec};
 
 use super::launch::prepare_attention;
 use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides};
@@ -13,14 +13,7 @@ use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::HostUploads;
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer};
-use crate::tuning::target::{copies_for, out_elem, plain, random, upload, LaunchTarget, Output};
-
-fn out_of(dtype: DType) -> OutType {
-    match dtype {
-        DType::F16 => OutType::F16,
-        DType::BF16 => OutType::BF16,
-    }
-}
+use crate::tuning::target::{copies_for, plain, random, upload, LaunchTarget, Output};
 
 /// Attention forward on random inputs; FLOPs = 4 b h s_q s_k d (halved when causal).
 pub fn attention_target<'a>(
@@ -54,7 +47,7 @@ pub fn attention_target<'a>(
         spec: (*spec).into(),
         memory,
         copies,
-        out: Output { index: o, n: problem.q_elements(), elem: out_elem(out_of(spec.dtype)), poison: true },
+        out: Output { index: o, n: problem.q_elements(), elem: spec.dtype, poison: true },
         reset: Vec::new(),
         prepare: Box::new(prepare),
         work,

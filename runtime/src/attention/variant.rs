@@ -12,7 +12,7 @@ use tessera_codegen::{Arch, AttentionParams, AttentionSpec, DevicePtr, DevicePtr
 
 use super::check::{check_layout, check_problem, TensorExtents};
 use super::launch::{launch_plain, AttentionLaunch};
-use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides, MAX_SEQ_LEN};
+use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides, AttentionTuneShape, MAX_SEQ_LEN};
 use super::sm80::{attention_params, launch_config_grid};
 use super::sm90a::AttentionLaunchParams;
 use crate::common::buffers::{check_span, BufferSpan};
@@ -397,8 +397,7 @@ pub fn prepare_attention_variant(
     // Plain attention with the tile left to the default takes the tuned one, as `prepare_attention`.
     let tuned;
     let spec = if spec.features.is_plain() {
-        let shape = [problem.batch * problem.heads_q, problem.seq_q, problem.seq_k];
-        tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &shape) {
+        tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &AttentionTuneShape::of(problem)) {
             tessera_codegen::KernelSpec::Attention(s) => s,
             _ => *spec,
         };

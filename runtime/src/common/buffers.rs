@@ -1,16 +1,14 @@
 //! Host-side views of device buffers, shared by every family's launcher: the address range a
 //! launcher checks ([`BufferSpan`], [`check_span`]), the NaN patterns outputs are poisoned with
-//! before a launch ([`POISON_16`], [`POISON_F32`]), and the host encodings of every element type a
-//! kernel reads or writes: the 16-bit dtypes ([`encode`], [`decode`]), the GEMM / LoRA output types
-//! ([`encode_out`], [`decode_out`], [`poison_out`]) and the mixed-precision element types
-//! ([`ElemType`]): f32 values to stored bytes (round to nearest even; fp8 saturating, as the kernels
-//! convert) and back.
+//! before a launch ([`POISON_16`], [`POISON_F32`], [`poison`]), and the one host codec of every
+//! element type a kernel reads or writes ([`encode`], [`decode`]): f32 values to stored bytes
+//! (round to nearest even; fp8 saturating, as the kernels convert) and back.
 //!
 //! No family owns these (attention, GEMM, LoRA, the amp kernels, the window kernels and the tuner
 //! all upload and download through them), so they live in `common`.
 
 use half::{bf16, f16};
-use tessera_codegen::{DType, ElemType, OutType};
+use tessera_codegen::ElemType;
 
 use crate::common::error::{Result, RuntimeError};
 use crate::common::fp8::{f32_to_fp8, fp8_to_f32, Fp8Format};
@@ -56,46 +54,6 @@ pub const POISON_16: u16 = 0x7FFF;
 /// The same for the f32 log-sum-exp.
 pub const POISON_F32: u32 = 0x7FFF_FFFF;
 
-/// Little-endian 16-bit encoding, round to nearest even.
-pub fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
-    match dtype {
-        DType::F16 => values.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
-        DType::BF16 => values.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
-    }
-}
-
-pub fn decode(bytes: &[u8], dtype: DType) -> Vec<f32> {
-    let halves = bytes.chunks_exact(2).map(|c| [c[0], c[1]]);
-    match dtype {
-        DType::F16 => halves.map(|b| f16::from_le_bytes(b).to_f32()).collect(),
-        DType::BF16 => halves.map(|b| bf16::from_le_bytes(b).to_f32()).collect(),
-    }
-}
-
-/// Encodes f32 values in the output type (round to nearest even for 16-bit types).
-pub fn encode_out(values: &[f32], out: OutType) -> Vec<u8> {
-    match out.as_dtype() {
-        Some(dtype) => encode(values, dtype),
-        None => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
-}
-
-pub fn decode_out(bytes: &[u8], out: OutType) -> Vec<f32> {
-    match out {
-        OutType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        OutType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        OutType::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-    }
-}
-
-/// NaN bytes for `elements` outputs of type `out`.
-pub fn poison_out(elements: usize, out: OutType) -> Vec<u8> {
-    match out {
-        OutType::F32 => POISON_F32.to_le_bytes().repeat(elements),
-        _ => POISON_16.to_le_bytes().repeat(elements),
-    }
-}
-
 /// The reference's fp8 format of an fp8 element type.
 pub fn fp8_format(t: ElemType) -> Option<Fp8Format> {
     match t {
@@ -105,8 +63,9 @@ pub fn fp8_format(t: ElemType) -> Option<Fp8Format> {
     }
 }
 
-/// Little-endian stored bytes of `values` in type `t`.
-pub fn encode_elems(values: &[f32], t: ElemType) -> Vec<u8> {
+/// Little-endian stored bytes of `values` in type `t`: round to nearest even; fp8 saturating, as
+/// the kernels convert.
+pub fn encode(values: &[f32], t: ElemType) -> Vec<u8> {
     match t {
         ElemType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ElemType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
@@ -119,7 +78,7 @@ pub fn encode_elems(values: &[f32], t: ElemType) -> Vec<u8> {
 }
 
 /// The values of stored bytes of type `t`, widened exactly to f32.
-pub fn decode_elems(bytes: &[u8], t: ElemType) -> Vec<f32> {
+pub fn decode(bytes: &[u8], t: ElemType) -> Vec<f32> {
     match t {
         ElemType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         ElemType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
@@ -132,10 +91,10 @@ pub fn decode_elems(bytes: &[u8], t: ElemType) -> Vec<f32> {
 }
 
 /// NaN bytes for `n` elements of `t` (outputs are poisoned with them before a launch).
-pub fn poison_elems(n: usize, t: ElemType) -> Vec<u8> {
+pub fn poison(n: usize, t: ElemType) -> Vec<u8> {
     match t {
-        ElemType::F32 => 0x7fff_ffffu32.to_le_bytes().repeat(n),
-        ElemType::F16 | ElemType::BF16 => 0x7fffu16.to_le_bytes().repeat(n),
+        ElemType::F32 => POISON_F32.to_le_bytes().repeat(n),
+        ElemType::F16 | ElemType::BF16 => POISON_16.to_le_bytes().repeat(n),
         ElemType::E4M3 | ElemType::E5M2 => vec![0x7f; n],
     }
 }
@@ -148,25 +107,25 @@ mod tests {
     fn round_trips_and_poison() {
         let v = [0.0, -1.5, 3.5, 448.0];
         for t in ElemType::ALL {
-            assert_eq!(decode_elems(&encode_elems(&v, t), t), v, "{t}");
-            assert!(decode_elems(&poison_elems(3, t), t).iter().all(|x| x.is_nan()), "{t}");
-            assert_eq!(encode_elems(&v, t).len(), v.len() * t.size_bytes());
+            assert_eq!(decode(&encode(&v, t), t), v, "{t}");
+            assert!(decode(&poison(3, t), t).iter().all(|x| x.is_nan()), "{t}");
+            assert_eq!(encode(&v, t).len(), v.len() * t.size_bytes());
         }
         // Saturation to fp8's largest finite value.
-        assert_eq!(decode_elems(&encode_elems(&[1e6], ElemType::E4M3), ElemType::E4M3), [448.0]);
+        assert_eq!(decode(&encode(&[1e6], ElemType::E4M3), ElemType::E4M3), [448.0]);
     }
 
     #[test]
     fn poison_is_nan_in_every_output_type() {
-        for out in OutType::ALL {
-            assert!(decode_out(&poison_out(3, out), out).iter().all(|v| v.is_nan()), "{out}");
+        for out in ElemType::MMA_OUTPUTS {
+            assert!(decode(&poison(3, out), out).iter().all(|v| v.is_nan()), "{out}");
         }
     }
 
     #[test]
     fn poison_patterns_are_nan() {
-        assert!(decode(&POISON_16.to_le_bytes(), DType::F16)[0].is_nan());
-        assert!(decode(&POISON_16.to_le_bytes(), DType::BF16)[0].is_nan());
+        assert!(decode(&POISON_16.to_le_bytes(), ElemType::F16)[0].is_nan());
+        assert!(decode(&POISON_16.to_le_bytes(), ElemType::BF16)[0].is_nan());
         assert!(f32::from_bits(POISON_F32).is_nan());
     }
 }

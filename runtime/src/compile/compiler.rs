@@ -27,9 +27,9 @@ pub fn nvrtc_options(target: Target, line_info: bool) -> Vec<String> {
 ///
 /// ```no_run
 /// # use tessera_runtime::{Compiler, KernelCache, Target};
-/// # use tessera_codegen::{Arch, AttentionSpec, DType};
+/// # use tessera_codegen::{Arch, AttentionSpec, ElemType};
 /// let compiler = Compiler::new().with_cache(KernelCache::open_default()?);
-/// let source = AttentionSpec::new(DType::BF16, 128, true, 8, 2).render(Arch::SM80)?;
+/// let source = AttentionSpec::new(ElemType::BF16, 128, true, 8, 2).render(Arch::SM80)?;
 /// let module = compiler.compile(&source, Target::ptx(Arch::SM80))?;
 /// # Ok::<(), tessera_runtime::RuntimeError>(())
 /// ```

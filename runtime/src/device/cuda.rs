@@ -30,9 +30,7 @@ use tessera_codegen::Arch;
 use crate::common::error::{Result, RuntimeError};
 use crate::compile::nvrtc::nvrtc_version;
 use crate::compile::target::{CompiledModule, OutputKind};
-use crate::device::backend::{
-    check_live_buffer, Backend, BackendId, BackendKind, DeviceBuffer, DeviceFingerprint, Kernel, LaunchConfig,
-};
+use crate::device::backend::{check_live_buffer, Backend, BackendId, BackendKind, DeviceBuffer, DeviceFingerprint, Kernel, LaunchConfig};
 use crate::device::driver::{probe_driver, version_text};
 use crate::device::watchdog::{sync_timeout_from_env, Watchdog, PROCESS_HANG};
 
@@ -410,10 +408,7 @@ impl Backend for CudaBackend {
     /// values: only the out-of-bounds NaN fill would care about the float type.
     fn encode_tensor_map(&self, map: &tessera_sim::TensorMap) -> Result<[u8; 128]> {
         PROCESS_HANG.check()?;
-        use sys::{
-            CUtensorMapDataType as Data, CUtensorMapFloatOOBfill as Fill, CUtensorMapInterleave as Interleave,
-            CUtensorMapL2promotion as L2, CUtensorMapSwizzle as Swizzle,
-        };
+        use sys::{CUtensorMapDataType as Data, CUtensorMapFloatOOBfill as Fill, CUtensorMapInterleave as Interleave, CUtensorMapL2promotion as L2, CUtensorMapSwizzle as Swizzle};
         map.validate().map_err(|e| RuntimeError::invalid("tensor map", e.to_string()))?;
         self.make_current()?;
         let data = match map.elem_bytes {

@@ -6,7 +6,7 @@
 use tessera_codegen::{DevicePtr, DevicePtrMut, MapSpec, MAX_USER_INPUTS};
 pub use tessera_codegen::MapParams;
 
-use crate::common::buffers::{decode_elems, encode_elems, poison_elems};
+use crate::common::buffers::{decode, encode, poison};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems, chunk_offsets};
@@ -76,9 +76,9 @@ pub fn run_map(backend: &dyn Backend, compiler: &Compiler, spec: &MapSpec, input
     let nonempty = |b: Vec<u8>| if b.is_empty() { vec![0u8; 16] } else { b };
     let mut idx = Vec::new();
     for (x, &t) in inputs.iter().zip(f.inputs) {
-        idx.push(memory.upload(&nonempty(encode_elems(x, t)))?);
+        idx.push(memory.upload(&nonempty(encode(x, t)))?);
     }
-    let oi = memory.upload(&nonempty(poison_elems(n, f.output)))?;
+    let oi = memory.upload(&nonempty(poison(n, f.output)))?;
     let b = &memory.buffers;
     let ins: Vec<&DeviceBuffer> = idx.iter().map(|&i| &b[i]).collect();
     prepare_map(backend, compiler, spec, n, &ins, &b[oi])?.run(backend)?;
@@ -86,5 +86,5 @@ pub fn run_map(backend: &dyn Backend, compiler: &Compiler, spec: &MapSpec, input
     if !out.is_empty() {
         backend.read(&b[oi], &mut out)?;
     }
-    Ok(decode_elems(&out, f.output))
+    Ok(decode(&out, f.output))
 }

@@ -137,10 +137,10 @@ pub fn check_matrices(tensors: Vec<MatrixArg<'_>>, output: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_codegen::{DType, Epilogue, Layout, OutType};
+    use tessera_codegen::{ElemType, Epilogue, Layout};
 
     fn spec() -> GemmSpec {
-        GemmSpec::new(DType::F16, OutType::F32)
+        GemmSpec::new(ElemType::F16, ElemType::F32)
     }
 
     fn spans(p: &GemmProblem, s: &GemmSpec) -> GemmSpans {

@@ -3,13 +3,13 @@
 //! else the mma.sync one); [`gemm_forward`] also runs it; [`run_gemm`] does the same on host
 //! tensors.
 
-use tessera_codegen::{DevicePtrMut, GemmSpec, OutType};
+use tessera_codegen::{DevicePtrMut, GemmSpec, ElemType};
 
 use super::check::{check, check_problem};
-use super::problem::{fits_aligned, split_counter_bytes, split_workspace_bytes, GemmBuffers, GemmProblem, GemmStrides};
+use super::problem::{fits_aligned, split_counter_bytes, split_workspace_bytes, GemmBuffers, GemmProblem, GemmStrides, GemmTuneShape};
 use super::sm80::{gemm_params, launch_config};
 use super::sm90a::{hopper_gemm_params, GemmLaunchParams};
-use crate::common::buffers::{decode_out, encode, encode_out, poison_out};
+use crate::common::buffers::{decode, encode, poison};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::compile::compiler::Compiler;
@@ -39,7 +39,7 @@ pub fn prepare_gemm(
     // A spec that leaves its tile to the default takes the tuned one, if the database has it.
     // A tuned split-K tile needs a workspace the caller did not give: keep the default then.
     let arch = backend.arch();
-    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &[problem.m, problem.n, problem.k]) {
+    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &GemmTuneShape::of(problem)) {
         tessera_codegen::KernelSpec::Gemm(s)
             if buffers.workspace.is_some_and(|w| w.bytes() >= split_workspace_bytes(&s, problem, arch)) =>
         {
@@ -140,7 +140,7 @@ pub fn run_gemm(
 ) -> Result<GemmOutput> {
     let spec = &GemmSpec { aligned: spec.aligned && fits_aligned(spec, problem), ..*spec };
     // The tile a launch would take from the tuning database, so a tuned split-K tile gets its workspace.
-    let spec = &match crate::tuning::tuned_spec(backend, (*spec).into(), &[problem.m, problem.n, problem.k]) {
+    let spec = &match crate::tuning::tuned_spec(backend, (*spec).into(), &GemmTuneShape::of(problem)) {
         tessera_codegen::KernelSpec::Gemm(s) => s,
         _ => *spec,
     };
@@ -173,17 +173,17 @@ pub fn run_gemm(
     };
     let xi = upload(&mut memory, encode(x, spec.dtype))?;
     let wi = upload(&mut memory, encode(w, spec.dtype))?;
-    let ci = c.map(|c| upload(&mut memory, encode_out(c, spec.out))).transpose()?;
-    let bi = bias.map(|b| upload(&mut memory, encode_out(b, spec.out))).transpose()?;
-    let ri = residual.map(|r| upload(&mut memory, encode_out(r, spec.out))).transpose()?;
+    let ci = c.map(|c| upload(&mut memory, encode(c, spec.out))).transpose()?;
+    let bi = bias.map(|b| upload(&mut memory, encode(b, spec.out))).transpose()?;
+    let ri = residual.map(|r| upload(&mut memory, encode(r, spec.out))).transpose()?;
     let y_bytes = p.y_elements() * spec.out.size_bytes();
-    let yi = upload(&mut memory, poison_out(p.y_elements(), spec.out))?;
+    let yi = upload(&mut memory, poison(p.y_elements(), spec.out))?;
     // Split-K: counters zeroed, partials poisoned (every one is written before it is read).
     let ws_bytes = split_workspace_bytes(spec, problem, backend.arch());
     let wsi = if ws_bytes > 0 {
         let counters = split_counter_bytes(problem);
         let mut bytes = vec![0u8; counters];
-        bytes.extend(poison_out((ws_bytes - counters) / 4, OutType::F32));
+        bytes.extend(poison((ws_bytes - counters) / 4, ElemType::F32));
         Some(upload(&mut memory, bytes)?)
     } else {
         None
@@ -207,7 +207,7 @@ pub fn run_gemm(
         backend.read(&b[yi], &mut out)?;
     }
     Ok(GemmOutput {
-        y: decode_out(&out, spec.out),
+        y: decode(&out, spec.out),
         kernel: launch.kernel_name().unwrap_or_default().to_string(),
         note: launch.note().map(str::to_string),
     })

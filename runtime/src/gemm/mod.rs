@@ -39,10 +39,7 @@ mod tune;
 
 pub use check::{check, check_matrices, check_problem, MatrixArg};
 pub use launch::{gemm_forward, prepare_gemm, run_gemm, GemmLaunch, GemmOutput};
-pub use problem::{
-    fits_aligned, split_workspace_bytes, stored_shape, unaligned_reason, GemmBuffers, GemmProblem, GemmSpans,
-    GemmStrides, CHUNK_ELEMS, MAX_DIM,
-};
+pub use problem::{fits_aligned, split_workspace_bytes, stored_shape, unaligned_reason, GemmBuffers, GemmProblem, GemmSpans, GemmStrides, CHUNK_ELEMS, MAX_DIM, GemmTuneShape};
 pub use sm80::{gemm_params, launch_config};
 pub use tessera_codegen::{GemmParams, HopperGemmParams};
 pub use sm90a::GemmLaunchParams;

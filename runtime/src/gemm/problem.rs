@@ -2,10 +2,11 @@
 //! buffers, the stored layout of X and W, whether an aligned kernel can run it, and the split-K
 //! workspace it needs. The rest of the family, and LoRA (which builds on GEMM), build on these.
 
-use tessera_codegen::{Arch, GemmSpec, Layout};
+use tessera_codegen::{Arch, GemmSpec, GemmTile, Layout, TileChoice, HOPPER_GEMM_BLOCK_K};
 
 use crate::common::buffers::BufferSpan;
 use crate::device::backend::DeviceBuffer;
+use crate::tuning::{TileFilter, TuneShape};
 
 /// Elements per 16-byte cp.async chunk of a 16-bit tensor.
 pub const CHUNK_ELEMS: usize = 8;
@@ -149,4 +150,100 @@ pub fn split_workspace_bytes(spec: &GemmSpec, problem: &GemmProblem, arch: Arch)
 /// The counters' part of the workspace: one u32 per 32 x 32 tile, rounded to 16 bytes.
 pub(crate) fn split_counter_bytes(problem: &GemmProblem) -> usize {
     (problem.m.div_ceil(32) * problem.n.div_ceil(32) * 4).div_ceil(16) * 16
+}
+
+/// The GEMM tuning key's shape (also the first three dimensions of LoRA's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, TuneShape)]
+pub struct GemmTuneShape {
+    #[bucket(pow2)]
+    pub m: usize,
+    #[bucket(pow2)]
+    pub n: usize,
+    #[bucket(pow2)]
+    pub k: usize,
+}
+
+/// Rows, columns and K depth an mma.sync tile may always have, whatever the shape.
+const ALWAYS_TIMED_EXTENT: usize = 32;
+/// Split-K is timed only where every split still gets this many K slices.
+const MIN_SLICES_PER_SPLIT: usize = 4;
+/// Columns an sm_90a tile may always have (its CTAs always cover 128 rows).
+const ALWAYS_TIMED_HOPPER_COLUMNS: usize = 128;
+/// Ring depth an sm_90a GEMM may always have, even where K has fewer 64-deep slices.
+const ALWAYS_TIMED_STAGES: usize = 3;
+
+impl GemmTuneShape {
+    pub fn of(problem: &GemmProblem) -> Self {
+        GemmTuneShape { m: problem.m, n: problem.n, k: problem.k }
+    }
+
+    /// The mma.sync rule, shared with LoRA: no tile larger than the problem's bucket in any
+    /// dimension, and split-K only where each split gets a few K slices.
+    pub(crate) fn mma_tile_worth_timing(&self, t: &GemmTile) -> bool {
+        let b = self.bucketed();
+        let fits = |tile: u32, dim: usize| tile as usize <= dim.max(ALWAYS_TIMED_EXTENT);
+        fits(t.block_m, b.m)
+            && fits(t.block_n, b.n)
+            && fits(t.block_k, b.k)
+            && (t.split_k <= 1 || b.k / (t.block_k * t.split_k) as usize >= MIN_SLICES_PER_SPLIT)
+    }
+}
+
+impl TileFilter for GemmTuneShape {
+    fn worth_timing(&self, tile: &TileChoice) -> bool {
+        match tile {
+            TileChoice::Gemm(t) => self.mma_tile_worth_timing(t),
+            // A ring deeper than K's 64-deep slices never fills.
+            TileChoice::HopperGemm(t) => {
+                let b = self.bucketed();
+                t.block_n as usize <= b.n.max(ALWAYS_TIMED_HOPPER_COLUMNS)
+                    && t.stages as usize <= (b.k / HOPPER_GEMM_BLOCK_K as usize).max(ALWAYS_TIMED_STAGES)
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuning::candidates;
+    use tessera_codegen::{ElemType, HopperGemmTile, KernelSpec};
+
+    fn shape(m: usize, n: usize, k: usize) -> GemmTuneShape {
+        GemmTuneShape { m, n, k }
+    }
+
+    #[test]
+    fn small_problems_drop_big_tiles() {
+        let g = KernelSpec::from(GemmSpec::new(ElemType::BF16, ElemType::BF16));
+        let big = TileChoice::Gemm(GemmTile::new(128, 128, 32, 8, 3));
+        let small = TileChoice::Gemm(GemmTile::new(32, 32, 32, 4, 2));
+        assert!(!shape(16, 4096, 4096).worth_timing(&big), "no 128-row tile for 16 rows");
+        assert!(shape(16, 4096, 4096).worth_timing(&small));
+        assert!(shape(4096, 4096, 4096).worth_timing(&big));
+        let all = candidates(&g, Arch::SM90, &shape(4096, 4096, 4096));
+        let decode = candidates(&g, Arch::SM90, &shape(1, 4096, 4096));
+        assert!(decode.len() < all.len() && !decode.is_empty());
+        assert_eq!(all[0], g.tile_choice(Arch::SM90).unwrap(), "the default comes first");
+    }
+
+    #[test]
+    fn sm90a_tiles_are_pruned_by_columns_and_depth() {
+        let g = KernelSpec::from(GemmSpec::new(ElemType::BF16, ElemType::BF16));
+        let big = candidates(&g, Arch::SM90A, &shape(4096, 4096, 4096));
+        assert_eq!(big[0], TileChoice::HopperGemm(HopperGemmTile::DEFAULT));
+        assert_eq!(big.iter().filter(|t| matches!(t, TileChoice::HopperGemm(_))).count(), 9);
+        // N = 100: only 128-column tiles (and the default); K = 128: at most 3 stages.
+        let narrow = candidates(&g, Arch::SM90A, &shape(4096, 100, 128));
+        let sm90a: Vec<HopperGemmTile> =
+            narrow.iter().skip(1).filter_map(|t| if let TileChoice::HopperGemm(h) = t { Some(*h) } else { None }).collect();
+        assert_eq!(sm90a, [HopperGemmTile { block_n: 128, stages: 3 }]);
+    }
+
+    #[test]
+    fn another_family_s_tile_is_never_timed() {
+        let attention = TileChoice::Attention(tessera_codegen::TileConfig::new(64, 32, 4, 2));
+        assert!(!shape(4096, 4096, 4096).worth_timing(&attention));
+    }
 }

@@ -74,10 +74,10 @@ pub fn launch_config(spec: &GemmSpec, problem: &GemmProblem, arch: Arch) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_codegen::{DType, OutType};
+    use tessera_codegen::{ElemType};
 
     fn spec() -> GemmSpec {
-        GemmSpec::new(DType::F16, OutType::F32)
+        GemmSpec::new(ElemType::F16, ElemType::F32)
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub(crate) fn hopper_gemm_params(
 mod tests {
     use super::*;
     use std::mem::offset_of;
-    use tessera_codegen::{DType, OutType};
+    use tessera_codegen::{ElemType};
 
     #[test]
     fn params_mirror_the_cuda_struct() {
@@ -104,9 +104,9 @@ mod tests {
     #[test]
     fn maps_follow_the_stored_layouts_or_say_why_not() {
         let t = HopperGemmTile::DEFAULT;
-        let spec = GemmSpec { layout_x: Layout::ColMajor, layout_w: Layout::ColMajor, ..GemmSpec::new(DType::BF16, OutType::F32) };
+        let spec = GemmSpec { layout_x: Layout::ColMajor, layout_w: Layout::ColMajor, ..GemmSpec::new(ElemType::BF16, ElemType::F32) };
         assert_eq!(gemm_map_box_rows(&spec, t.block_n), (64, 256));
-        assert_eq!(gemm_map_box_rows(&GemmSpec::new(DType::BF16, OutType::F32), t.block_n), (128, 64));
+        assert_eq!(gemm_map_box_rows(&GemmSpec::new(ElemType::BF16, ElemType::F32), t.block_n), (128, 64));
         // X row-major [100, 40] with a padded stride of 48: dims (40, 100), stride 96 bytes.
         let map = matrix_map(0x1000, (100, 40, 48), 2, [64, 128], Swizzle::B128).unwrap();
         assert_eq!(map.global_dims[..2], [40, 100]);

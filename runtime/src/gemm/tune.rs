@@ -8,12 +8,12 @@ use tessera_codegen::{GemmSpec, KernelSpec};
 
 use super::launch::prepare_gemm;
 use super::problem::{split_workspace_bytes, GemmBuffers, GemmProblem, GemmStrides};
-use crate::common::buffers::{encode, encode_out};
+use crate::common::buffers::encode;
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::HostUploads;
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer};
-use crate::tuning::target::{copies_for, out_elem, plain, random, upload, LaunchTarget, Output};
+use crate::tuning::target::{copies_for, plain, random, upload, LaunchTarget, Output};
 
 /// GEMM without epilogue tensors on random inputs; FLOPs = 2 M N K.
 pub fn gemm_target<'a>(
@@ -32,7 +32,7 @@ pub fn gemm_target<'a>(
         upload(&mut memory, encode(&random(&mut rng, problem.x_elements()), spec.dtype))?;
         upload(&mut memory, encode(&random(&mut rng, problem.w_elements()), spec.dtype))?;
     }
-    let y = upload(&mut memory, encode_out(&vec![0.0; problem.y_elements()], spec.out))?;
+    let y = upload(&mut memory, encode(&vec![0.0; problem.y_elements()], spec.out))?;
     // One workspace for every split-K candidate: sized for the largest split of the smallest tile.
     let widest = tessera_codegen::GemmSpec {
         tile: Some(tessera_codegen::GemmTile::new(32, 32, 32, 4, 1).with_split_k(*tessera_codegen::SPLIT_KS.last().unwrap_or(&1))),
@@ -52,7 +52,7 @@ pub fn gemm_target<'a>(
         spec: (*spec).into(),
         memory,
         copies,
-        out: Output { index: y, n: problem.y_elements(), elem: out_elem(spec.out), poison: true },
+        out: Output { index: y, n: problem.y_elements(), elem: spec.out, poison: true },
         reset: Vec::new(),
         prepare: Box::new(prepare),
         work: 2.0 * (p.m * p.n * p.k) as f64,

@@ -93,11 +93,11 @@ pub fn check(spec: &LoraSpec, p: &LoraProblem, strides: &LoraStrides, buffers: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_codegen::{Activation, DType, OutType};
+    use tessera_codegen::{Activation, ElemType};
 
     #[test]
     fn problem_checks_name_the_field() {
-        let s = LoraSpec::new(DType::F16, OutType::F32, 16);
+        let s = LoraSpec::new(ElemType::F16, ElemType::F32, 16);
         let msg = check_problem(&s, &LoraProblem::new(4, 8, 8, 3), 1.0).unwrap_err().to_string();
         assert!(msg.contains("problem.adapters") && msg.contains("per_row"), "{msg}");
         let msg = check_problem(&s, &LoraProblem::new(4, 8, 12, 1), 1.0).unwrap_err().to_string();
@@ -105,7 +105,7 @@ mod tests {
         let msg = check_problem(&s, &LoraProblem::new(4, 12, 8, 1), 1.0).unwrap_err().to_string();
         assert!(msg.contains("problem.n"), "{msg}");
         assert!(check_problem(&s, &LoraProblem::new(4, 8, 8, 1), f32::INFINITY).unwrap_err().to_string().contains("scale"));
-        let b = LoraSpec::bottleneck(DType::F16, OutType::F16, 8, Activation::Relu);
+        let b = LoraSpec::bottleneck(ElemType::F16, ElemType::F16, 8, Activation::Relu);
         let msg = check_problem(&b, &LoraProblem::new(4, 16, 8, 1), 1.0).unwrap_err().to_string();
         assert!(msg.contains("problem.n") && msg.contains("K = 8"), "{msg}");
         let bad_rank = LoraSpec { rank: 12, ..s };

@@ -5,10 +5,10 @@
 use tessera_codegen::{DevicePtr, DevicePtrMut, LoraParams, LoraSpec};
 
 use super::check::{check, check_problem};
-use super::problem::{fits_aligned, LoraBuffers, LoraProblem, LoraStrides};
+use super::problem::{fits_aligned, LoraBuffers, LoraProblem, LoraStrides, LoraTuneShape};
 use super::sm80::{default_n_group, launch_config};
 use super::sm90a::{hopper_lora_params, LoraLaunchParams};
-use crate::common::buffers::{decode_out, encode, encode_out, poison_out};
+use crate::common::buffers::{decode, encode, poison};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::compile::compiler::Compiler;
@@ -36,8 +36,7 @@ pub fn prepare_lora(
         backend.check_buffer(buffer)?;
     }
     // A spec that leaves its tile to the default takes the tuned one, if the database has it.
-    let shape = [problem.m, problem.n, problem.k, problem.adapters];
-    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &shape) {
+    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &LoraTuneShape::of(problem)) {
         tessera_codegen::KernelSpec::Lora(s) => s,
         _ => *spec,
     };
@@ -187,9 +186,9 @@ pub fn run_lora(
     let ai = upload(&mut memory, encode(inputs.a, spec.dtype))?;
     let bi = upload(&mut memory, encode(inputs.b, spec.dtype))?;
     let ii = ids32.map(|ids| upload(&mut memory, ids.iter().flat_map(|v| v.to_le_bytes()).collect())).transpose()?;
-    let biasi = inputs.bias.map(|v| upload(&mut memory, encode_out(v, spec.out))).transpose()?;
-    let ri = inputs.residual.map(|v| upload(&mut memory, encode_out(v, spec.out))).transpose()?;
-    let yi = upload(&mut memory, poison_out(p.m * p.n, spec.out))?;
+    let biasi = inputs.bias.map(|v| upload(&mut memory, encode(v, spec.out))).transpose()?;
+    let ri = inputs.residual.map(|v| upload(&mut memory, encode(v, spec.out))).transpose()?;
+    let yi = upload(&mut memory, poison(p.m * p.n, spec.out))?;
 
     let b = &memory.buffers;
     let buffers = LoraBuffers {
@@ -210,7 +209,7 @@ pub fn run_lora(
         backend.read(&b[yi], &mut out)?;
     }
     Ok(LoraOutput {
-        y: decode_out(&out, spec.out),
+        y: decode(&out, spec.out),
         kernel: launch.kernel_name().unwrap_or_default().to_string(),
         note: launch.note().map(str::to_string),
     })

@@ -33,7 +33,7 @@ mod tune;
 
 pub use check::{check, check_problem};
 pub use launch::{prepare_lora, run_lora, LoraInputs, LoraLaunch, LoraOutput};
-pub use problem::{fits_aligned, unaligned_reason, LoraBuffers, LoraProblem, LoraStrides};
+pub use problem::{fits_aligned, unaligned_reason, LoraBuffers, LoraProblem, LoraStrides, LoraTuneShape};
 pub use sm80::{default_n_group, launch_config};
 pub use tessera_codegen::{HopperLoraParams, LoraParams};
 pub use sm90a::LoraLaunchParams;

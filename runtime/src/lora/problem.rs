@@ -2,9 +2,11 @@
 //! an aligned kernel can run it. Stored layouts and the chunk size are GEMM's
 //! ([`crate::gemm::stored_shape`], [`crate::gemm::CHUNK_ELEMS`]), which LoRA builds on.
 
-use tessera_codegen::{Layout, LoraSpec};
+use tessera_codegen::{Layout, LoraSpec, TileChoice};
 
 use crate::device::backend::DeviceBuffer;
+use crate::gemm::problem::GemmTuneShape;
+use crate::tuning::{TileFilter, TuneShape};
 use crate::gemm::problem::{stored_shape, CHUNK_ELEMS};
 
 /// The shape of one LoRA call. `adapters` is the number of stacked adapters (1 for a
@@ -90,4 +92,34 @@ pub fn unaligned_reason(spec: &LoraSpec, p: &LoraProblem) -> Option<String> {
 /// Whether the aligned kernel can run a contiguous problem with 16-byte aligned buffers.
 pub fn fits_aligned(spec: &LoraSpec, problem: &LoraProblem) -> bool {
     unaligned_reason(&LoraSpec { aligned: true, ..*spec }, problem).is_none()
+}
+
+/// The LoRA tuning key's shape: GEMM's and the adapter count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, TuneShape)]
+pub struct LoraTuneShape {
+    #[bucket(pow2)]
+    pub m: usize,
+    #[bucket(pow2)]
+    pub n: usize,
+    #[bucket(pow2)]
+    pub k: usize,
+    #[bucket(pow2)]
+    pub adapters: usize,
+}
+
+impl LoraTuneShape {
+    pub fn of(problem: &LoraProblem) -> Self {
+        LoraTuneShape { m: problem.m, n: problem.n, k: problem.k, adapters: problem.adapters }
+    }
+}
+
+impl TileFilter for LoraTuneShape {
+    fn worth_timing(&self, tile: &TileChoice) -> bool {
+        match tile {
+            TileChoice::Gemm(t) => GemmTuneShape { m: self.m, n: self.n, k: self.k }.mma_tile_worth_timing(t),
+            // One candidate per rank, the default on sm_90a: always timed.
+            TileChoice::HopperLora(_) => true,
+            _ => false,
+        }
+    }
 }

@@ -12,7 +12,7 @@
 //! Kept beside the LoRA family's launchers; [`crate::reference`] re-exports it with the
 //! other references.
 
-use tessera_codegen::{Activation, DType, Layout};
+use tessera_codegen::{Activation, ElemType, Layout};
 
 use crate::gemm::reference::activate;
 use crate::reference::accuracy::round_to_dtype;
@@ -32,7 +32,7 @@ pub struct LoraOperands<'a> {
     pub k: usize,
     pub rank: usize,
     /// The dtype T' is rounded to.
-    pub dtype: DType,
+    pub dtype: ElemType,
     pub scale: f64,
 }
 
@@ -147,7 +147,7 @@ mod tests {
             n: 1,
             k: 2,
             rank: 1,
-            dtype: DType::BF16,
+            dtype: ElemType::BF16,
             scale: 0.5,
         };
         // Row 0: X W = 3, adapter 1: T' = 0.5 * 4 = 2, times -1 -> 1. Row 1: no adapter -> 0.75.
@@ -173,7 +173,7 @@ mod tests {
             n: 2,
             k: 2,
             rank: 1,
-            dtype: DType::F16,
+            dtype: ElemType::F16,
             scale: 1.0,
         };
         // X A = -1, relu -> 0: Y = X. Without f: T' = -1, Y = X + [-1, -2].

@@ -50,7 +50,7 @@ pub fn launch_config(spec: &LoraSpec, p: &LoraProblem, arch: Arch, n_group: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_codegen::{DType, LoraParams, OutType};
+    use tessera_codegen::{ElemType, LoraParams};
 
     #[test]
     fn params_have_no_padding() {
@@ -59,7 +59,7 @@ mod tests {
 
     #[test]
     fn group_sizes_follow_the_device() {
-        let s = LoraSpec::new(DType::BF16, OutType::BF16, 16);
+        let s = LoraSpec::new(ElemType::BF16, ElemType::BF16, 16);
         let p = LoraProblem::new(4096, 4096, 4096, 1);
         // 32 x 32 tiles of 128 x 128 over 132 SMs: groups of 8 column tiles make 128 CTAs, one
         // round (groups of 7 would make 160 CTAs: two rounds of 7 tiles, 14 tile-times for 8).

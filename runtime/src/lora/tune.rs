@@ -7,12 +7,12 @@ use tessera_codegen::{KernelSpec, LoraSpec};
 
 use super::launch::prepare_lora;
 use super::problem::{LoraBuffers, LoraProblem, LoraStrides};
-use crate::common::buffers::{encode, encode_out};
+use crate::common::buffers::encode;
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::HostUploads;
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer};
-use crate::tuning::target::{copies_for, out_elem, plain, random, upload, LaunchTarget, Output};
+use crate::tuning::target::{copies_for, plain, random, upload, LaunchTarget, Output};
 
 /// Fused LoRA on random inputs (adapter ids in segments for per-row specs); FLOPs count the useful
 /// work 2 M N K + 2 M K r + 2 M r N.
@@ -40,7 +40,7 @@ pub fn lora_target<'a>(
     }
     let ids: Vec<u8> = (0..p.m).flat_map(|row| ((row * p.adapters / p.m.max(1)) as i32).to_le_bytes()).collect();
     let ids = upload(&mut memory, ids)?;
-    let y = upload(&mut memory, encode_out(&vec![0.0; p.m * p.n], spec.out))?;
+    let y = upload(&mut memory, encode(&vec![0.0; p.m * p.n], spec.out))?;
     let strides = LoraStrides::contiguous(spec, &p);
     let per_row = spec.adapters == tessera_codegen::AdapterMode::PerRow;
     let prepare = move |spec: &KernelSpec, c: usize, b: &[DeviceBuffer]| {
@@ -64,7 +64,7 @@ pub fn lora_target<'a>(
         spec: (*spec).into(),
         memory,
         copies,
-        out: Output { index: y, n: p.m * p.n, elem: out_elem(spec.out), poison: true },
+        out: Output { index: y, n: p.m * p.n, elem: spec.out, poison: true },
         reset: Vec::new(),
         prepare: Box::new(prepare),
         work,

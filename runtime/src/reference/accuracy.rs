@@ -4,17 +4,16 @@
 //! that the families' references (and the tuner, which compares candidates) use it without going
 //! through the [`crate::reference`] front, which re-exports them.
 
-use half::{bf16, f16};
-use tessera_codegen::DType;
+use tessera_codegen::ElemType;
+
+use crate::common::buffers::{decode, encode};
 
 /// Rounds every value to the nearest `dtype` value (round-to-nearest-even, the rounding of
 /// `cvt.rn` and of the `half` crate) and widens it back to f32. Out-of-range values become ±inf,
 /// NaN stays NaN.
-pub fn round_to_dtype(x: &[f32], dtype: DType) -> Vec<f32> {
-    match dtype {
-        DType::F16 => x.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
-        DType::BF16 => x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect(),
-    }
+/// fp8 types saturate instead, as the kernels convert; f32 is unchanged.
+pub fn round_to_dtype(x: &[f32], dtype: ElemType) -> Vec<f32> {
+    decode(&encode(x, dtype), dtype)
 }
 
 /// How far a kernel output is from its reference.
@@ -81,34 +80,38 @@ pub fn compare(out: &[f32], reference: &[f64]) -> Comparison {
 /// f16 at most 2.6e-4 (max abs 7.5e-4). The tolerances leave 5-6x margin for other shapes and value
 /// ranges and stay far below what a real bug does: a race or a wrong tile moved rel L2 to 0.5 and
 /// beyond in every case seen.
-pub fn tolerance(dtype: DType) -> f64 {
+/// The tensor-core kernels take only the 16-bit types; for the others (f32 inputs of nothing but
+/// a reference comparison, fp8 with 3 or 2 mantissa bits) the same rule scales with the type's
+/// precision.
+pub fn tolerance(dtype: ElemType) -> f64 {
     match dtype {
-        DType::BF16 => 1e-2,
-        DType::F16 => 1.5e-3,
+        ElemType::BF16 => 1e-2,
+        ElemType::F16 => 1.5e-3,
+        ElemType::F32 => 1e-5,
+        ElemType::E4M3 | ElemType::E5M2 => 2e-1,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::buffers::{decode, encode};
 
     #[test]
     fn rounding_is_nearest_even() {
         // 1 + 2^-11 is halfway between two f16 values: ties to the even one (1.0).
         let x = [1.0 + f32::powi(2.0, -11), 1.0 + 3.0 * f32::powi(2.0, -11), 70000.0, -0.0];
-        let r = round_to_dtype(&x, DType::F16);
+        let r = round_to_dtype(&x, ElemType::F16);
         assert_eq!(r[0], 1.0);
         assert_eq!(r[1], 1.0 + 2.0 * f32::powi(2.0, -10));
         assert_eq!(r[2], f32::INFINITY);
         assert!(r[3] == 0.0 && r[3].is_sign_negative());
         // bf16 keeps 8 bits of mantissa: 1 + 2^-8 ties to 1.0, 1 + 3*2^-8 to 1 + 2^-6.
         let x = [1.0 + f32::powi(2.0, -8), 1.0 + 3.0 * f32::powi(2.0, -8), 1e38];
-        let r = round_to_dtype(&x, DType::BF16);
+        let r = round_to_dtype(&x, ElemType::BF16);
         assert_eq!(r[0], 1.0);
         assert_eq!(r[1], 1.0 + f32::powi(2.0, -6));
         assert!(r[2].is_finite());
-        assert!(round_to_dtype(&[f32::NAN], DType::BF16)[0].is_nan());
+        assert!(round_to_dtype(&[f32::NAN], ElemType::BF16)[0].is_nan());
     }
 
     #[test]
@@ -129,8 +132,8 @@ mod tests {
 
     #[test]
     fn tolerances_order_by_precision() {
-        assert!(tolerance(DType::F16) < tolerance(DType::BF16));
-        assert!(tolerance(DType::BF16) <= 1e-2);
+        assert!(tolerance(ElemType::F16) < tolerance(ElemType::BF16));
+        assert!(tolerance(ElemType::BF16) <= 1e-2);
     }
 
     #[test]
@@ -139,7 +142,7 @@ mod tests {
         // for bit, or kernel and reference would see different inputs.
         let x: Vec<f32> = (0..4096).map(|i| ((i as f32) * 0.7318).sin() * 3.0 + 1e-3 * i as f32).collect();
         let ties = [1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), 1.0 + 2f32.powi(-8), 7e4, -0.0];
-        for dtype in DType::ALL {
+        for dtype in ElemType::MMA_INPUTS {
             for values in [&x[..], &ties[..]] {
                 let ours = decode(&encode(values, dtype), dtype);
                 let theirs = round_to_dtype(values, dtype);

@@ -262,13 +262,13 @@ pub fn global_path() -> Option<PathBuf> {
 mod tests {
     use super::*;
     use crate::device::backend::DeviceFingerprint;
-    use tessera_codegen::{AttentionSpec, DType, KernelSpec, TileConfig};
+    use tessera_codegen::{AttentionSpec, ElemType, KernelSpec, TileConfig};
 
     fn entry(seq: usize, block_n: u32) -> DbEntry {
-        let spec = KernelSpec::from(AttentionSpec::new(DType::BF16, 64, false, 8, 8));
+        let spec = KernelSpec::from(AttentionSpec::new(ElemType::BF16, 64, false, 8, 8));
         let device = DeviceFingerprint { name: "GPU".into(), compute_capability: (9, 0), driver: 13000, nvrtc: (13, 0) };
         DbEntry {
-            key: TuningKey::new(&spec, &[8, seq, seq], device),
+            key: TuningKey::new(&spec, &crate::tuning::key::test_shape([8, seq, seq]), device),
             tile: TileChoice::Attention(TileConfig::new(128, block_n, 8, 2)),
             median_ms: 1.0,
             throughput: 100.0,

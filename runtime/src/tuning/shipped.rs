@@ -50,7 +50,8 @@ fn index(files: &[(&str, &str)]) -> HashMap<TuningKey, TileChoice> {
 mod tests {
     use super::*;
     use crate::tuning::db::{DbEntry, TuningDb};
-    use tessera_codegen::{Arch, DType, GemmSpec, HopperGemmTile, KernelSpec, OutType};
+    use crate::tuning::key::test_shape;
+    use tessera_codegen::{Arch, ElemType, GemmSpec, HopperGemmTile, KernelSpec};
 
     fn device(driver: i32) -> DeviceFingerprint {
         DeviceFingerprint { name: "NVIDIA H200".into(), compute_capability: (9, 0), driver, nvrtc: (13, 0) }
@@ -58,11 +59,11 @@ mod tests {
 
     #[test]
     fn shipped_entries_match_any_driver_of_the_same_gpu() {
-        let spec = KernelSpec::from(GemmSpec::new(DType::BF16, OutType::BF16));
+        let spec = KernelSpec::from(GemmSpec::new(ElemType::BF16, ElemType::BF16));
         let tile = TileChoice::HopperGemm(HopperGemmTile { block_n: 128, stages: 5 });
         let dir = tempfile::tempdir().unwrap();
         let mut db = TuningDb::open(dir.path().join("tuning.json")).0;
-        let key = TuningKey::new(&spec, &[8192, 8192, 8192], device(13000));
+        let key = TuningKey::new(&spec, &test_shape([8192, 8192, 8192]), device(13000));
         db.insert(DbEntry { key, tile, median_ms: 1.5, throughput: 700.0, unit: "TFLOP/s".into(), candidates: 9 });
         let file = dir.path().join("shipped.json");
         db.export(&file).unwrap();
@@ -71,11 +72,11 @@ mod tests {
         // Another driver and NVRTC, a shape in the same bucket: the shipped tile.
         let mut later = device(13020);
         later.nvrtc = (13, 1);
-        assert_eq!(shipped.get(&relaxed(&TuningKey::new(&spec, &[5000, 8000, 6000], later))), Some(&tile));
+        assert_eq!(shipped.get(&relaxed(&TuningKey::new(&spec, &test_shape([5000, 8000, 6000]), later))), Some(&tile));
         // Another GPU, or another shape bucket: nothing.
         let h100 = DeviceFingerprint { name: "NVIDIA H100 80GB HBM3".into(), ..device(13000) };
-        assert_eq!(shipped.get(&relaxed(&TuningKey::new(&spec, &[8192, 8192, 8192], h100))), None);
-        assert_eq!(shipped.get(&relaxed(&TuningKey::new(&spec, &[4096, 8192, 8192], device(13000)))), None);
+        assert_eq!(shipped.get(&relaxed(&TuningKey::new(&spec, &test_shape([8192, 8192, 8192]), h100))), None);
+        assert_eq!(shipped.get(&relaxed(&TuningKey::new(&spec, &test_shape([4096, 8192, 8192]), device(13000)))), None);
         // The shipped tile is one the spec takes on sm_90a.
         assert!(spec.with_tile_choice(tile).unwrap().validate(Arch::SM90A).is_ok());
     }

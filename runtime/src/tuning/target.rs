@@ -6,10 +6,10 @@
 
 use rand::rngs::StdRng;
 use rand::Rng;
-use tessera_codegen::{ElemType, KernelSpec, OutType, TileChoice};
+use tessera_codegen::{ElemType, KernelSpec, TileChoice};
 
 use super::tuner::TuneTarget;
-use crate::common::buffers::{decode_elems, poison_elems};
+use crate::common::buffers::{decode, poison};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::{HostUploads, LaunchParams, PreparedLaunch, TableLaunch};
 use crate::compile::compiler::Compiler;
@@ -168,12 +168,12 @@ impl TuneTarget for LaunchTarget<'_> {
         let o = self.out;
         let y = &self.memory.buffers[o.index];
         if o.poison {
-            self.backend.write(y, &poison_elems(o.n, o.elem))?;
+            self.backend.write(y, &poison(o.n, o.elem))?;
         }
         self.launch(tile, 0)?.run()?;
         let mut bytes = vec![0u8; o.n * o.elem.size_bytes()];
         self.backend.read(y, &mut bytes)?;
-        Ok(decode_elems(&bytes, o.elem))
+        Ok(decode(&bytes, o.elem))
     }
 
     fn time(&self, tile: &TileChoice, warmup: usize, reps: usize) -> Result<Vec<f32>> {
@@ -197,14 +197,6 @@ impl TuneTarget for LaunchTarget<'_> {
     }
 }
 
-pub(crate) fn out_elem(o: OutType) -> ElemType {
-    match o {
-        OutType::F16 => ElemType::F16,
-        OutType::BF16 => ElemType::BF16,
-        OutType::F32 => ElemType::F32,
-    }
-}
-
 pub(crate) fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
@@ -221,7 +213,7 @@ pub(crate) fn upload(memory: &mut HostUploads<'_>, bytes: Vec<u8>) -> Result<usi
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tessera_codegen::{Arch, DType, GemmSpec, HopperGemmTile};
+    use tessera_codegen::{Arch, ElemType, GemmSpec, HopperGemmTile};
 
     use super::*;
     use crate::device::sim::SimBackend;
@@ -303,7 +295,7 @@ mod tests {
         let target = LaunchTarget {
             backend: &backend,
             compiler: &compiler,
-            spec: GemmSpec::new(DType::BF16, OutType::BF16).into(),
+            spec: GemmSpec::new(ElemType::BF16, ElemType::BF16).into(),
             memory,
             copies: 1,
             out: Output { index: out, n: 1, elem: ElemType::F32, poison: false },

@@ -14,7 +14,7 @@ pub(crate) mod reference;
 use tessera_codegen::{DevicePtr, DevicePtrMut, ElemType, WindowSpec};
 pub use tessera_codegen::WindowParams;
 
-use crate::common::buffers::{decode_elems, encode_elems, poison_elems};
+use crate::common::buffers::{decode, encode, poison};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems};
@@ -160,8 +160,8 @@ pub fn run_window_stored(backend: &dyn Backend, compiler: &Compiler, spec: &Wind
     let mut memory = HostUploads::new(backend);
     let nonempty = |b: Vec<u8>| if b.is_empty() { vec![0u8; 16] } else { b };
     let xi = memory.upload(&nonempty(x.to_vec()))?;
-    let yi = memory.upload(&nonempty(poison_elems(len_y, spec.dtype)))?;
-    let wi = if ws_len > 0 { Some(memory.upload(&poison_elems(ws_len, ElemType::F32))?) } else { None };
+    let yi = memory.upload(&nonempty(poison(len_y, spec.dtype)))?;
+    let wi = if ws_len > 0 { Some(memory.upload(&poison(ws_len, ElemType::F32))?) } else { None };
     let b = &memory.buffers;
     let buffers = WindowBuffers { x: &b[xi], y: &b[yi], workspace: wi.map(|i| &b[i]) };
     prepare_window(backend, compiler, spec, problem, &buffers)?.run(backend)?;
@@ -182,6 +182,6 @@ pub fn run_window(backend: &dyn Backend, compiler: &Compiler, spec: &WindowSpec,
             format!("{} values, but {} rows of {} elements are {}", x.len(), problem.rows, problem.n, problem.rows * problem.n),
         ));
     }
-    let y = run_window_stored(backend, compiler, spec, problem, &encode_elems(x, spec.dtype))?;
-    Ok(decode_elems(&y, spec.dtype))
+    let y = run_window_stored(backend, compiler, spec, problem, &encode(x, spec.dtype))?;
+    Ok(decode(&y, spec.dtype))
 }

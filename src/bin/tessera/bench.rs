@@ -8,19 +8,16 @@ use rand::rngs::StdRng;
 use rayon::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use tessera::codegen::{AdapterMode, GemmSpec, Layout, LoraSpec, OutType};
+use tessera::codegen::{AdapterMode, GemmSpec, Layout, LoraSpec, ElemType};
 use tessera::runtime::common::buffers::encode;
 use tessera::runtime::gemm::fits_aligned as gemm_fits_aligned;
 use tessera::runtime::lora::fits_aligned as lora_fits_aligned;
-use tessera::runtime::{
-    open_backend, prepare_gemm, prepare_lora, Backend, BackendKind, Compiler, DeviceBuffer, GemmBuffers, GemmProblem,
-    GemmStrides, LoraBuffers, LoraProblem, LoraStrides,
-};
-use tessera::{Arch, DType, TesseraError};
+use tessera::runtime::{open_backend, prepare_gemm, prepare_lora, Backend, BackendKind, Compiler, DeviceBuffer, GemmBuffers, GemmProblem, GemmStrides, LoraBuffers, LoraProblem, LoraStrides};
+use tessera::{Arch, TesseraError};
 
 use crate::bench_amp::{bench_adamw, bench_cast, bench_unscale, BenchAdamWArgs, BenchCastArgs, BenchUnscaleArgs};
 use crate::bench_attention::{bench_attention, BenchAttentionArgs};
-use crate::flags::{parse_dtype, parse_layout, parse_out_type, same_out_type, GemmTileFlags};
+use crate::flags::{parse_dtype, parse_layout, parse_out_type, GemmTileFlags};
 use crate::Result;
 
 #[derive(Subcommand)]
@@ -47,7 +44,7 @@ pub enum BenchFamily {
 pub struct BenchGemmArgs {
     /// X and W element type: f16 or bf16 (f32 accumulation).
     #[arg(long, value_parser = parse_dtype)]
-    pub dtype: DType,
+    pub dtype: ElemType,
     /// Rows of X and Y.
     #[arg(long)]
     pub m: usize,
@@ -59,7 +56,7 @@ pub struct BenchGemmArgs {
     pub k: usize,
     /// Y element type: f16, bf16 or f32 (default: the input dtype).
     #[arg(long, value_parser = parse_out_type)]
-    pub out_type: Option<OutType>,
+    pub out_type: Option<ElemType>,
     /// W layout: row (stored [K, N]) or col (stored [N, K], an nn.Linear weight).
     #[arg(long, default_value = "row", value_parser = parse_layout)]
     pub w_layout: Layout,
@@ -114,7 +111,7 @@ impl AdapterMix {
 pub struct BenchLoraArgs {
     /// X, W, A and B element type: f16 or bf16 (f32 accumulation).
     #[arg(long, value_parser = parse_dtype)]
-    pub dtype: DType,
+    pub dtype: ElemType,
     /// Rows of X and Y.
     #[arg(long)]
     pub m: usize,
@@ -142,7 +139,7 @@ pub struct BenchLoraArgs {
     pub scale: f32,
     /// Y element type: f16, bf16 or f32 (default: the input dtype).
     #[arg(long, value_parser = parse_out_type)]
-    pub out_type: Option<OutType>,
+    pub out_type: Option<ElemType>,
     /// W layout: row (stored [K, N]) or col (stored [N, K], an nn.Linear weight).
     #[arg(long, default_value = "row", value_parser = parse_layout)]
     pub w_layout: Layout,
@@ -335,7 +332,7 @@ pub(crate) fn report(
 
 fn bench_gemm(args: BenchGemmArgs) -> Result<()> {
     check_run_args(args.reps, &[("--m", args.m), ("--n", args.n), ("--k", args.k)])?;
-    let out = args.out_type.unwrap_or_else(|| same_out_type(args.dtype));
+    let out = args.out_type.unwrap_or(args.dtype);
     let problem = GemmProblem::new(args.m, args.n, args.k);
     let mut spec = GemmSpec { layout_w: args.w_layout, ..GemmSpec::new(args.dtype, out) };
     // As `tessera run gemm`: the element-wise kernel when rows are not whole 16-byte chunks.
@@ -383,7 +380,7 @@ fn bench_lora(args: BenchLoraArgs) -> Result<()> {
     if !args.scale.is_finite() {
         return Err(TesseraError::input("--scale", format!("{} is not finite", args.scale)));
     }
-    let out = args.out_type.unwrap_or_else(|| same_out_type(args.dtype));
+    let out = args.out_type.unwrap_or(args.dtype);
     let per_row = args.adapters > 1;
     let problem = LoraProblem::new(args.m, args.n, args.k, args.adapters);
     let mut spec = LoraSpec {

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use tessera::codegen::{AdamWSpec, CastSpec, ElemType, ElementwiseTile, UnscaleSpec};
 use tessera::runtime::amp::adamw::{prepare_adamw, AdamWState, ParamTensors};
 use tessera::runtime::amp::cast::{prepare_cast, CastBuffers};
-use tessera::runtime::common::buffers::encode_elems;
+use tessera::runtime::common::buffers::encode;
 use tessera::runtime::reference::AdamWHyper;
 use tessera::runtime::amp::unscale::{prepare_unscale, GradTensor};
 use tessera::runtime::{open_backend, BackendKind, Compiler, LaunchConfig};
@@ -215,7 +215,7 @@ fn random_elems(n: usize, t: ElemType, range: std::ops::Range<f32>, seed: u64) -
     out.par_chunks_mut(BLOCK * size).enumerate().for_each(|(b, chunk)| {
         let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b as u64);
         let values: Vec<f32> = (0..chunk.len() / size).map(|_| rng.random_range(range.clone())).collect();
-        chunk.copy_from_slice(&encode_elems(&values, t));
+        chunk.copy_from_slice(&encode(&values, t));
     });
     out
 }
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(a, random_elems(100_000, ElemType::BF16, -1.0..1.0, 3));
         assert_ne!(a, random_elems(100_000, ElemType::BF16, -1.0..1.0, 4));
         let v =
-            tessera::runtime::common::buffers::decode_elems(&random_elems(10_000, ElemType::E4M3, -4.0..4.0, 1), ElemType::E4M3);
+            tessera::runtime::common::buffers::decode(&random_elems(10_000, ElemType::E4M3, -4.0..4.0, 1), ElemType::E4M3);
         assert!(v.iter().all(|x| x.is_finite() && x.abs() <= 4.0));
     }
 }

@@ -18,13 +18,10 @@
 
 use clap::{Args, ValueEnum};
 use tessera::codegen::AttentionFeatures;
-use tessera::runtime::attention::{
-    default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, TensorStrides, VariantArgs,
-    VariantBuffers, Window, MAX_SPLITS, MIN_PAGE_SIZE,
-};
+use tessera::runtime::attention::{default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, TensorStrides, VariantArgs, VariantBuffers, Window, MAX_SPLITS, MIN_PAGE_SIZE};
 use tessera::runtime::common::buffers::encode;
 use tessera::runtime::{open_backend, AttentionBuffers, AttentionProblem, AttentionStrides, BackendKind, Compiler};
-use tessera::{Arch, AttentionSpec, DType, TesseraError, TileConfig};
+use tessera::{Arch, AttentionSpec, ElemType, TesseraError, TileConfig};
 
 use crate::bench::{check_run_args, report, DeviceMemory, RandomData, Timing};
 use crate::flags::{parse_dtype, TileFlags};
@@ -56,7 +53,7 @@ fn path_of(kernel_name: &str) -> &'static str {
 #[derive(Args)]
 pub struct BenchAttentionArgs {
     #[arg(long, value_parser = parse_dtype)]
-    pub dtype: tessera::DType,
+    pub dtype: tessera::ElemType,
     #[arg(long)]
     pub head_dim: u32,
     #[arg(long)]
@@ -214,12 +211,12 @@ fn visibility(seq_q: usize, seq_k: usize, causal: bool, window: Window) -> Visib
 const FRESH_VALUES: usize = 1 << 24;
 
 /// `n` random values in (-range, range), encoded in `dtype`.
-fn random_tensor(rng: &mut RandomData, n: usize, range: f32, dtype: DType) -> Vec<u8> {
+fn random_tensor(rng: &mut RandomData, n: usize, range: f32, dtype: ElemType) -> Vec<u8> {
     repeated_random(rng, n, range, dtype, FRESH_VALUES)
 }
 
 /// `n` values: `fresh` random ones, repeated (all of them fresh when `n <= fresh`).
-fn repeated_random(rng: &mut RandomData, n: usize, range: f32, dtype: DType, fresh: usize) -> Vec<u8> {
+fn repeated_random(rng: &mut RandomData, n: usize, range: f32, dtype: ElemType, fresh: usize) -> Vec<u8> {
     if n <= fresh {
         return encode(&rng.values(n, range), dtype);
     }
@@ -404,7 +401,7 @@ mod tests {
 
     #[test]
     fn path_comes_from_the_kernel_name() {
-        let spec = AttentionSpec::new(DType::BF16, 128, false, 16, 16);
+        let spec = AttentionSpec::new(ElemType::BF16, 128, false, 16, 16);
         assert_eq!(path_of(&spec.kernel_name(Arch::SM90A)), "sm90a");
         assert_eq!(path_of(&spec.kernel_name(Arch::SM90)), "mma.sync");
         let tiled = spec.with_tile(spec.default_tile_for(Arch::SM90A));
@@ -423,7 +420,7 @@ mod tests {
             let base = ["bench", "--dtype", "bf16", "--head-dim", "128", "--seq-q", "256"];
             Cli::parse_from(base.iter().chain(extra)).args
         };
-        let spec = AttentionSpec::new(DType::BF16, 128, false, 16, 16);
+        let spec = AttentionSpec::new(ElemType::BF16, 128, false, 16, 16);
         let arch = Arch::SM90A;
         assert_eq!(parse(&[]).path, AttentionPath::Auto);
         assert_eq!(parse(&[]).tile(&spec, arch), None);
@@ -437,11 +434,11 @@ mod tests {
     #[test]
     fn large_tensors_repeat_a_random_block() {
         let mut rng = RandomData::new();
-        let t = repeated_random(&mut rng, 1000 + 3, 2.0, DType::BF16, 1000);
+        let t = repeated_random(&mut rng, 1000 + 3, 2.0, ElemType::BF16, 1000);
         assert_eq!(t.len(), (1000 + 3) * 2);
         assert_eq!(t[..6], t[1000 * 2..]);
         assert_ne!(t[..6], t[6..12]);
-        let small = repeated_random(&mut RandomData::new(), 10, 2.0, DType::F16, 1000);
-        assert_eq!(small, encode(&RandomData::new().values(10, 2.0), DType::F16), "small tensors: all fresh, as before");
+        let small = repeated_random(&mut RandomData::new(), 10, 2.0, ElemType::F16, 1000);
+        assert_eq!(small, encode(&RandomData::new().values(10, 2.0), ElemType::F16), "small tensors: all fresh, as before");
     }
 }

@@ -2,12 +2,9 @@
 
 use clap::Args;
 use rayon::prelude::*;
-use tessera::codegen::{
-    Activation, AdamWSpec, AdapterMode, CastSpec, ElemType, Epilogue, GemmSpec, KernelSpec, Layout, LoraSpec, OutType,
-    ScaleUpdateSpec, UnscaleSpec, WindowOp, WindowSpec, ATTENTION_HEAD_DIMS, LORA_RANKS,
-};
+use tessera::codegen::{Activation, AdamWSpec, AdapterMode, CastSpec, ElemType, Epilogue, GemmSpec, KernelSpec, Layout, LoraSpec, ScaleUpdateSpec, UnscaleSpec, WindowOp, WindowSpec, ATTENTION_HEAD_DIMS, LORA_RANKS};
 use tessera::runtime::check_spec;
-use tessera::{Arch, AttentionFeatures, AttentionSpec, DType, TesseraError};
+use tessera::{Arch, AttentionFeatures, AttentionSpec, TesseraError};
 
 use crate::flags::parse_arch;
 use crate::Result;
@@ -19,7 +16,7 @@ pub struct CheckArgs {
     pub arch: Vec<Arch>,
     /// Only these dtypes (comma-separated; default all).
     #[arg(long, value_delimiter = ',', value_parser = crate::flags::parse_dtype)]
-    pub dtype: Vec<DType>,
+    pub dtype: Vec<ElemType>,
     /// Only these head dims (comma-separated; default all).
     #[arg(long, value_delimiter = ',')]
     pub head_dim: Vec<u32>,
@@ -33,7 +30,7 @@ pub struct CheckArgs {
 const HEAD_LAYOUTS: [(u32, u32); 3] = [(8, 8), (8, 2), (8, 1)];
 
 pub fn run(args: CheckArgs) -> Result<()> {
-    let dtypes = if args.dtype.is_empty() { DType::ALL.to_vec() } else { args.dtype.clone() };
+    let dtypes = if args.dtype.is_empty() { ElemType::MMA_INPUTS.to_vec() } else { args.dtype.clone() };
     let dims = if args.head_dim.is_empty() { ATTENTION_HEAD_DIMS.to_vec() } else { args.head_dim.clone() };
     let mut jobs = Vec::new();
     for &arch in &args.arch {
@@ -135,10 +132,10 @@ pub fn run(args: CheckArgs) -> Result<()> {
 
 /// Every GEMM code path of one input dtype: output types x layouts x the aligned and element-wise
 /// loaders, with the full epilogue (the most live registers; activations rotate).
-fn gemm_specs(dtype: DType) -> Vec<GemmSpec> {
+fn gemm_specs(dtype: ElemType) -> Vec<GemmSpec> {
     let mut specs = Vec::new();
     let mut i = 0;
-    for out in OutType::ALL {
+    for out in ElemType::MMA_OUTPUTS {
         for layout_x in Layout::ALL {
             for layout_w in Layout::ALL {
                 for aligned in [true, false] {
@@ -160,11 +157,11 @@ fn gemm_specs(dtype: DType) -> Vec<GemmSpec> {
 
 /// Every LoRA code path of one input dtype: each rank single and per-row (per-row with the full
 /// epilogue), the element-wise loader, both X layouts, and the bottleneck with each activation.
-fn lora_specs(dtype: DType) -> Vec<LoraSpec> {
+fn lora_specs(dtype: ElemType) -> Vec<LoraSpec> {
     let full = Epilogue { user: None, bias: true, activation: Activation::GeluTanh, residual: true };
     let mut specs = Vec::new();
     for (i, rank) in LORA_RANKS.into_iter().enumerate() {
-        let out = OutType::ALL[i % 3];
+        let out = ElemType::MMA_OUTPUTS[i % 3];
         let base = LoraSpec { layout_w: Layout::ALL[i % 2], ..LoraSpec::new(dtype, out, rank) };
         specs.push(base);
         specs.push(LoraSpec { adapters: AdapterMode::PerRow, epilogue: full, layout_x: Layout::ColMajor, ..base });

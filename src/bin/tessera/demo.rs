@@ -11,7 +11,7 @@ use tessera::runtime::attention::{run_attention, AttentionProblem};
 use tessera::runtime::check_spec;
 use tessera::runtime::reference;
 use tessera::runtime::{nvrtc_version, open_backend, BackendKind, Compiler};
-use tessera::{Arch, AttentionSpec, DType, TesseraError};
+use tessera::{Arch, AttentionSpec, ElemType, TesseraError};
 
 use crate::Result;
 
@@ -35,10 +35,10 @@ struct Case {
 fn cases() -> Vec<Case> {
     let p = |batch, seq_q, seq_k, heads_q, heads_kv, head_dim| AttentionProblem { batch, seq_q, seq_k, heads_q, heads_kv, head_dim };
     vec![
-        Case { spec: AttentionSpec::new(DType::BF16, 128, true, 4, 4), problem: p(2, 300, 300, 4, 4, 128), what: "causal MHA, seq not a tile multiple" },
-        Case { spec: AttentionSpec::new(DType::F16, 64, false, 8, 2), problem: p(1, 77, 190, 8, 2, 64), what: "GQA 4:1, seq_q != seq_k" },
-        Case { spec: AttentionSpec::new(DType::BF16, 256, true, 2, 1), problem: p(2, 1, 129, 2, 1, 256), what: "MQA decode step (seq_q 1)" },
-        Case { spec: AttentionSpec::new(DType::F16, 96, true, 2, 2), problem: p(1, 200, 64, 2, 2, 96), what: "causal seq_q > seq_k: fully masked rows" },
+        Case { spec: AttentionSpec::new(ElemType::BF16, 128, true, 4, 4), problem: p(2, 300, 300, 4, 4, 128), what: "causal MHA, seq not a tile multiple" },
+        Case { spec: AttentionSpec::new(ElemType::F16, 64, false, 8, 2), problem: p(1, 77, 190, 8, 2, 64), what: "GQA 4:1, seq_q != seq_k" },
+        Case { spec: AttentionSpec::new(ElemType::BF16, 256, true, 2, 1), problem: p(2, 1, 129, 2, 1, 256), what: "MQA decode step (seq_q 1)" },
+        Case { spec: AttentionSpec::new(ElemType::F16, 96, true, 2, 2), problem: p(1, 200, 64, 2, 2, 96), what: "causal seq_q > seq_k: fully masked rows" },
     ]
 }
 

@@ -12,10 +12,7 @@ use tessera::runtime::device::driver::split_driver_version;
 use tessera::runtime::compile::locate::ptxas_release;
 use tessera::runtime::compile::ptxas::ptxas_path;
 use tessera::runtime::tuning::TuningDb;
-use tessera::runtime::{
-    nvrtc_library, open_backend, sync_timeout_from_env, Backend, BackendKind, KernelCache, NvrtcLibrary,
-    SYNC_TIMEOUT_ENV,
-};
+use tessera::runtime::{nvrtc_library, open_backend, sync_timeout_from_env, Backend, BackendKind, KernelCache, NvrtcLibrary, SYNC_TIMEOUT_ENV};
 
 use crate::Result;
 

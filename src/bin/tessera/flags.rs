@@ -2,8 +2,8 @@
 
 use clap::{Args, Subcommand};
 use tessera::codegen::ATTENTION_HEAD_DIMS;
-use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmSpec, GemmTile, Layout, LoraSpec, OutType, LORA_RANKS};
-use tessera::{Arch, AttentionFeatures, AttentionSpec, DType, TesseraError, TileConfig};
+use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmSpec, GemmTile, Layout, LoraSpec, ElemType, LORA_RANKS};
+use tessera::{Arch, AttentionFeatures, AttentionSpec, SpecError, TesseraError, TileConfig};
 
 use crate::Result;
 
@@ -89,8 +89,8 @@ pub fn parse_layout(s: &str) -> std::result::Result<Layout, String> {
     parse_named(s, "layout", &[("row", Layout::RowMajor), ("col", Layout::ColMajor)])
 }
 
-pub fn parse_out_type(s: &str) -> std::result::Result<OutType, String> {
-    parse_named(s, "output type", &[("f16", OutType::F16), ("bf16", OutType::BF16), ("f32", OutType::F32)])
+pub fn parse_out_type(s: &str) -> std::result::Result<ElemType, String> {
+    parse_named(s, "output type", &[("f16", ElemType::F16), ("bf16", ElemType::BF16), ("f32", ElemType::F32)])
 }
 
 pub fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
@@ -106,22 +106,14 @@ pub fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
     )
 }
 
-/// The output type of the same name as `dtype`, the default for `--out-type`.
-pub fn same_out_type(dtype: DType) -> OutType {
-    match dtype {
-        DType::F16 => OutType::F16,
-        DType::BF16 => OutType::BF16,
-    }
-}
-
 #[derive(Args, Clone, Debug)]
 pub struct GemmSpecFlags {
     /// Input element type: f16 or bf16.
     #[arg(long, value_parser = parse_dtype)]
-    pub dtype: DType,
+    pub dtype: ElemType,
     /// Output element type: f16, bf16 or f32 (default: the input type).
     #[arg(long, value_parser = parse_out_type)]
-    pub out_type: Option<OutType>,
+    pub out_type: Option<ElemType>,
     /// X stored row-major [M, K] (row) or column-major [K, M] (col).
     #[arg(long, default_value = "row", value_parser = parse_layout)]
     pub x_layout: Layout,
@@ -152,7 +144,7 @@ impl GemmSpecFlags {
             layout_w: self.w_layout,
             epilogue: Epilogue { user: None, bias: self.bias, activation: self.activation, residual: self.residual },
             aligned: !self.unaligned,
-            ..GemmSpec::new(self.dtype, self.out_type.unwrap_or(same_out_type(self.dtype)))
+            ..GemmSpec::new(self.dtype, self.out_type.unwrap_or(self.dtype))
         };
         spec.tile = self.tile.tile(GemmSpec::default_tile(self.arch));
         spec
@@ -191,8 +183,15 @@ impl LoraSpecFlags {
     }
 }
 
-pub fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
-    s.parse::<DType>().map_err(|e| e.to_string())
+/// `--dtype`: the tensor-core input types only (f32 and fp8 are AMP-kernel types).
+pub fn parse_dtype(s: &str) -> std::result::Result<ElemType, String> {
+    let unsupported = || SpecError::unsupported("dtype", s, "f16, bf16").to_string();
+    let t = s.parse::<ElemType>().map_err(|_| unsupported())?;
+    if ElemType::MMA_INPUTS.contains(&t) {
+        Ok(t)
+    } else {
+        Err(unsupported())
+    }
 }
 
 pub fn parse_arch(s: &str) -> std::result::Result<Arch, String> {
@@ -203,7 +202,7 @@ pub fn parse_arch(s: &str) -> std::result::Result<Arch, String> {
 pub struct AttentionSpecFlags {
     /// Input element type: f16 or bf16.
     #[arg(long, value_parser = parse_dtype)]
-    pub dtype: DType,
+    pub dtype: ElemType,
     /// Head dimension.
     #[arg(long)]
     pub head_dim: u32,

@@ -11,7 +11,7 @@ use tessera::codegen::{AdamWSpec, CastSpec, ElemType, ElementwiseTile, UnscaleSp
 use tessera::npy::{read_npy, write_npy_f32, NpyArray};
 use tessera::runtime::amp::adamw::{run_adamw, GradScaling, HostParam};
 use tessera::runtime::amp::cast::run_cast;
-use tessera::runtime::common::buffers::{decode_elems, encode_elems};
+use tessera::runtime::common::buffers::{decode, encode};
 use tessera::runtime::reference::AdamWHyper;
 use tessera::runtime::amp::unscale::run_unscale;
 use tessera::runtime::amp::HostTensor;
@@ -171,8 +171,8 @@ pub fn run_cast_cmd(args: RunCastArgs) -> Result<()> {
     let x = read_npy(&args.x)?;
     let backend = open_backend(args.backend)?;
     let compiler = Compiler::with_default_cache()?;
-    let out = run_cast(backend.as_ref(), &compiler, &spec, &encode_elems(&x.data, args.from), args.scale)?;
-    let y = decode_elems(&out.y, args.to);
+    let out = run_cast(backend.as_ref(), &compiler, &spec, &encode(&x.data, args.from), args.scale)?;
+    let y = decode(&out.y, args.to);
     if let (Some(path), Some(amax)) = (&args.amax_out, out.amax) {
         write_npy_f32(path, &[1], &[amax])?;
     }

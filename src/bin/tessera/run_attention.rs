@@ -10,11 +10,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use tessera::codegen::AttentionFeatures;
 use tessera::npy::{read_npy, read_npy_indices, write_npy_f32, NpyArray, NpyIndices};
-use tessera::runtime::attention::{
-    run_attention_variant, AttentionInputs, AttentionProblem, PagedKv, PrefixInputs, TreeInputs, VarlenInputs, Window,
-};
+use tessera::runtime::attention::{run_attention_variant, AttentionInputs, AttentionProblem, PagedKv, PrefixInputs, TreeInputs, VarlenInputs, Window};
 use tessera::runtime::{open_backend, BackendKind, Compiler};
-use tessera::{Arch, AttentionSpec, DType, TesseraError};
+use tessera::{Arch, AttentionSpec, ElemType, TesseraError};
 
 use crate::flags::{parse_dtype, TileFlags};
 use crate::Result;
@@ -23,7 +21,7 @@ use crate::Result;
 pub struct RunAttentionArgs {
     /// Kernel element type; inputs are rounded to it (round-to-nearest-even).
     #[arg(long, value_parser = parse_dtype)]
-    pub dtype: DType,
+    pub dtype: ElemType,
     #[arg(long)]
     pub causal: bool,
     /// Softmax scale (default 1/sqrt(head_dim)).

@@ -7,12 +7,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmSpec, Layout, LoraSpec, OutType};
+use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmSpec, Layout, LoraSpec, ElemType};
 use tessera::npy::{read_npy, read_npy_indices, write_npy_f32, NpyArray};
 use tessera::runtime::{open_backend, run_gemm, run_lora, BackendKind, Compiler, GemmProblem, LoraInputs, LoraProblem};
-use tessera::{Arch, DType, TesseraError};
+use tessera::{Arch, TesseraError};
 
-use crate::flags::{parse_activation, parse_dtype, parse_layout, parse_out_type, same_out_type, GemmTileFlags};
+use crate::flags::{parse_activation, parse_dtype, parse_layout, parse_out_type, GemmTileFlags};
 use crate::Result;
 
 /// Flags `run gemm` and `run lora` share.
@@ -20,10 +20,10 @@ use crate::Result;
 pub struct RunMatmulArgs {
     /// Input element type; inputs are rounded to it (round-to-nearest-even).
     #[arg(long, value_parser = parse_dtype)]
-    pub dtype: DType,
+    pub dtype: ElemType,
     /// Output element type: f16, bf16 or f32 (default: the input type). The .npy is f32 either way.
     #[arg(long, value_parser = parse_out_type)]
-    pub out_type: Option<OutType>,
+    pub out_type: Option<ElemType>,
     /// X, [M, K] (row) or [K, M] (--x-layout col).
     #[arg(long)]
     pub x: PathBuf,
@@ -140,7 +140,7 @@ pub fn run_gemm_cmd(args: RunGemmArgs) -> Result<()> {
         layout_x: c.x_layout,
         layout_w: c.w_layout,
         epilogue: Epilogue { user: None, bias: bias.is_some(), activation: c.activation, residual: residual.is_some() },
-        ..GemmSpec::new(c.dtype, c.out_type.unwrap_or(same_out_type(c.dtype)))
+        ..GemmSpec::new(c.dtype, c.out_type.unwrap_or(c.dtype))
     };
     // Spec fields are checked before looking for a device; the device's limits once it is known.
     spec.tile = c.tile.tile(GemmSpec::default_tile(Arch::SM90));
@@ -209,7 +209,7 @@ pub fn run_lora_cmd(args: RunLoraArgs) -> Result<()> {
     let bias = read_shaped("bias", &c.bias, &[n])?;
     let residual = read_shaped("residual", &c.residual, &[m, n])?;
     let rank = u32::try_from(rank).map_err(|_| TesseraError::input("--a", "rank too large"))?;
-    let out = c.out_type.unwrap_or(same_out_type(c.dtype));
+    let out = c.out_type.unwrap_or(c.dtype);
     let mut spec = match args.bottleneck {
         Some(f) => LoraSpec::bottleneck(c.dtype, out, rank, f),
         None => LoraSpec {

@@ -6,20 +6,17 @@
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use tessera::codegen::{
-    AdamWSpec, AdapterMode, Arch, CastSpec, DType, ElemType, GemmSpec, KernelSpec, LoraSpec, OutType, TileChoice,
-    UnscaleSpec,
-};
-use tessera::runtime::amp::{adamw_target, cast_target, unscale_target};
-use tessera::runtime::attention::attention_target;
+use tessera::codegen::{AdamWSpec, AdapterMode, Arch, CastSpec, ElemType, GemmSpec, KernelSpec, LoraSpec, TileChoice, UnscaleSpec};
+use tessera::runtime::amp::{adamw_target, cast_target, unscale_target, ElementsTuneShape};
+use tessera::runtime::attention::{attention_target, AttentionTuneShape};
 use tessera::runtime::check_spec_with;
-use tessera::runtime::gemm::gemm_target;
-use tessera::runtime::lora::lora_target;
-use tessera::runtime::tuning::{self, db, space, CandidateStatus, DbEntry, TuneOptions, TuningKey};
+use tessera::runtime::gemm::{gemm_target, GemmTuneShape};
+use tessera::runtime::lora::{lora_target, LoraTuneShape};
+use tessera::runtime::tuning::{self, db, space, CandidateStatus, DbEntry, TileFilter, TuneOptions, TuningKey};
 use tessera::runtime::{open_backend, AttentionProblem, Backend, BackendKind, Compiler, GemmProblem, LoraProblem};
 use tessera::{AttentionSpec, TesseraError};
 
-use crate::flags::{parse_arch, parse_dtype, parse_layout, parse_out_type, same_out_type};
+use crate::flags::{parse_arch, parse_dtype, parse_layout, parse_out_type};
 use crate::run_amp::parse_elem;
 use crate::Result;
 
@@ -53,7 +50,7 @@ pub enum TuneFamily {
     /// Attention forward.
     Attention {
         #[arg(long, value_parser = parse_dtype)]
-        dtype: DType,
+        dtype: ElemType,
         #[arg(long)]
         head_dim: u32,
         #[arg(long)]
@@ -68,9 +65,9 @@ pub enum TuneFamily {
     /// GEMM (no epilogue tensors).
     Gemm {
         #[arg(long, value_parser = parse_dtype)]
-        dtype: DType,
+        dtype: ElemType,
         #[arg(long, value_parser = parse_out_type)]
-        out_type: Option<OutType>,
+        out_type: Option<ElemType>,
         #[arg(long, default_value = "row", value_parser = parse_layout)]
         w_layout: tessera::codegen::Layout,
         #[command(flatten)]
@@ -79,9 +76,9 @@ pub enum TuneFamily {
     /// Fused LoRA.
     Lora {
         #[arg(long, value_parser = parse_dtype)]
-        dtype: DType,
+        dtype: ElemType,
         #[arg(long, value_parser = parse_out_type)]
-        out_type: Option<OutType>,
+        out_type: Option<ElemType>,
         #[arg(long)]
         rank: u32,
         #[arg(long)]
@@ -124,12 +121,12 @@ pub fn run(family: TuneFamily) -> Result<()> {
             (AttentionSpec::new(dtype, head_dim, causal, heads_q, heads_kv.unwrap_or(heads_q)).into(), common, (3, 3))
         }
         TuneFamily::Gemm { dtype, out_type, w_layout, common } => (
-            GemmSpec { layout_w: w_layout, ..GemmSpec::new(dtype, out_type.unwrap_or(same_out_type(dtype))) }.into(),
+            GemmSpec { layout_w: w_layout, ..GemmSpec::new(dtype, out_type.unwrap_or(dtype)) }.into(),
             common,
             (3, 3),
         ),
         TuneFamily::Lora { dtype, out_type, rank, per_row, common } => {
-            let mut s = LoraSpec::new(dtype, out_type.unwrap_or(same_out_type(dtype)), rank);
+            let mut s = LoraSpec::new(dtype, out_type.unwrap_or(dtype), rank);
             if per_row {
                 s.adapters = AdapterMode::PerRow;
             }
@@ -143,8 +140,7 @@ pub fn run(family: TuneFamily) -> Result<()> {
     let shapes: Vec<Vec<usize>> = common.shapes.iter().map(|s| parse_shape(s, dims.0, dims.1)).collect::<Result<_>>()?;
     if common.dry_run {
         for shape in &shapes {
-            let key_shape = key_shape(&spec, shape);
-            let candidates = limited(space::candidates(&spec, common.arch, &key_shape), common.max_candidates);
+            let candidates = limited(space::candidates(&spec, common.arch, tune_shape_of(&spec, shape)?.as_ref()), common.max_candidates);
             println!("{} on {} for shape {}: {} candidates", spec.kernel_name(common.arch), common.arch, join(shape), candidates.len());
             for (i, t) in candidates.iter().enumerate() {
                 println!("  {t}{}", if i == 0 { "  (default)" } else { "" });
@@ -182,19 +178,19 @@ fn limited(mut c: Vec<TileChoice>, max: Option<usize>) -> Vec<TileChoice> {
     c
 }
 
-/// The tuning key's shape for the CLI's shape (attention: batch x heads, seq_q, seq_k).
-fn key_shape(spec: &KernelSpec, shape: &[usize]) -> Vec<usize> {
-    match spec {
-        KernelSpec::Attention(a) => vec![shape[0] * a.heads_q as usize, shape[1], shape[2]],
-        KernelSpec::Lora(_) => {
-            let mut s = shape.to_vec();
-            s.resize(4, 1);
-            s
+/// The family's tuning shape for the CLI's shape (attention: BATCHxSEQ_QxSEQ_K, keyed by batch x
+/// heads; LoRA's adapters default to 1; the list kernels are keyed by one tensor's elements).
+fn tune_shape_of(spec: &KernelSpec, shape: &[usize]) -> Result<Box<dyn TileFilter>> {
+    let dim = |i: usize| shape.get(i).copied().unwrap_or(1);
+    Ok(match spec {
+        KernelSpec::Attention(a) => {
+            Box::new(AttentionTuneShape { batch_heads: dim(0) * a.heads_q as usize, seq_q: dim(1), seq_k: dim(2) })
         }
-        // The list kernels are keyed by their element count.
-        KernelSpec::Unscale(_) | KernelSpec::AdamW(_) => vec![shape[0]],
-        _ => shape.to_vec(),
-    }
+        KernelSpec::Gemm(_) => Box::new(GemmTuneShape { m: dim(0), n: dim(1), k: dim(2) }),
+        KernelSpec::Lora(_) => Box::new(LoraTuneShape { m: dim(0), n: dim(1), k: dim(2), adapters: dim(3) }),
+        KernelSpec::Cast(_) | KernelSpec::Unscale(_) | KernelSpec::AdamW(_) => Box::new(ElementsTuneShape { elements: dim(0) }),
+        other => return Err(TesseraError::input("family", format!("{} kernels have no tile to tune", other.family()))),
+    })
 }
 
 /// No GPU: compile every candidate (NVRTC + ptxas) and report; timing needs a GPU.
@@ -202,7 +198,7 @@ fn compile_only(spec: &KernelSpec, shapes: &[Vec<usize>], common: &TuneCommon, c
     eprintln!("timing needs a CUDA GPU ({why}); compiling every candidate for {} instead", common.arch);
     let mut tiles: Vec<TileChoice> = Vec::new();
     for shape in shapes {
-        for t in limited(space::candidates(spec, common.arch, &key_shape(spec, shape)), common.max_candidates) {
+        for t in limited(space::candidates(spec, common.arch, tune_shape_of(spec, shape)?.as_ref()), common.max_candidates) {
             if !tiles.contains(&t) {
                 tiles.push(t);
             }
@@ -244,8 +240,8 @@ fn compile_only(spec: &KernelSpec, shapes: &[Vec<usize>], common: &TuneCommon, c
 
 fn tune_shape(backend: &dyn Backend, compiler: &Compiler, spec: &KernelSpec, shape: &[usize], common: &TuneCommon) -> Result<()> {
     let arch = backend.arch();
-    let key_shape = key_shape(spec, shape);
-    let candidates = limited(space::candidates(spec, arch, &key_shape), common.max_candidates);
+    let key_shape = tune_shape_of(spec, shape)?;
+    let candidates = limited(space::candidates(spec, arch, key_shape.as_ref()), common.max_candidates);
     let target: Box<dyn tuning::TuneTarget + '_> = match spec {
         KernelSpec::Attention(a) => Box::new(attention_target(
             backend,
@@ -258,7 +254,7 @@ fn tune_shape(backend: &dyn Backend, compiler: &Compiler, spec: &KernelSpec, sha
             backend,
             compiler,
             l,
-            LoraProblem::new(shape[0], shape[1], shape[2], key_shape[3]),
+            LoraProblem::new(shape[0], shape[1], shape[2], shape.get(3).copied().unwrap_or(1)),
         )?),
         KernelSpec::Cast(c) => Box::new(cast_target(backend, compiler, c, shape[0])?),
         KernelSpec::Unscale(u) => Box::new(unscale_target(backend, compiler, u, shape[0], shape.get(1).copied().unwrap_or(100))?),
@@ -296,7 +292,7 @@ fn tune_shape(backend: &dyn Backend, compiler: &Compiler, spec: &KernelSpec, sha
         if let CandidateStatus::Timed { median_ms, throughput } = winner.status {
             let timed = report.results.iter().filter(|r| matches!(r.status, CandidateStatus::Timed { .. })).count();
             let entry = DbEntry {
-                key: TuningKey::new(spec, &key_shape, backend.device_fingerprint()),
+                key: TuningKey::new(spec, key_shape.as_ref(), backend.device_fingerprint()),
                 tile: winner.tile,
                 median_ms,
                 throughput,
