@@ -25,6 +25,8 @@
 //!   buffer spans, fp8 formats, the checked launch, tensor-list checks, tensor maps);
 //! - [`device`]: the backends; [`compile`]: NVRTC, the cache, ptxas and SASS reports;
 //! - [`tuning`]: the tuning database and tuner, which know no family;
+//! - [`family`]: the launch path the tensor-core families share (the [`Family`] trait: check,
+//!   tuned tile, parameters, sm_90a route and fallback, render, load), written once;
 //! - the families, one folder each: [`attention`], [`gemm`](mod@gemm), [`lora`](mod@lora) (which
 //!   builds on GEMM), [`amp`], [`window`], [`elementwise`]; each holds its launchers, its reference
 //!   and its tuning target;
@@ -39,6 +41,7 @@ pub mod common;
 pub mod compile;
 pub mod device;
 pub mod elementwise;
+pub mod family;
 pub mod gemm;
 pub mod lora;
 pub mod reference;
@@ -54,7 +57,8 @@ pub use lora::{prepare_lora, run_lora, LoraBuffers, LoraInputs, LoraLaunch, Lora
 
 pub use common::buffers::BufferSpan;
 pub use common::error::{Result, RuntimeError, SYNC_TIMEOUT_ENV};
-pub use common::launch::{LaunchParams, PreparedLaunch};
+pub use family::{prepare, Family, FamilyLaunch, KernelChoice};
+pub use common::launch::{HostOutput, LaunchParams, PreparedLaunch};
 pub use tessera_codegen::KernelParams;
 
 pub use device::backend::{Backend, BackendId, BackendKind, DeviceBuffer, Kernel, LaunchConfig};

@@ -21,6 +21,7 @@
 
 mod check;
 mod inputs;
+mod family;
 mod launch;
 mod problem;
 pub(crate) mod reference;
@@ -32,6 +33,7 @@ mod variant;
 
 pub use check::{check, check_problem};
 pub use inputs::{run_attention, run_attention_variant, AttentionInputs, AttentionOutput, PagedKv, PrefixInputs, TreeInputs, VarlenInputs};
+pub use family::AttentionFamily;
 pub use launch::{attention_forward, prepare_attention, AttentionLaunch};
 pub use problem::{AttentionBuffers, AttentionProblem, AttentionSpans, AttentionStrides, TensorStrides, MAX_SEQ_LEN, AttentionTuneShape};
 pub use sm80::{attention_params, launch_config, scale_log2};

@@ -12,37 +12,13 @@ use tessera_codegen::params::TensorMap;
 use tessera_codegen::{AttentionParams, AttentionSpec, HopperAttentionParams, HopperTile, HOPPER_BLOCK_M};
 
 use super::problem::{AttentionProblem, AttentionStrides, TensorStrides};
-use crate::common::launch::LaunchParams;
+use crate::family::KernelChoice;
 use crate::common::tma::{swizzled_map, BOX_COLUMNS};
 use crate::device::backend::Backend;
 
 /// The parameters of an attention launch: the mma.sync kernel's struct or the sm_90a one. One
 /// lives in each prepared launch, so the size difference of the variants does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
-pub enum AttentionLaunchParams {
-    MmaSync(AttentionParams),
-    Hopper(HopperAttentionParams),
-}
-
-impl AttentionLaunchParams {
-    /// The pointers, strides and sizes both kernels read.
-    pub fn base(&self) -> &AttentionParams {
-        match self {
-            AttentionLaunchParams::MmaSync(p) => p,
-            AttentionLaunchParams::Hopper(p) => &p.base,
-        }
-    }
-}
-
-impl LaunchParams for AttentionLaunchParams {
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            AttentionLaunchParams::MmaSync(p) => p.as_bytes(),
-            AttentionLaunchParams::Hopper(p) => p.as_bytes(),
-        }
-    }
-}
+pub type AttentionLaunchParams = KernelChoice<AttentionParams, HopperAttentionParams>;
 
 /// The tensor map of one `[batch, seq, heads, head_dim]` tensor (extents in that order) at `addr`,
 /// boxes of 64 columns x 1 head x `rows` rows. A dimension of extent 1 is never stepped over, so

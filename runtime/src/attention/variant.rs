@@ -11,7 +11,8 @@
 use tessera_codegen::{Arch, AttentionParams, AttentionSpec, DevicePtr, DevicePtrMut};
 
 use super::check::{check_layout, check_problem, TensorExtents};
-use super::launch::{launch_plain, AttentionLaunch};
+use super::family::AttentionFamily;
+use super::launch::AttentionLaunch;
 use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides, AttentionTuneShape, MAX_SEQ_LEN};
 use super::sm80::{attention_params, launch_config_grid};
 use super::sm90a::AttentionLaunchParams;
@@ -19,6 +20,7 @@ use crate::common::buffers::{check_span, BufferSpan};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::PreparedLaunch;
 use crate::compile::compiler::Compiler;
+use crate::family::route;
 use crate::device::backend::{Backend, DeviceBuffer};
 
 /// Most CTAs one query tile's keys may be split across.
@@ -411,7 +413,7 @@ pub fn prepare_attention_variant(
     // Plain attention and the score-side variants the sm_90a kernel implements share its launch
     // (and, on a fallback, the mma.sync kernel's one-CTA-per-query-tile grid).
     if spec.features.is_plain() || spec.hopper_tile(arch).is_ok() {
-        return launch_plain(backend, compiler, spec, problem, strides, params, all.into_iter());
+        return route::<AttentionFamily>(backend, compiler, *spec, problem, strides, params, scale, all);
     }
     let source = spec.render(arch)?;
     let splits = if spec.features.split_kv { args.num_splits } else { 1 };

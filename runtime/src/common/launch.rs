@@ -23,6 +23,17 @@ impl<T: KernelParams> LaunchParams for T {
     }
 }
 
+/// What a family's host-tensor entry point (`run_gemm`, `run_lora`) returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostOutput {
+    /// The output tensor, widened to f32.
+    pub y: Vec<f32>,
+    /// The entry point that ran (empty when nothing was launched).
+    pub kernel: String,
+    /// Why the launcher chose that kernel, when it fell back from its first choice.
+    pub note: Option<String>,
+}
+
 /// The note of a launch that fell back from the sm_90a kernel of `family` to the mma.sync one,
 /// also written to standard error (the launch log).
 pub(crate) fn sm90a_fallback_note(family: &str, reason: &str) -> String {

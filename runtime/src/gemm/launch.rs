@@ -3,20 +3,20 @@
 //! else the mma.sync one); [`gemm_forward`] also runs it; [`run_gemm`] does the same on host
 //! tensors.
 
-use tessera_codegen::{DevicePtrMut, GemmSpec, ElemType};
+use tessera_codegen::{ElemType, GemmSpec};
 
-use super::check::{check, check_problem};
+use super::check::check_problem;
+use super::family::{GemmArgs, GemmFamily};
 use super::problem::{fits_aligned, split_counter_bytes, split_workspace_bytes, GemmBuffers, GemmProblem, GemmStrides, GemmTuneShape};
-use super::sm80::{gemm_params, launch_config};
-use super::sm90a::{hopper_gemm_params, GemmLaunchParams};
 use crate::common::buffers::{decode, encode, poison};
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::{HostUploads, PreparedLaunch};
+use crate::family::{prepare, FamilyLaunch};
+use crate::common::launch::{HostOutput, HostUploads};
 use crate::compile::compiler::Compiler;
-use crate::device::backend::{Backend, LaunchConfig};
+use crate::device::backend::Backend;
 
 /// A checked, compiled and loaded GEMM launch.
-pub type GemmLaunch = PreparedLaunch<GemmLaunchParams>;
+pub type GemmLaunch = FamilyLaunch<GemmFamily>;
 
 /// Checks the arguments, renders for the backend's architecture, compiles and loads. Nothing is
 /// launched. On sm_90a the TMA + wgmma kernel is prepared where the spec routes there and tensor
@@ -33,62 +33,7 @@ pub fn prepare_gemm(
     alpha: f32,
     beta: f32,
 ) -> Result<GemmLaunch> {
-    for buffer in buffers.all() {
-        backend.check_buffer(buffer)?;
-    }
-    // A spec that leaves its tile to the default takes the tuned one, if the database has it.
-    // A tuned split-K tile needs a workspace the caller did not give: keep the default then.
-    let arch = backend.arch();
-    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &GemmTuneShape::of(problem)) {
-        tessera_codegen::KernelSpec::Gemm(s)
-            if buffers.workspace.is_some_and(|w| w.bytes() >= split_workspace_bytes(&s, problem, arch)) =>
-        {
-            s
-        }
-        tessera_codegen::KernelSpec::Gemm(s) if s.tile_for(arch).split_k <= 1 => s,
-        _ => *spec,
-    };
-    let spec = &tuned;
-    let spans = buffers.spans();
-    check(spec, problem, strides, &spans, alpha, beta)?;
-    let mut params = gemm_params(problem, strides, &spans, alpha, beta)?;
-    let needed = split_workspace_bytes(spec, problem, arch);
-    if needed > 0 {
-        let ws = buffers.workspace.ok_or_else(|| {
-            RuntimeError::invalid("workspace", format!("tile {} splits K and needs a workspace of {needed} bytes (see split_workspace_bytes)", spec.tile_for(arch)))
-        })?;
-        if ws.bytes() < needed || ws.addr() % 4 != 0 {
-            return Err(RuntimeError::invalid("workspace", format!("{} bytes at {:#x}; the split needs {needed}, 4-byte aligned", ws.bytes(), ws.addr())));
-        }
-        let (y, y_len) = (spans.y.addr, problem.y_elements() * spec.out.size_bytes());
-        if ws.addr() < y + y_len as u64 && y < ws.addr() + needed as u64 {
-            return Err(RuntimeError::invalid("workspace", "overlaps `y`"));
-        }
-        params.counters = DevicePtrMut::new(ws.addr());
-        params.workspace = DevicePtrMut::new(ws.addr() + split_counter_bytes(problem) as u64);
-    }
-    let mut spec = *spec;
-    let mut note = None;
-    if let (Ok(tile), Some(config)) = (spec.hopper_tile(arch), launch_config(&spec, problem, arch)?) {
-        match hopper_gemm_params(backend, &spec, tile, problem, strides, params) {
-            Ok(hopper) => {
-                let source = spec.render(arch)?;
-                let params = GemmLaunchParams::Hopper(hopper);
-                // Persistent: at most one CTA per SM, each walking its share of the tiles.
-                let tiles = config.grid[0] * config.grid[1];
-                let config = LaunchConfig { grid: [tiles.min(backend.multiprocessors().max(1)), 1, 1], ..config };
-                return PreparedLaunch::new(backend, compiler, &source, Some(config), params, buffers.all());
-            }
-            Err(reason) => {
-                note = Some(crate::common::launch::sm90a_fallback_note("GEMM", &reason));
-                spec = spec.with_tile(GemmSpec::default_tile(arch));
-            }
-        }
-    }
-    let config = launch_config(&spec, problem, arch)?;
-    let source = spec.render(arch)?;
-    let launch = PreparedLaunch::new(backend, compiler, &source, config, GemmLaunchParams::MmaSync(params), buffers.all())?;
-    Ok(launch.with_note(note))
+    prepare::<GemmFamily>(backend, compiler, spec, problem, strides, buffers, GemmArgs { alpha, beta })
 }
 
 /// Runs the GEMM on device buffers and waits for it.
@@ -106,16 +51,8 @@ pub fn gemm_forward(
     prepare_gemm(backend, compiler, spec, problem, strides, buffers, alpha, beta)?.run(backend)
 }
 
-/// What [`run_gemm`] returns.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GemmOutput {
-    /// Y `[M, N]`, widened to f32.
-    pub y: Vec<f32>,
-    /// The entry point that ran (empty when nothing was launched).
-    pub kernel: String,
-    /// Why the launcher chose that kernel, when it fell back from its first choice.
-    pub note: Option<String>,
-}
+/// What [`run_gemm`] returns: Y `[M, N]` widened to f32, with the kernel that ran.
+pub type GemmOutput = HostOutput;
 
 /// Runs the GEMM on contiguous host tensors: X `[M, K]` (row-major spec) or `[K, M]` (column-major),
 /// W `[K, N]` (row-major spec) or `[N, K]` (column-major), C and residual `[M, N]`, bias `[N]`.
@@ -206,7 +143,7 @@ pub fn run_gemm(
     if y_bytes > 0 {
         backend.read(&b[yi], &mut out)?;
     }
-    Ok(GemmOutput {
+    Ok(HostOutput {
         y: decode(&out, spec.out),
         kernel: launch.kernel_name().unwrap_or_default().to_string(),
         note: launch.note().map(str::to_string),

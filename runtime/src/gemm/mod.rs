@@ -30,6 +30,7 @@
 //! LoRA builds on GEMM (its problem layout, checks and sm_90a maps); GEMM never uses LoRA.
 
 pub(crate) mod check;
+mod family;
 mod launch;
 pub(crate) mod problem;
 pub(crate) mod reference;
@@ -38,6 +39,7 @@ pub(crate) mod sm90a;
 mod tune;
 
 pub use check::{check, check_matrices, check_problem, MatrixArg};
+pub use family::{GemmArgs, GemmFamily};
 pub use launch::{gemm_forward, prepare_gemm, run_gemm, GemmLaunch, GemmOutput};
 pub use problem::{fits_aligned, split_workspace_bytes, stored_shape, unaligned_reason, GemmBuffers, GemmProblem, GemmSpans, GemmStrides, CHUNK_ELEMS, MAX_DIM, GemmTuneShape};
 pub use sm80::{gemm_params, launch_config};

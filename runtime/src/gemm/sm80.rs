@@ -74,7 +74,7 @@ pub fn launch_config(spec: &GemmSpec, problem: &GemmProblem, arch: Arch) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_codegen::{ElemType};
+    use tessera_codegen::ElemType;
 
     fn spec() -> GemmSpec {
         GemmSpec::new(ElemType::F16, ElemType::F32)

@@ -13,37 +13,13 @@ use tessera_codegen::{GemmParams, GemmSpec, HopperGemmParams, HopperGemmTile, La
 use tessera_sim::Swizzle;
 
 use super::problem::{stored_shape, GemmProblem, GemmStrides};
-use crate::common::launch::LaunchParams;
+use crate::family::KernelChoice;
 use crate::common::tma::{matrix_map, BOX_COLUMNS};
 use crate::device::backend::Backend;
 
 
 /// The parameters of a GEMM launch: the mma.sync kernel's struct or the sm_90a one.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
-pub enum GemmLaunchParams {
-    MmaSync(GemmParams),
-    Hopper(HopperGemmParams),
-}
-
-impl GemmLaunchParams {
-    /// The pointers, strides and sizes both kernels read.
-    pub fn base(&self) -> &GemmParams {
-        match self {
-            GemmLaunchParams::MmaSync(p) => p,
-            GemmLaunchParams::Hopper(p) => &p.base,
-        }
-    }
-}
-
-impl LaunchParams for GemmLaunchParams {
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            GemmLaunchParams::MmaSync(p) => p.as_bytes(),
-            GemmLaunchParams::Hopper(p) => p.as_bytes(),
-        }
-    }
-}
+pub type GemmLaunchParams = KernelChoice<GemmParams, HopperGemmParams>;
 
 /// The box rows of X's and W's maps for a `128 x block_n` tile: the tile extent along their stored
 /// rows (see the template). The sm_90a LoRA kernel maps X and W the same way.
@@ -91,7 +67,7 @@ pub(crate) fn hopper_gemm_params(
 mod tests {
     use super::*;
     use std::mem::offset_of;
-    use tessera_codegen::{ElemType};
+    use tessera_codegen::ElemType;
 
     #[test]
     fn params_mirror_the_cuda_struct() {

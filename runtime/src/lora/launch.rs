@@ -2,20 +2,20 @@
 //! the kernel (the sm_90a one for a single-adapter spec whose operands tensor maps can describe,
 //! else the mma.sync one); [`run_lora`] does the same on host tensors.
 
-use tessera_codegen::{DevicePtr, DevicePtrMut, LoraParams, LoraSpec};
+use tessera_codegen::LoraSpec;
 
-use super::check::{check, check_problem};
-use super::problem::{fits_aligned, LoraBuffers, LoraProblem, LoraStrides, LoraTuneShape};
-use super::sm80::{default_n_group, launch_config};
-use super::sm90a::{hopper_lora_params, LoraLaunchParams};
+use super::check::check_problem;
+use super::family::{LoraArgs, LoraFamily};
+use super::problem::{fits_aligned, LoraBuffers, LoraProblem, LoraStrides};
 use crate::common::buffers::{decode, encode, poison};
 use crate::common::error::{Result, RuntimeError};
-use crate::common::launch::{HostUploads, PreparedLaunch};
+use crate::family::{prepare, FamilyLaunch};
+use crate::common::launch::{HostOutput, HostUploads};
 use crate::compile::compiler::Compiler;
-use crate::device::backend::{Backend, DeviceBuffer};
+use crate::device::backend::Backend;
 
 /// A checked, compiled and loaded LoRA launch.
-pub type LoraLaunch = PreparedLaunch<LoraLaunchParams>;
+pub type LoraLaunch = FamilyLaunch<LoraFamily>;
 
 /// Checks the arguments, renders for the backend's architecture, compiles and loads. `n_group`
 /// `None` picks [`default_n_group`]. Nothing is launched. On sm_90a a single-adapter spec takes
@@ -32,70 +32,7 @@ pub fn prepare_lora(
     scale: f32,
     n_group: Option<usize>,
 ) -> Result<LoraLaunch> {
-    for buffer in buffers.all() {
-        backend.check_buffer(buffer)?;
-    }
-    // A spec that leaves its tile to the default takes the tuned one, if the database has it.
-    let tuned = match crate::tuning::tuned_spec(backend, (*spec).into(), &LoraTuneShape::of(problem)) {
-        tessera_codegen::KernelSpec::Lora(s) => s,
-        _ => *spec,
-    };
-    let spec = &tuned;
-    check(spec, problem, strides, buffers, scale)?;
-    let arch = backend.arch();
-    let given_n_group = n_group;
-    let n_group = given_n_group.unwrap_or_else(|| default_n_group(spec, problem, arch, backend.multiprocessors()));
-    let int = |arg: &str, v: usize| {
-        i32::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i32")))
-    };
-    let long = |arg: &str, v: usize| {
-        i64::try_from(v).map_err(|_| RuntimeError::invalid(arg, format!("{v} does not fit in an i64")))
-    };
-    let addr = |b: Option<&DeviceBuffer>| b.map_or(0, DeviceBuffer::addr);
-    let mut params = LoraParams {
-        x: DevicePtr::new(buffers.x.addr()),
-        w: DevicePtr::new(addr(buffers.w)),
-        a: DevicePtr::new(buffers.a.addr()),
-        b: DevicePtr::new(buffers.b.addr()),
-        bias: DevicePtr::new(addr(buffers.bias)),
-        residual: DevicePtr::new(addr(buffers.residual)),
-        ids: DevicePtr::new(addr(buffers.ids)),
-        y: DevicePtrMut::new(buffers.y.addr()),
-        ldx: long("x.stride", strides.x)?,
-        ldw: long("w.stride", strides.w)?,
-        ldr: long("residual.stride", strides.residual)?,
-        ldy: long("y.stride", strides.y)?,
-        m: int("problem.m", problem.m)?,
-        n: int("problem.n", problem.n)?,
-        k: int("problem.k", problem.k)?,
-        rank: spec.rank as i32,
-        n_adapters: int("problem.adapters", problem.adapters)?,
-        n_group: int("n_group", n_group.min(i32::MAX as usize))?,
-        scale,
-        reserved: 0,
-    };
-    let mut spec = *spec;
-    let mut note = None;
-    if let (Ok(tile), Some(config)) = (spec.hopper_tile(arch), launch_config(&spec, problem, arch, n_group)?) {
-        match hopper_lora_params(backend, &spec, tile, problem, strides, params) {
-            Ok(hopper) => {
-                let source = spec.render(arch)?;
-                let params = LoraLaunchParams::Hopper(hopper);
-                return PreparedLaunch::new(backend, compiler, &source, Some(config), params, buffers.all());
-            }
-            Err(reason) => {
-                note = Some(crate::common::launch::sm90a_fallback_note("LoRA", &reason));
-                spec = spec.with_tile(spec.default_tile(arch));
-                if given_n_group.is_none() {
-                    params.n_group = int("n_group", default_n_group(&spec, problem, arch, backend.multiprocessors()))?;
-                }
-            }
-        }
-    }
-    let config = launch_config(&spec, problem, arch, params.n_group as usize)?;
-    let source = spec.render(arch)?;
-    let launch = PreparedLaunch::new(backend, compiler, &source, config, LoraLaunchParams::MmaSync(params), buffers.all())?;
-    Ok(launch.with_note(note))
+    prepare::<LoraFamily>(backend, compiler, spec, problem, strides, buffers, LoraArgs { scale, n_group })
 }
 
 /// Host tensors of one [`run_lora`] call, contiguous, as f32 (rounded to the spec's types on
@@ -111,16 +48,8 @@ pub struct LoraInputs<'a> {
     pub residual: Option<&'a [f32]>,
 }
 
-/// What [`run_lora`] returns.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LoraOutput {
-    /// Y `[M, N]`, widened to f32.
-    pub y: Vec<f32>,
-    /// The entry point that ran (empty when nothing was launched).
-    pub kernel: String,
-    /// Why the launcher chose that kernel, when it fell back from its first choice.
-    pub note: Option<String>,
-}
+/// What [`run_lora`] returns: Y `[M, N]` widened to f32, with the kernel that ran.
+pub type LoraOutput = HostOutput;
 
 /// Runs a LoRA or bottleneck spec on host tensors: checks every length and adapter id, picks the
 /// element-wise kernel when the shape's rows are not whole 16-byte chunks, poisons Y with NaN,
@@ -208,7 +137,7 @@ pub fn run_lora(
     if !out.is_empty() {
         backend.read(&b[yi], &mut out)?;
     }
-    Ok(LoraOutput {
+    Ok(HostOutput {
         y: decode(&out, spec.out),
         kernel: launch.kernel_name().unwrap_or_default().to_string(),
         note: launch.note().map(str::to_string),

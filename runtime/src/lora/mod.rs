@@ -24,6 +24,7 @@
 //! reference come from [`crate::gemm`].
 
 mod check;
+mod family;
 mod launch;
 mod problem;
 pub(crate) mod reference;
@@ -32,6 +33,7 @@ mod sm90a;
 mod tune;
 
 pub use check::{check, check_problem};
+pub use family::{LoraArgs, LoraFamily};
 pub use launch::{prepare_lora, run_lora, LoraInputs, LoraLaunch, LoraOutput};
 pub use problem::{fits_aligned, unaligned_reason, LoraBuffers, LoraProblem, LoraStrides, LoraTuneShape};
 pub use sm80::{default_n_group, launch_config};

@@ -13,7 +13,7 @@ use tessera_codegen::{GemmSpec, HopperLoraParams, HopperLoraTile, LoraParams, Lo
 use tessera_sim::Swizzle;
 
 use super::problem::{LoraProblem, LoraStrides};
-use crate::common::launch::LaunchParams;
+use crate::family::KernelChoice;
 use crate::common::tma::{matrix_map, BOX_COLUMNS};
 use crate::device::backend::Backend;
 use crate::gemm::problem::stored_shape;
@@ -21,31 +21,7 @@ use crate::gemm::sm90a::gemm_map_box_rows;
 
 
 /// The parameters of a LoRA launch: the mma.sync kernel's struct or the sm_90a one.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
-pub enum LoraLaunchParams {
-    MmaSync(LoraParams),
-    Hopper(HopperLoraParams),
-}
-
-impl LoraLaunchParams {
-    /// The pointers, strides and sizes both kernels read.
-    pub fn base(&self) -> &LoraParams {
-        match self {
-            LoraLaunchParams::MmaSync(p) => p,
-            LoraLaunchParams::Hopper(p) => &p.base,
-        }
-    }
-}
-
-impl LaunchParams for LoraLaunchParams {
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            LoraLaunchParams::MmaSync(p) => p.as_bytes(),
-            LoraLaunchParams::Hopper(p) => p.as_bytes(),
-        }
-    }
-}
+pub type LoraLaunchParams = KernelChoice<LoraParams, HopperLoraParams>;
 
 /// Columns of one A box and the swizzle they fill: the padded rank up to 64 (32, 64 or 128 bytes
 /// of 16-bit values).

@@ -23,10 +23,11 @@ use tessera::runtime::amp::cast::{prepare_cast, CastBuffers};
 use tessera::runtime::common::buffers::encode;
 use tessera::runtime::reference::AdamWHyper;
 use tessera::runtime::amp::unscale::{prepare_unscale, GradTensor};
-use tessera::runtime::{open_backend, BackendKind, Compiler, LaunchConfig};
-use tessera::{Arch, TesseraError};
+use tessera::runtime::{BackendKind, Compiler, LaunchConfig};
+use tessera::TesseraError;
 
-use crate::bench::{check_run_args, DeviceMemory, Timing};
+use crate::backend::open_for_spec;
+use crate::measure::{check_run_args, DeviceMemory, Timing};
 use crate::Result;
 
 /// Scale of the scaled casts: inputs are uniform in [-4, 4), so scaled values stay finite (and
@@ -294,10 +295,10 @@ pub fn bench_cast(args: BenchCastArgs) -> Result<()> {
     check_run_args(args.reps, &[("--n", args.n)])?;
     let mut spec = CastSpec { scaled: args.scaled, amax: args.amax, ..CastSpec::new(args.from, args.to) };
     spec.tile = args.tile.tile(spec.tile());
-    // Spec fields are checked before looking for a device.
-    spec.validate(Arch::SM90)?;
-    let backend = open_backend(BackendKind::Cuda)?;
-    spec.validate(backend.arch())?;
+    let (backend, spec) = open_for_spec(BackendKind::Cuda, |arch| {
+        spec.validate(arch)?;
+        Ok(spec)
+    })?;
     let n = args.n;
 
     let mut memory = DeviceMemory::new(backend.as_ref());
@@ -333,9 +334,10 @@ pub fn bench_unscale(args: BenchUnscaleArgs) -> Result<()> {
     check_positive("--inv-scale", args.inv_scale)?;
     let mut spec = UnscaleSpec::default();
     spec.tile = args.tile.tile(spec.tile());
-    spec.validate(Arch::SM90)?;
-    let backend = open_backend(BackendKind::Cuda)?;
-    spec.validate(backend.arch())?;
+    let (backend, spec) = open_for_spec(BackendKind::Cuda, |arch| {
+        spec.validate(arch)?;
+        Ok(spec)
+    })?;
     let sizes = split_sizes(args.tensors, args.total);
     let dtype = args.dtype;
 
@@ -375,9 +377,10 @@ pub fn bench_adamw(args: BenchAdamWArgs) -> Result<()> {
     tessera::runtime::amp::adamw::check_hyper(&hyper)?;
     let mut spec = AdamWSpec::default();
     spec.tile = args.tile.tile(spec.tile());
-    spec.validate(Arch::SM90)?;
-    let backend = open_backend(BackendKind::Cuda)?;
-    spec.validate(backend.arch())?;
+    let (backend, spec) = open_for_spec(BackendKind::Cuda, |arch| {
+        spec.validate(arch)?;
+        Ok(spec)
+    })?;
     let sizes = split_sizes(args.tensors, args.total);
     let (grad_dtype, model_dtype) = (args.grad_dtype, args.model_dtype.0);
 

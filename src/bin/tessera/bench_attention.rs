@@ -20,11 +20,12 @@ use clap::{Args, ValueEnum};
 use tessera::codegen::AttentionFeatures;
 use tessera::runtime::attention::{default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, TensorStrides, VariantArgs, VariantBuffers, Window, MAX_SPLITS, MIN_PAGE_SIZE};
 use tessera::runtime::common::buffers::encode;
-use tessera::runtime::{open_backend, AttentionBuffers, AttentionProblem, AttentionStrides, BackendKind, Compiler};
+use tessera::runtime::{AttentionBuffers, AttentionProblem, AttentionStrides, BackendKind, Compiler};
 use tessera::{Arch, AttentionSpec, ElemType, TesseraError, TileConfig};
 
-use crate::bench::{check_run_args, report, DeviceMemory, RandomData, Timing};
+use crate::backend::open_for_spec;
 use crate::flags::{parse_dtype, TileFlags};
+use crate::measure::{check_run_args, report, DeviceMemory, RandomData, Timing};
 use crate::Result;
 
 /// The grid's z dimension (batch x splits) limit.
@@ -240,14 +241,13 @@ pub fn bench_attention(args: BenchAttentionArgs) -> Result<()> {
     args.check_variant_flags()?;
     let heads_kv = args.heads_kv.unwrap_or(args.heads_q);
     let features = args.features();
-    let mut spec = AttentionSpec::new(args.dtype, args.head_dim, args.causal, args.heads_q, heads_kv).with_features(features);
-    // Spec fields are checked before looking for a device; the device's limits once it is known.
-    spec.tile = args.tile(&spec, Arch::SM90);
-    spec.validate(Arch::SM90)?;
-    let backend = open_backend(BackendKind::Cuda)?;
+    let base = AttentionSpec::new(args.dtype, args.head_dim, args.causal, args.heads_q, heads_kv).with_features(features);
+    let (backend, spec) = open_for_spec(BackendKind::Cuda, |arch| {
+        let spec = AttentionSpec { tile: args.tile(&base, arch), ..base };
+        spec.validate(arch)?;
+        Ok(spec)
+    })?;
     let arch = backend.arch();
-    spec.tile = args.tile(&spec, arch);
-    spec.validate(arch)?;
     let seq_k = args.seq_k();
     let problem = AttentionProblem::for_spec(&spec, args.batch, args.seq_q, seq_k);
     let window = Window { left: args.window_left, right: args.window_right };

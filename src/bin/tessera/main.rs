@@ -2,6 +2,7 @@
 //!
 //! Flags and the `.npy` in/out contract are a public interface: add, never rename.
 
+mod backend;
 mod bench;
 mod bench_all;
 mod bench_amp;
@@ -12,6 +13,7 @@ mod declared;
 mod demo;
 mod doctor;
 mod flags;
+mod measure;
 mod plot;
 mod run;
 mod run_amp;

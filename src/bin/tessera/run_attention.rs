@@ -11,9 +11,10 @@ use clap::Args;
 use tessera::codegen::AttentionFeatures;
 use tessera::npy::{read_npy, read_npy_indices, write_npy_f32, NpyArray, NpyIndices};
 use tessera::runtime::attention::{run_attention_variant, AttentionInputs, AttentionProblem, PagedKv, PrefixInputs, TreeInputs, VarlenInputs, Window};
-use tessera::runtime::{open_backend, BackendKind, Compiler};
-use tessera::{Arch, AttentionSpec, ElemType, TesseraError};
+use tessera::runtime::{BackendKind, Compiler};
+use tessera::{AttentionSpec, ElemType, TesseraError};
 
+use crate::backend::open_for_spec;
 use crate::flags::{parse_dtype, TileFlags};
 use crate::Result;
 
@@ -241,16 +242,14 @@ pub fn run_attention_cmd(args: RunAttentionArgs) -> Result<()> {
         pack_gqa: args.pack_gqa,
         split_kv: args.num_splits.is_some(),
     };
-    // Spec fields (head_dim, heads, tile values, features) are checked before looking for a device,
-    // against the most permissive architecture; the device's own limits once it is known.
-    let mut spec =
+    let base =
         AttentionSpec::new(args.dtype, to_u32("q", dq)?, args.causal, to_u32("q", hq)?, to_u32("k", hk)?).with_features(features);
-    spec.tile = args.tile.tile(&spec, Arch::SM90);
-    spec.validate(Arch::SM90)?;
-    let backend = open_backend(args.backend)?;
+    let (backend, spec) = open_for_spec(args.backend, |arch| {
+        let spec = AttentionSpec { tile: args.tile.tile(&base, arch), ..base };
+        spec.validate(arch)?;
+        Ok(spec)
+    })?;
     let arch = backend.arch();
-    spec.tile = args.tile.tile(&spec, arch);
-    spec.validate(arch)?;
 
     let empty = Vec::new();
     let mut inputs = AttentionInputs::dense(problem, &q.data, &k.data, &v.data);

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use clap::Args;
 use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmSpec, Layout, LoraSpec, ElemType};
 use tessera::npy::{read_npy, read_npy_indices, write_npy_f32, NpyArray};
-use tessera::runtime::{open_backend, run_gemm, run_lora, BackendKind, Compiler, GemmProblem, LoraInputs, LoraProblem};
-use tessera::{Arch, TesseraError};
+use tessera::runtime::{run_gemm, run_lora, BackendKind, Compiler, GemmProblem, LoraInputs, LoraProblem};
+use tessera::TesseraError;
 
+use crate::backend::open_for_spec;
 use crate::flags::{parse_activation, parse_dtype, parse_layout, parse_out_type, GemmTileFlags};
 use crate::Result;
 
@@ -122,10 +123,6 @@ fn w_dims(w: &NpyArray, layout: Layout, k: usize) -> Result<usize> {
     Ok(n)
 }
 
-fn open(kind: BackendKind) -> Result<(Box<dyn tessera::runtime::Backend>, Compiler)> {
-    Ok((open_backend(kind)?, Compiler::with_default_cache()?))
-}
-
 pub fn run_gemm_cmd(args: RunGemmArgs) -> Result<()> {
     let c = &args.common;
     let w_path = c.w.as_ref().ok_or_else(|| TesseraError::input("--w", "required for gemm"))?;
@@ -136,19 +133,19 @@ pub fn run_gemm_cmd(args: RunGemmArgs) -> Result<()> {
     let cc = read_shaped("c", &args.c, &[m, n])?;
     let bias = read_shaped("bias", &c.bias, &[n])?;
     let residual = read_shaped("residual", &c.residual, &[m, n])?;
-    let mut spec = GemmSpec {
+    let base = GemmSpec {
         layout_x: c.x_layout,
         layout_w: c.w_layout,
         epilogue: Epilogue { user: None, bias: bias.is_some(), activation: c.activation, residual: residual.is_some() },
         ..GemmSpec::new(c.dtype, c.out_type.unwrap_or(c.dtype))
     };
-    // Spec fields are checked before looking for a device; the device's limits once it is known.
-    spec.tile = c.tile.tile(GemmSpec::default_tile(Arch::SM90));
-    spec.validate(Arch::SM90)?;
-    let (backend, compiler) = open(c.backend)?;
+    let (backend, spec) = open_for_spec(c.backend, |arch| {
+        let spec = GemmSpec { tile: c.tile.tile(GemmSpec::default_tile(arch)), ..base };
+        spec.validate(arch)?;
+        Ok(spec)
+    })?;
+    let compiler = Compiler::with_default_cache()?;
     let arch = backend.arch();
-    spec.tile = c.tile.tile(GemmSpec::default_tile(arch));
-    spec.validate(arch)?;
     let problem = GemmProblem::new(m, n, k);
     let beta = if cc.is_some() { args.beta } else { 0.0 };
     let out = run_gemm(backend.as_ref(), &compiler, &spec, &problem, &x.data, &w.data, cc.as_deref(), bias.as_deref(), residual.as_deref(), args.alpha, beta)?;
@@ -210,7 +207,7 @@ pub fn run_lora_cmd(args: RunLoraArgs) -> Result<()> {
     let residual = read_shaped("residual", &c.residual, &[m, n])?;
     let rank = u32::try_from(rank).map_err(|_| TesseraError::input("--a", "rank too large"))?;
     let out = c.out_type.unwrap_or(c.dtype);
-    let mut spec = match args.bottleneck {
+    let mut base = match args.bottleneck {
         Some(f) => LoraSpec::bottleneck(c.dtype, out, rank, f),
         None => LoraSpec {
             layout_w: c.w_layout,
@@ -218,16 +215,17 @@ pub fn run_lora_cmd(args: RunLoraArgs) -> Result<()> {
             ..LoraSpec::new(c.dtype, out, rank)
         },
     };
-    spec.layout_x = c.x_layout;
+    base.layout_x = c.x_layout;
     if ids.is_some() {
-        spec.adapters = AdapterMode::PerRow;
+        base.adapters = AdapterMode::PerRow;
     }
-    spec.tile = c.tile.tile(spec.default_tile(Arch::SM90));
-    spec.validate(Arch::SM90)?;
-    let (backend, compiler) = open(c.backend)?;
+    let (backend, spec) = open_for_spec(c.backend, |arch| {
+        let spec = LoraSpec { tile: c.tile.tile(base.default_tile(arch)), ..base };
+        spec.validate(arch)?;
+        Ok(spec)
+    })?;
+    let compiler = Compiler::with_default_cache()?;
     let arch = backend.arch();
-    spec.tile = c.tile.tile(spec.default_tile(arch));
-    spec.validate(arch)?;
     let problem = LoraProblem::new(m, n, k, adapters.unwrap_or(1));
     let inputs = LoraInputs {
         x: &x.data,
