@@ -15,6 +15,7 @@
 //! [`attention`], [`gemm`], [`lora`] and [`elementwise`]; impossible specs fail its build.
 
 pub mod npy;
+pub mod outputs;
 pub mod registry;
 pub mod typed;
 mod error;

@@ -36,13 +36,21 @@ fn dry_run_lists_the_pruned_space_of_every_family() {
     }
     // Shape pruning: 16 query rows keep only 64-row tiles besides the default.
     let o = tessera(&["tune", "attention", "--dtype", "bf16", "--head-dim", "64", "--shapes", "1x16x16", "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
     let tiles: Vec<&str> = s.lines().skip(1).map(str::trim).collect();
+    // The default first, then at least one pruned candidate: an empty list must not pass `all`.
+    assert!(tiles.first().is_some_and(|t| t.ends_with("(default)")), "{s}");
+    assert!(tiles.len() >= 2, "no candidate besides the default: {s}");
     assert!(tiles.iter().skip(1).all(|t| t.starts_with("m64n32") || t.starts_with("m64n16")), "{s}");
     let o = tessera(&["tune", "gemm", "--dtype", "bf16", "--shapes", "4096x4096x4096", "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let big = stdout(&o).lines().count();
     let o = tessera(&["tune", "gemm", "--dtype", "bf16", "--shapes", "16x4096x4096", "--dry-run"]);
-    assert!(stdout(&o).lines().count() < big);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A header, the default and at least one other candidate, and fewer than the large shape's.
+    let small = stdout(&o).lines().count();
+    assert!(small >= 3 && small < big, "{small} lines vs {big}");
 }
 
 #[test]

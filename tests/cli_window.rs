@@ -82,3 +82,22 @@ fn width_beyond_the_row_is_a_one_line_error() {
         assert!(!out.exists(), "nothing is written");
     }
 }
+
+/// The NaN rule of max / min (skipped unless the whole window is NaN) is stated where a user reads
+/// it, and the CLI behaves as stated: windows [NaN, 1] and [NaN, NaN].
+#[test]
+fn the_nan_rule_is_documented_and_holds() {
+    let help = String::from_utf8_lossy(&tessera(&["run", "--help"]).stdout).into_owned();
+    assert!(help.contains("NaN is skipped (fmaxf) unless the whole window is NaN"), "{help}");
+    assert!(help.contains("NaN is skipped (fminf) unless the whole window is NaN"), "{help}");
+    let dir = tempfile::tempdir().unwrap();
+    let xp = save(dir.path(), "x", &[1, 4], &[f32::NAN, f32::NAN, 1.0, 2.0]);
+    for op in ["window-max", "window-min"] {
+        let out = dir.path().join(format!("{op}.npy"));
+        let o = tessera(&["run", op, "--k", "2", "--x", &xp, "--out", out.to_str().unwrap(), "--backend", "sim"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let y = read_npy(&out).unwrap().data;
+        assert!(y[0].is_nan(), "{op}: an all-NaN window is NaN: {y:?}");
+        assert_eq!(y[1], 1.0, "{op}: NaN is skipped: {y:?}");
+    }
+}

@@ -56,7 +56,7 @@ pub use gemm::{check as check_gemm, gemm_forward, prepare_gemm, run_gemm, GemmBu
 pub use lora::{prepare_lora, run_lora, LoraBuffers, LoraInputs, LoraLaunch, LoraLaunchParams, LoraOutput, LoraParams, LoraProblem, LoraStrides};
 
 pub use common::buffers::BufferSpan;
-pub use common::error::{Result, RuntimeError, SYNC_TIMEOUT_ENV};
+pub use common::error::{one_line, Result, RuntimeError, SYNC_TIMEOUT_ENV};
 pub use family::{prepare, Family, FamilyLaunch, KernelChoice};
 pub use common::launch::{HostOutput, LaunchParams, PreparedLaunch};
 pub use tessera_codegen::KernelParams;

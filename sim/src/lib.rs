@@ -102,6 +102,11 @@
 //! `cp.reduce.async.bulk`, `createpolicy`, `mapa` and other cluster instructions, `bar.red`, video
 //! instructions, tf32/fp8/integer `mma`.
 //!
+//! Sizes are bounded where they are declared, so a malformed module is a parse error rather than
+//! an overflow or a failed allocation: parameters to PTX's 32764 bytes, static `.shared` variables
+//! to [`MAX_SHARED_BYTES`], `.local` to 512 KiB per thread, `.const` to 64 KiB, `.global` variables
+//! to 64 MiB; `.align` to powers of two up to 1 MiB.
+//!
 //! ```
 //! use tessera_sim::{launch, GlobalMemory, LaunchConfig, Module, SimOptions};
 //! let ptx = r#"
@@ -332,7 +337,8 @@ pub fn launch(
         return Err(SimError::Config(format!("block {:?} has more than {MAX_THREADS_PER_BLOCK} threads", config.block)));
     }
     if let Some(max) = kernel.maxntid {
-        if nthreads > max.iter().map(|&m| m as usize).product::<usize>() {
+        // In u128: three u32 dimensions can overflow u64.
+        if nthreads as u128 > max.iter().map(|&m| u128::from(m)).product::<u128>() {
             return Err(SimError::Config(format!("block {:?} exceeds the kernel's .maxntid {max:?}", config.block)));
         }
     }

@@ -383,6 +383,10 @@ fn lower_function(f: &Function, module_syms: &HashMap<String, u64>, module_share
         off += p.size;
     }
     let param_bytes = off;
+    if param_bytes > crate::parse::MAX_PARAM_BYTES {
+        let limit = crate::parse::MAX_PARAM_BYTES;
+        return Err(SimError::Parse { line: f.line, message: format!("the parameters take {param_bytes} bytes, more than {limit}") });
+    }
     // Shared memory: static variables from offset 0, then the dynamic region, where every extern
     // array starts.
     let mut shared_off = 0usize;
@@ -411,6 +415,10 @@ fn lower_function(f: &Function, module_syms: &HashMap<String, u64>, module_share
                 local_off = local_off.div_ceil(a) * a;
                 syms.insert(v.name.clone(), local_off as u64);
                 local_off += v.size();
+                if local_off > crate::parse::MAX_LOCAL_BYTES {
+                    let limit = crate::parse::MAX_LOCAL_BYTES;
+                    return Err(SimError::Parse { line: v.line, message: format!(".local variables take more than {limit} bytes") });
+                }
             }
             Space::Shared => {}
             _ => {

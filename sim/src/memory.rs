@@ -32,6 +32,16 @@ impl Allocation {
         Allocation { base, size, writable, words }
     }
 
+    /// [`Allocation::new`], or `None` when the host cannot provide `size` bytes (the size comes
+    /// from the simulated program's caller, so it must not abort the process).
+    fn try_new(base: u64, size: usize, writable: bool) -> Option<Allocation> {
+        let len = size.div_ceil(4);
+        let mut words = Vec::new();
+        words.try_reserve_exact(len).ok()?;
+        words.resize_with(len, || AtomicU32::new(0));
+        Some(Allocation { base, size, writable, words: words.into_boxed_slice() })
+    }
+
     pub(crate) fn end(&self) -> u64 {
         self.base + self.size as u64
     }
@@ -123,7 +133,8 @@ impl GlobalMemory {
         GlobalMemory::default()
     }
 
-    /// Allocates `bytes` zeroed bytes (at least one) and returns the device address, 256-byte aligned.
+    /// Allocates `bytes` zeroed bytes (at least one) and returns the device address, 256-byte
+    /// aligned; 0 when the host cannot provide them or the address space is used up.
     pub fn alloc(&self, bytes: usize) -> u64 {
         let mut heap = self.heap.write().unwrap_or_else(|e| e.into_inner());
         if heap.next == 0 {
@@ -131,8 +142,13 @@ impl GlobalMemory {
         }
         let base = heap.next;
         let size = bytes.max(1);
-        heap.next = (base + size as u64 + GUARD).div_ceil(256) * 256;
-        heap.allocations.insert(base, Arc::new(Allocation::new(base, size, true)));
+        let Some(next) = base.checked_add(size as u64).and_then(|end| end.checked_add(GUARD)).and_then(|end| end.checked_next_multiple_of(256))
+        else {
+            return 0;
+        };
+        let Some(allocation) = Allocation::try_new(base, size, true) else { return 0 };
+        heap.next = next;
+        heap.allocations.insert(base, Arc::new(allocation));
         base
     }
 
@@ -209,6 +225,16 @@ mod tests {
         m.free(a).unwrap();
         assert!(m.free(a).is_err());
         assert!(!m.contains(a, 1));
+    }
+
+    #[test]
+    fn an_impossible_alloc_returns_zero_and_leaves_the_heap_usable() {
+        let m = GlobalMemory::new();
+        assert_eq!(m.alloc(usize::MAX), 0);
+        assert_eq!(m.alloc(usize::MAX / 2), 0);
+        let a = m.alloc(8);
+        assert_eq!(a, GLOBAL_BASE);
+        m.write(a, &[1; 8]).unwrap();
     }
 
     #[test]

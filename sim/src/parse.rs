@@ -11,6 +11,22 @@ use std::collections::HashMap;
 use crate::error::SimError;
 use crate::lex::{parse_int, parse_literal, tokenize, Literal, Tok, Token};
 
+/// The most bytes one parameter, and all of an entry's parameters together, may take: PTX's limit
+/// for kernel parameters (sm_70 and newer).
+pub(crate) const MAX_PARAM_BYTES: usize = 32764;
+/// The most `.local` bytes per thread (CUDA's limit): the simulator allocates them for every
+/// thread of a CTA, so a larger (malformed) size must be an error, not a failed allocation.
+pub(crate) const MAX_LOCAL_BYTES: usize = 512 << 10;
+/// The most bytes of one `.const` variable: the constant bank's size.
+const MAX_CONST_BYTES: usize = 64 << 10;
+/// The most bytes of one `.global` variable. The simulator allocates module variables while
+/// lowering, so a malformed size must be an error rather than an allocation that aborts the
+/// process; NVRTC's kernels declare a few bytes.
+const MAX_GLOBAL_VARIABLE_BYTES: usize = 64 << 20;
+/// The largest `.align`: far past any alignment PTX code asks for (TMA wants 1024), small enough
+/// that aligned offsets cannot overflow.
+const MAX_ALIGN: u64 = 1 << 20;
+
 /// A scalar PTX type as used in declarations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ScalarType {
@@ -311,6 +327,26 @@ impl Parser {
         }
     }
 
+    /// The value of `.align N`: a power of two no larger than [`MAX_ALIGN`].
+    fn alignment(&mut self) -> Result<usize, SimError> {
+        let line = self.line();
+        let a = self.number()?;
+        if !a.is_power_of_two() || a > MAX_ALIGN {
+            return err(line, format!("`.align {a}` is not a power of two up to {MAX_ALIGN}"));
+        }
+        Ok(a as usize)
+    }
+
+    /// An array length `[N]`, multiplied into `len` (elements so far), with the product bounded.
+    fn array_len(&mut self, len: usize, name: &str) -> Result<usize, SimError> {
+        let line = self.line();
+        let n = self.number()?;
+        usize::try_from(n)
+            .ok()
+            .and_then(|n| len.checked_mul(n))
+            .map_or_else(|| err(line, format!("the length of `{name}` overflows")), Ok)
+    }
+
     /// Drops the rest of the current token's line (for `.loc` / `.file`).
     fn skip_line(&mut self, line: usize) {
         while self.toks.get(self.pos).is_some_and(|t| t.line == line) {
@@ -430,7 +466,7 @@ impl Parser {
         let name = loop {
             let w = self.word()?;
             match w.as_str() {
-                ".align" => align = self.number()? as usize,
+                ".align" => align = self.alignment()?,
                 ".v2" => vec = 2,
                 ".v4" => vec = 4,
                 ".v8" => vec = 8,
@@ -446,18 +482,27 @@ impl Parser {
         };
         let elem_size = ty.size() * vec;
         let mut len = Some(1usize);
-        let mut dims = 0;
         while self.eat_punct('[') {
-            dims += 1;
             if self.eat_punct(']') {
                 len = None;
             } else {
-                let n = self.number()? as usize;
+                let n = self.array_len(len.unwrap_or(1), &name)?;
                 self.expect_punct(']')?;
-                len = len.map(|l| l * n);
+                len = len.map(|_| n);
             }
         }
-        let _ = dims;
+        let limit = match space {
+            Space::Global => MAX_GLOBAL_VARIABLE_BYTES,
+            Space::Const => MAX_CONST_BYTES,
+            // A larger static variable could never be launched.
+            Space::Shared => crate::MAX_SHARED_BYTES,
+            Space::Local => MAX_LOCAL_BYTES,
+        };
+        if let Some(len) = len {
+            if !matches!(len.checked_mul(elem_size), Some(bytes) if bytes <= limit) {
+                return err(line, format!("`{name}` ({len} elements of {elem_size} bytes) exceeds {limit} bytes of {space_word}"));
+            }
+        }
         let mut init = Vec::new();
         if self.eat_punct('=') {
             self.initializer(&mut init)?;
@@ -536,7 +581,9 @@ impl Parser {
                     self.pos += 1;
                     let mut nums = Vec::new();
                     while let Some(Tok::Number(_)) = self.peek() {
-                        nums.push(self.number()? as u32);
+                        let line = self.line();
+                        let n = self.number()?;
+                        nums.push(u32::try_from(n).map_or_else(|_| err(line, format!("`{w} {n}` is out of range")), Ok)?);
                         if !self.eat_punct(',') {
                             break;
                         }
@@ -579,7 +626,7 @@ impl Parser {
                 let w = self.word()?;
                 match w.as_str() {
                     ".align" => {
-                        let a = self.number()? as usize;
+                        let a = self.alignment()?;
                         // `.ptr .global .align 16` qualifies the pointee, not the parameter.
                         if ty.is_none() {
                             align = a;
@@ -598,14 +645,14 @@ impl Parser {
             };
             let mut count = 1;
             if self.eat_punct('[') {
-                count = self.number()? as usize;
+                count = self.array_len(1, &name)?;
                 self.expect_punct(']')?;
             }
-            params.push(ParamDecl {
-                name,
-                size: ty.size() * count,
-                align: if align == 0 { ty.size() } else { align },
-            });
+            let size = match count.checked_mul(ty.size()) {
+                Some(size) if size <= MAX_PARAM_BYTES => size,
+                _ => return err(line, format!("parameter `{name}` ({count} x {} bytes) exceeds {MAX_PARAM_BYTES} bytes", ty.size())),
+            };
+            params.push(ParamDecl { name, size, align: if align == 0 { ty.size() } else { align } });
             if self.eat_punct(')') {
                 return Ok(params);
             }

@@ -57,20 +57,32 @@ fn round(x: f32, bf: bool) -> (u16, f64) {
     }
 }
 
+/// Every byte of O and LSE before a launch: NaN as f16, bf16 and f32, so an element the kernel
+/// never writes fails the comparison with the reference.
+const POISON: u8 = 0xff;
+
+/// What one file's launches did and wrote.
+struct Run {
+    stats: tessera_sim::LaunchStats,
+    /// O and LSE of every entry, as the kernel left them.
+    bytes: Vec<u8>,
+}
+
 /// Runs one attention PTX file on random inputs and checks O and LSE against an f64 reference.
-fn check_attention(file: &str, p: Problem, options: SimOptions) -> tessera_sim::LaunchStats {
+fn check_attention(file: &str, p: Problem, options: SimOptions) -> Run {
     let module = Module::parse(&ptx(file)).expect("parse");
-    let mut total = tessera_sim::LaunchStats::default();
+    let mut total = Run { stats: tessera_sim::LaunchStats::default(), bytes: Vec::new() };
     for entry in module.entries() {
-        let s = check_entry(&module, file, &entry, &p, options);
-        total.thread_instructions += s.thread_instructions;
-        total.ctas += s.ctas;
-        total.elapsed += s.elapsed;
+        let (s, bytes) = check_entry(&module, file, &entry, &p, options);
+        total.stats.thread_instructions += s.thread_instructions;
+        total.stats.ctas += s.ctas;
+        total.stats.elapsed += s.elapsed;
+        total.bytes.extend(bytes);
     }
     total
 }
 
-fn check_entry(module: &Module, file: &str, entry: &str, p: &Problem, options: SimOptions) -> tessera_sim::LaunchStats {
+fn check_entry(module: &Module, file: &str, entry: &str, p: &Problem, options: SimOptions) -> (tessera_sim::LaunchStats, Vec<u8>) {
     let entry = entry.to_string();
     let s = spec_of(&entry);
     let d = s.head_dim;
@@ -90,9 +102,14 @@ fn check_entry(module: &Module, file: &str, entry: &str, p: &Problem, options: S
     };
     let (q, k, v) = (put(&qb), put(&kb), put(&vb));
     let o_len = p.batch * p.seq_q * p.heads_q * d;
-    let o = mem.alloc(o_len * 2);
+    let poisoned = |bytes: usize| -> u64 {
+        let a = mem.alloc(bytes);
+        mem.write(a, &vec![POISON; bytes]).expect("write");
+        a
+    };
+    let o = poisoned(o_len * 2);
     let lse_len = p.batch * p.heads_q * p.seq_q;
-    let lse = mem.alloc(lse_len * 4);
+    let lse = poisoned(lse_len * 4);
 
     let scale = 1.0 / (d as f64).sqrt();
     let mut params = Vec::new();
@@ -174,7 +191,8 @@ fn check_entry(module: &Module, file: &str, entry: &str, p: &Problem, options: S
         }
     }
     eprintln!("{file}: max |err| {worst:.2e}, {} thread-instructions in {:?}", stats.thread_instructions, stats.elapsed);
-    stats
+    ob.extend(lb);
+    (stats, ob)
 }
 
 #[test]
@@ -212,13 +230,16 @@ fn f16_d32_three_stages_and_bf16_d192() {
 
 #[test]
 fn checks_off_and_sequential_give_identical_bits() {
-    // Same inputs (the generator is seeded by head_dim) through three option sets: the outputs are
-    // compared via the reference in each run, and the instruction counts must agree exactly.
+    // Same inputs (the generator is seeded by head_dim) through three option sets, each into freshly
+    // poisoned O and LSE: every run is compared with the reference, and O and LSE must agree bit
+    // for bit (as must the instruction counts).
     let p = || Problem { batch: 1, heads_q: 2, seq_q: 64, seq_k: 64 };
     let a = check_attention("attn_bf16_d96_full_s1.ptx", p(), SimOptions::default());
     let b = check_attention("attn_bf16_d96_full_s1.ptx", p(), SimOptions { checks: false, ..SimOptions::default() });
     let c = check_attention("attn_bf16_d96_full_s1.ptx", p(), SimOptions { parallel: false, ..SimOptions::default() });
-    assert_eq!(a.thread_instructions, b.thread_instructions);
-    assert_eq!(a.thread_instructions, c.thread_instructions);
-    assert_eq!(a.ctas, 2);
+    assert!(a.bytes == b.bytes, "checks off changed the output bits");
+    assert!(a.bytes == c.bytes, "sequential execution changed the output bits");
+    assert_eq!(a.stats.thread_instructions, b.stats.thread_instructions);
+    assert_eq!(a.stats.thread_instructions, c.stats.thread_instructions);
+    assert_eq!(a.stats.ctas, 2);
 }

@@ -185,8 +185,9 @@ pub struct GradScaling {
     pub inv_scale: Option<f32>,
 }
 
-/// One AdamW launch on host tensors. `step` is the step count before the launch and is updated
-/// from the device.
+/// One AdamW launch on host tensors. `step` is the step count before the launch (>= 0) and is
+/// updated from the device. On error nothing the caller passed is changed: every result is read
+/// back from the device before the first one is stored.
 pub fn run_adamw(
     backend: &dyn Backend,
     compiler: &Compiler,
@@ -197,6 +198,13 @@ pub fn run_adamw(
     scaling: GradScaling,
 ) -> Result<()> {
     let GradScaling { found_inf, inv_scale } = scaling;
+    if *step < 0 {
+        return Err(RuntimeError::invalid("step", format!("{step} must be >= 0 (the steps taken before this one)")));
+    }
+    // The kernel counts in an i32: the largest count cannot be stepped past.
+    if !found_inf && step.checked_add(1).is_none() {
+        return Err(RuntimeError::invalid("step", format!("{step} is the largest step count; one more step would overflow it")));
+    }
     if let Some(s) = inv_scale {
         if !(s.is_finite() && s > 0.0) {
             return Err(RuntimeError::invalid("inv_scale", format!("{s} must be finite and positive")));
@@ -247,26 +255,38 @@ pub fn run_adamw(
         .collect();
     let state = AdamWState { lr: &b[lr], step: &b[st], done: &b[done], found_inf: Some(&b[fi]), inv_scale: inv.map(|i| &b[i]) };
     prepare_adamw(backend, compiler, spec, &tensors, &state, hyper)?.run()?;
-    let read_f32 = |i: usize, out: &mut Vec<f32>| -> Result<()> {
-        let mut bytes = vec![0u8; out.len() * 4];
+    let read_f32 = |i: usize, len: usize| -> Result<Vec<f32>> {
+        let mut bytes = vec![0u8; len * 4];
         if !bytes.is_empty() {
             backend.read(&b[i], &mut bytes)?;
         }
-        *out = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        Ok(())
+        Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     };
-    for (p, &(_, ma, m, v, mo)) in params.iter_mut().zip(&idx) {
-        read_f32(ma, &mut p.master)?;
-        read_f32(m, &mut p.exp_avg)?;
-        read_f32(v, &mut p.exp_avg_sq)?;
-        if let (Some(i), Some(t)) = (mo, p.model.as_mut()) {
-            if !t.bytes.is_empty() {
-                backend.read(&b[i], &mut t.bytes)?;
+    // Everything is read back before anything is stored, so a failed read leaves the caller's
+    // state as it was instead of half a step.
+    let mut results = Vec::with_capacity(params.len());
+    for (p, &(_, ma, m, v, mo)) in params.iter().zip(&idx) {
+        let n = p.master.len();
+        let model = match (mo, p.model.as_ref()) {
+            (Some(i), Some(t)) if !t.bytes.is_empty() => {
+                let mut bytes = vec![0u8; t.bytes.len()];
+                backend.read(&b[i], &mut bytes)?;
+                Some(bytes)
             }
-        }
+            _ => None,
+        };
+        results.push((read_f32(ma, n)?, read_f32(m, n)?, read_f32(v, n)?, model));
     }
     let mut s = [0u8; 4];
     backend.read(&b[st], &mut s)?;
+    for (p, (master, exp_avg, exp_avg_sq, model)) in params.iter_mut().zip(results) {
+        p.master = master;
+        p.exp_avg = exp_avg;
+        p.exp_avg_sq = exp_avg_sq;
+        if let (Some(bytes), Some(t)) = (model, p.model.as_mut()) {
+            t.bytes = bytes;
+        }
+    }
     *step = i32::from_le_bytes(s);
     Ok(())
 }

@@ -5,7 +5,7 @@
 use tessera_codegen::{CastSpec, DevicePtr, DevicePtrMut};
 pub use tessera_codegen::CastParams;
 
-use crate::common::buffers::{decode, encode, poison};
+use crate::common::buffers::{byte_len, decode, encode, poisoned_bytes, zeroed_bytes};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems, check_scalar, chunk_grid, chunk_offsets};
@@ -95,13 +95,13 @@ pub fn run_cast(backend: &dyn Backend, compiler: &Compiler, spec: &CastSpec, x: 
     let mut memory = HostUploads::new(backend);
     let nonempty = |b: Vec<u8>| if b.is_empty() { vec![0u8; 16] } else { b };
     let xi = memory.upload(&nonempty(x.to_vec()))?;
-    let yi = memory.upload(&nonempty(poison(n, spec.to)))?;
+    let yi = memory.upload(&nonempty(poisoned_bytes("y", n, spec.to)?))?;
     let si = scale.map(|s| memory.upload(&s.to_le_bytes())).transpose()?;
     let ai = if spec.amax { Some(memory.upload(&0u32.to_le_bytes())?) } else { None };
     let b = &memory.buffers;
     let buffers = CastBuffers { x: &b[xi], y: &b[yi], scale: si.map(|i| &b[i]), amax: ai.map(|i| &b[i]) };
     prepare_cast(backend, compiler, spec, n, &buffers)?.run(backend)?;
-    let mut y = vec![0u8; n * spec.to.size_bytes()];
+    let mut y = zeroed_bytes("y", byte_len("y", n, spec.to)?)?;
     if !y.is_empty() {
         backend.read(&b[yi], &mut y)?;
     }

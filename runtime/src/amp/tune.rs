@@ -16,6 +16,7 @@ use crate::common::launch::HostUploads;
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer};
 use crate::tuning::target::{copies_for, plain, random, upload, Launch, LaunchTarget, Output};
+use crate::tuning::tuner::Agreement;
 use crate::tuning::{TileFilter, TuneShape};
 
 /// The tuning key's shape of the element-wise AMP kernels (cast, unscale, AdamW): the element
@@ -25,6 +26,11 @@ pub struct ElementsTuneShape {
     #[bucket(pow2)]
     pub elements: usize,
 }
+
+/// Cast, unscale and AdamW compute every element by the same arithmetic whatever the tile (the tile
+/// only changes which thread handles which elements), so a candidate must reproduce the default
+/// tile's output bit for bit.
+const ELEMENTWISE_AGREEMENT: Agreement = Agreement::BitExact;
 
 /// Elements one CTA's chunk may always cover, whatever the count.
 const ALWAYS_TIMED_CHUNK: u64 = 512;
@@ -68,6 +74,7 @@ pub fn cast_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec: &
         prepare: Box::new(prepare),
         work: (n * (spec.from.size_bytes() + spec.to.size_bytes())) as f64,
         unit: "GB/s",
+        agreement: ELEMENTWISE_AGREEMENT,
     })
 }
 
@@ -120,6 +127,7 @@ pub fn unscale_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec
         prepare: Box::new(prepare),
         work: (total * 4) as f64,
         unit: "GB/s",
+        agreement: ELEMENTWISE_AGREEMENT,
     })
 }
 
@@ -182,5 +190,6 @@ pub fn adamw_target<'a>(backend: &'a dyn Backend, compiler: &'a Compiler, spec: 
         prepare: Box::new(prepare),
         work: (total * 28) as f64,
         unit: "GB/s",
+        agreement: ELEMENTWISE_AGREEMENT,
     })
 }

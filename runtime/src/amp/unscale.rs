@@ -117,12 +117,19 @@ pub fn run_unscale(
     let tensors: Vec<GradTensor<'_>> =
         grads.iter().zip(&indices).map(|(g, &i)| GradTensor { buffer: &b[i], len: g.len(), dtype: g.dtype }).collect();
     prepare_unscale(backend, compiler, spec, &tensors, &b[found], &b[inv])?.run()?;
-    for (g, &i) in grads.iter_mut().zip(&indices) {
-        if !g.bytes.is_empty() {
-            backend.read(&b[i], &mut g.bytes)?;
+    // Everything is read back before any gradient is replaced: a failed read changes nothing.
+    let mut results = Vec::with_capacity(grads.len());
+    for (g, &i) in grads.iter().zip(&indices) {
+        let mut bytes = vec![0u8; g.bytes.len()];
+        if !bytes.is_empty() {
+            backend.read(&b[i], &mut bytes)?;
         }
+        results.push(bytes);
     }
     let mut flag = [0u8; 4];
     backend.read(&b[found], &mut flag)?;
+    for (g, bytes) in grads.iter_mut().zip(results) {
+        g.bytes = bytes;
+    }
     Ok(f32::from_le_bytes(flag) != 0.0)
 }

@@ -3,13 +3,13 @@
 //! simulator tests go through here, and so does plain attention on host tensors
 //! ([`run_attention`]).
 
-use tessera_codegen::AttentionSpec;
+use tessera_codegen::{AttentionSpec, ElemType};
 
 use super::check::check_problem;
 use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides, TensorStrides, MAX_SEQ_LEN};
 use super::tree::TreeMask;
-use super::variant::{default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, VariantArgs, VariantBuffers, Window};
-use crate::common::buffers::{decode, encode, POISON_16, POISON_F32};
+use super::variant::{check_num_splits, default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, VariantArgs, VariantBuffers, Window};
+use crate::common::buffers::{byte_len, decode, encode, poisoned_bytes, zeroed_bytes};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::HostUploads;
 use crate::compile::compiler::Compiler;
@@ -312,6 +312,10 @@ pub fn run_attention_variant(
             0
         },
     };
+    // Before the workspace is sized from it.
+    if f.split_kv {
+        check_num_splits(args.num_splits)?;
+    }
     let mut strides = AttentionStrides::contiguous(&problem);
     let row = |heads: usize| TensorStrides { batch: 0, seq: heads * d, head: d, dim: 1 };
     if f.varlen {
@@ -331,13 +335,13 @@ pub fn run_attention_variant(
 
     // ---- upload, launch, download ----
     let dtype = spec.dtype;
-    let out_bytes = inputs.q.len() * dtype.size_bytes();
+    let out_bytes = byte_len("o", inputs.q.len(), dtype)?;
     let mut memory = HostUploads::new(backend);
     let q_buf = memory.upload(&encode(inputs.q, dtype))?;
     let k_buf = memory.upload(&encode(inputs.k, dtype))?;
     let v_buf = memory.upload(&encode(inputs.v, dtype))?;
-    let o_buf = memory.upload(&POISON_16.to_le_bytes().repeat(out_bytes / 2))?;
-    let lse_buf = if want_lse { Some(memory.upload(&POISON_F32.to_le_bytes().repeat(lse_elements))?) } else { None };
+    let o_buf = memory.upload(&poisoned_bytes("o", inputs.q.len(), dtype)?)?;
+    let lse_buf = if want_lse { Some(memory.upload(&poisoned_bytes("lse", lse_elements, ElemType::F32)?)?) } else { None };
     let mut upload_opt = |bytes: Option<Vec<u8>>| -> Result<Option<usize>> { bytes.map(|b| memory.upload(&b)).transpose() };
     let slopes = upload_opt(inputs.alibi_slopes.map(|s| s.iter().flat_map(|x| x.to_le_bytes()).collect()))?;
     let prefix_k = upload_opt(inputs.prefix.map(|p| encode(p.k, dtype)))?;
@@ -349,7 +353,7 @@ pub fn run_attention_variant(
     let lens = upload_opt(inputs.paged.map(|p| to_i32(p.seq_lens)))?;
     let workspace_bytes = split_workspace_bytes(spec, &problem, &args, backend.arch());
     // Zeroed: the split counters start at 0 (the kernel leaves them 0 again).
-    let workspace = upload_opt(f.split_kv.then(|| vec![0u8; workspace_bytes.max(16)]))?;
+    let workspace = upload_opt(f.split_kv.then(|| zeroed_bytes("workspace", workspace_bytes.max(16))).transpose()?)?;
 
     let b = &memory.buffers;
     let at = |i: Option<usize>| i.map(|i| &b[i]);
@@ -370,11 +374,11 @@ pub fn run_attention_variant(
     let kernel = launch.kernel_name().unwrap_or_default().to_string();
     let note = launch.note().map(str::to_string);
 
-    let mut out = vec![0u8; out_bytes];
+    let mut out = zeroed_bytes("o", out_bytes)?;
     backend.read(&b[o_buf], &mut out)?;
     let lse = match lse_buf {
         Some(i) => {
-            let mut raw = vec![0u8; lse_elements * 4];
+            let mut raw = zeroed_bytes("lse", byte_len("lse", lse_elements, ElemType::F32)?)?;
             backend.read(&b[i], &mut raw)?;
             Some(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
         }
@@ -400,4 +404,29 @@ pub fn run_attention(
     want_lse: bool,
 ) -> Result<AttentionOutput> {
     run_attention_variant(backend, compiler, spec, &AttentionInputs::dense(*problem, q, k, v), scale, want_lse)
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_codegen::{Arch, AttentionFeatures};
+
+    use super::*;
+    use crate::attention::variant::MAX_SPLITS;
+    use crate::device::sim::SimBackend;
+
+    #[test]
+    fn an_out_of_range_split_count_is_refused_before_the_workspace_is_sized() {
+        let backend = SimBackend::new(Arch::SM80);
+        let features = AttentionFeatures { split_kv: true, ..AttentionFeatures::default() };
+        let spec = AttentionSpec::new(ElemType::F16, 64, false, 1, 1).with_features(features);
+        let problem = AttentionProblem { batch: 1, seq_q: 4, seq_k: 4, heads_q: 1, heads_kv: 1, head_dim: 64 };
+        let q = vec![0.0; problem.q_elements()];
+        // 2^32 splits would size a 16 TiB workspace; a million, 1 GiB.
+        for splits in [1usize << 32, 1_000_000, MAX_SPLITS + 1, 0] {
+            let mut inputs = AttentionInputs::dense(problem, &q, &q, &q);
+            inputs.num_splits = Some(splits);
+            let e = run_attention_variant(&backend, &Compiler::new(), &spec, &inputs, None, false).unwrap_err().to_string();
+            assert!(e.contains("variant.num_splits") && e.contains(&format!("1..={MAX_SPLITS}")), "{splits}: {e}");
+        }
+    }
 }

@@ -41,4 +41,4 @@ pub use sm90a::AttentionLaunchParams;
 pub use tessera_codegen::{AttentionParams, HopperAttentionParams};
 pub use tree::TreeMask;
 pub use tune::attention_target;
-pub use variant::{check_variant, default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, VariantArgs, VariantBuffers, VariantCall, Window, MAX_SPLITS, MIN_PAGE_SIZE};
+pub use variant::{check_num_splits, check_variant, default_num_splits, prepare_attention_variant, split_workspace_bytes, PagedLayout, VariantArgs, VariantBuffers, VariantCall, Window, MAX_SPLITS, MIN_PAGE_SIZE};

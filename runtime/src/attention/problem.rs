@@ -4,7 +4,7 @@
 
 use tessera_codegen::{AttentionSpec, TileChoice};
 
-use crate::common::buffers::BufferSpan;
+use crate::common::buffers::{elements, BufferSpan};
 use crate::device::backend::DeviceBuffer;
 use crate::tuning::{TileFilter, TuneShape};
 
@@ -72,7 +72,7 @@ impl AttentionProblem {
 }
 
 fn product(values: &[usize]) -> usize {
-    values.iter().fold(1usize, |acc, &v| acc.saturating_mul(v))
+    elements(values).unwrap_or(usize::MAX)
 }
 
 /// Strides of one `[batch, seq, head, dim]` tensor, in elements.

@@ -13,7 +13,7 @@ use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::HostUploads;
 use crate::compile::compiler::Compiler;
 use crate::device::backend::{Backend, DeviceBuffer};
-use crate::tuning::target::{copies_for, plain, random, upload, LaunchTarget, Output};
+use crate::tuning::target::{copies_for, matmul_agreement, plain, random, upload, LaunchTarget, Output};
 
 /// Attention forward on random inputs; FLOPs = 4 b h s_q s_k d (halved when causal).
 pub fn attention_target<'a>(
@@ -52,5 +52,8 @@ pub fn attention_target<'a>(
         prepare: Box::new(prepare),
         work,
         unit: "TFLOP/s",
+        // The family's tolerance against its f64 reference (the output is in the input dtype),
+        // plus the f32 sums of Q K (head_dim terms) and P V (seq_k terms) in another order.
+        agreement: matmul_agreement(crate::reference::accuracy::tolerance(spec.dtype), p.head_dim + p.seq_k),
     })
 }

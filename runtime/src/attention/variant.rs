@@ -16,7 +16,7 @@ use super::launch::AttentionLaunch;
 use super::problem::{AttentionBuffers, AttentionProblem, AttentionStrides, AttentionTuneShape, MAX_SEQ_LEN};
 use super::sm80::{attention_params, launch_config_grid};
 use super::sm90a::AttentionLaunchParams;
-use crate::common::buffers::{check_span, BufferSpan};
+use crate::common::buffers::{check_span, elements, BufferSpan};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::PreparedLaunch;
 use crate::compile::compiler::Compiler;
@@ -139,11 +139,21 @@ pub fn split_workspace_bytes(spec: &AttentionSpec, problem: &AttentionProblem, a
     o.saturating_add(lse).saturating_add(counters)
 }
 
+// Saturating: a workspace too large to address fails its allocation rather than wrapping small.
 fn workspace_parts(spec: &AttentionSpec, problem: &AttentionProblem, args: &VariantArgs, arch: Arch) -> (usize, usize, usize) {
-    let rows = partial_rows(spec, problem, args).saturating_mul(args.num_splits).saturating_mul(problem.heads_q);
+    const WORD_BYTES: usize = 4;
+    let size = |shape: &[usize]| elements(shape).unwrap_or(usize::MAX);
+    let rows = size(&[partial_rows(spec, problem, args), args.num_splits, problem.heads_q]);
     let [gx, gy, _] = grid(spec, problem, arch, 1);
-    let o = rows.saturating_mul(problem.head_dim).saturating_mul(4);
-    (o, rows.saturating_mul(4), gx.saturating_mul(gy).saturating_mul(problem.batch).saturating_mul(4))
+    (size(&[rows, problem.head_dim, WORD_BYTES]), size(&[rows, WORD_BYTES]), size(&[gx, gy, problem.batch, WORD_BYTES]))
+}
+
+/// A `split_kv` launch's split count is 1..=[`MAX_SPLITS`]; checked before anything is sized from it.
+pub fn check_num_splits(num_splits: usize) -> Result<()> {
+    if !(1..=MAX_SPLITS).contains(&num_splits) {
+        return Err(RuntimeError::invalid("variant.num_splits", format!("{num_splits}: must be 1..={MAX_SPLITS}")));
+    }
+    Ok(())
 }
 
 /// A split count that gives the GPU about two waves of CTAs, no more than the key tiles a query tile
@@ -241,8 +251,8 @@ pub fn check_variant(call: &VariantCall<'_>) -> Result<()> {
         return Err(RuntimeError::invalid("problem.seq_q", format!("{} x group {rows_per_query} packed rows exceed {MAX_SEQ_LEN}", p.seq_q)));
     }
     let splits = if f.split_kv { args.num_splits } else { 1 };
-    if f.split_kv && !(1..=MAX_SPLITS).contains(&args.num_splits) {
-        return Err(RuntimeError::invalid("variant.num_splits", format!("{}: must be 1..={MAX_SPLITS}", args.num_splits)));
+    if f.split_kv {
+        check_num_splits(args.num_splits)?;
     }
     let [_, _, gz] = grid(spec, p, arch, splits);
     if gz > 65_535 {

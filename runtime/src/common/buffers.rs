@@ -2,7 +2,9 @@
 //! launcher checks ([`BufferSpan`], [`check_span`]), the NaN patterns outputs are poisoned with
 //! before a launch ([`POISON_16`], [`POISON_F32`], [`poison`]), and the one host codec of every
 //! element type a kernel reads or writes ([`encode`], [`decode`]): f32 values to stored bytes
-//! (round to nearest even; fp8 saturating, as the kernels convert) and back.
+//! (round to nearest even; fp8 saturating, as the kernels convert) and back; and the one place
+//! buffer sizes from user input are computed ([`elements`], [`byte_len`]) and host buffers of
+//! those sizes allocated without aborting ([`host_vec`], [`zeroed_bytes`], [`poisoned_bytes`]).
 //!
 //! No family owns these (attention, GEMM, LoRA, the amp kernels, the window kernels and the tuner
 //! all upload and download through them), so they live in `common`.
@@ -92,11 +94,79 @@ pub fn decode(bytes: &[u8], t: ElemType) -> Vec<f32> {
 
 /// NaN bytes for `n` elements of `t` (outputs are poisoned with them before a launch).
 pub fn poison(n: usize, t: ElemType) -> Vec<u8> {
+    poison_pattern(t).repeat(n)
+}
+
+/// One element of [`poison`].
+fn poison_pattern(t: ElemType) -> &'static [u8] {
+    const POISON_16_BYTES: [u8; 2] = POISON_16.to_le_bytes();
+    const POISON_F32_BYTES: [u8; 4] = POISON_F32.to_le_bytes();
+    /// A NaN in both fp8 formats.
+    const POISON_FP8: [u8; 1] = [0x7f];
     match t {
-        ElemType::F32 => POISON_F32.to_le_bytes().repeat(n),
-        ElemType::F16 | ElemType::BF16 => POISON_16.to_le_bytes().repeat(n),
-        ElemType::E4M3 | ElemType::E5M2 => vec![0x7f; n],
+        ElemType::F32 => &POISON_F32_BYTES,
+        ElemType::F16 | ElemType::BF16 => &POISON_16_BYTES,
+        ElemType::E4M3 | ElemType::E5M2 => &POISON_FP8,
     }
+}
+
+// ---- sizes from user input ----
+//
+// Every host or device buffer sized from a caller's shape goes through these: the products are
+// checked (a wrapped count would size a buffer smaller than the kernel's reach), and the host
+// allocation is fallible, so a size the machine cannot give is an error naming the argument
+// instead of an abort.
+
+/// Elements of a tensor of extents `shape` (1 for a scalar), or `None` when the product does not
+/// fit in `usize`.
+pub fn elements(shape: &[usize]) -> Option<usize> {
+    // An empty extent makes the product 0 whatever the others are.
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// [`elements`], or an error naming `arg` when the product overflows.
+pub fn element_count(arg: &str, shape: &[usize]) -> Result<usize> {
+    elements(shape).ok_or_else(|| RuntimeError::invalid(arg, format!("shape {shape:?} has more elements than memory can address")))
+}
+
+/// Bytes of `elements` elements of `t`, or an error naming `arg` when they overflow.
+pub fn byte_len(arg: &str, elements: usize, t: ElemType) -> Result<usize> {
+    elements
+        .checked_mul(t.size_bytes())
+        .ok_or_else(|| RuntimeError::invalid(arg, format!("{elements} {t} elements are more bytes than memory can address")))
+}
+
+/// An empty vector with room for `len` items, or an error naming `arg` when the host cannot
+/// provide it.
+pub fn host_vec<T>(arg: &str, len: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| match std::mem::size_of::<T>() {
+        1 => RuntimeError::invalid(arg, format!("{len} bytes do not fit in host memory")),
+        size => RuntimeError::invalid(arg, format!("{len} elements of {size} bytes do not fit in host memory")),
+    })?;
+    Ok(v)
+}
+
+/// `len` zero bytes on the host (a download target or a zeroed workspace), or an error naming
+/// `arg` when the host cannot provide them.
+pub fn zeroed_bytes(arg: &str, len: usize) -> Result<Vec<u8>> {
+    let mut v = host_vec(arg, len)?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
+/// [`poison`] for an output sized from user input: its byte count checked and its allocation
+/// fallible, both errors naming `arg`.
+pub fn poisoned_bytes(arg: &str, n: usize, t: ElemType) -> Result<Vec<u8>> {
+    let mut v = host_vec(arg, byte_len(arg, n, t)?)?;
+    let pattern = poison_pattern(t);
+    for _ in 0..n {
+        v.extend_from_slice(pattern);
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -119,6 +189,30 @@ mod tests {
     fn poison_is_nan_in_every_output_type() {
         for out in ElemType::MMA_OUTPUTS {
             assert!(decode(&poison(3, out), out).iter().all(|v| v.is_nan()), "{out}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_checked_and_allocations_fallible() {
+        assert_eq!(elements(&[]), Some(1));
+        assert_eq!(elements(&[2, 3, 4]), Some(24));
+        assert_eq!(elements(&[3, 0, usize::MAX]), Some(0));
+        assert_eq!(elements(&[usize::MAX, 2, 0]), Some(0));
+        // (3, 6148914691236517206) wraps to 2 in unchecked arithmetic.
+        assert_eq!(elements(&[3, 6_148_914_691_236_517_206]), None);
+        assert_eq!(elements(&[1 << 32, 1 << 32]), None);
+        let e = element_count("q", &[1 << 32, 1 << 32]).unwrap_err().to_string();
+        assert!(e.contains("`q`") && e.contains("4294967296"), "{e}");
+        assert_eq!(byte_len("y", 6, ElemType::F32).unwrap(), 24);
+        let e = byte_len("y", usize::MAX / 2, ElemType::F32).unwrap_err().to_string();
+        assert!(e.contains("`y`"), "{e}");
+        let e = zeroed_bytes("workspace", usize::MAX).unwrap_err().to_string();
+        assert!(e.contains("`workspace`") && e.contains("host memory"), "{e}");
+        let e = poisoned_bytes("lse", usize::MAX / 4, ElemType::F32).unwrap_err().to_string();
+        assert!(e.contains("`lse`"), "{e}");
+        assert_eq!(zeroed_bytes("w", 3).unwrap(), [0, 0, 0]);
+        for t in ElemType::ALL {
+            assert_eq!(poisoned_bytes("y", 5, t).unwrap(), poison(5, t), "{t}");
         }
     }
 

@@ -116,6 +116,19 @@ pub enum RuntimeError {
     },
 }
 
+/// `text` with its control characters escaped (`\n` as the two characters `\` `n`): a message
+/// that quotes user data (a header field, a JSON value) stays one line, as every error is.
+pub fn one_line(text: &str) -> String {
+    text.chars().fold(String::with_capacity(text.len()), |mut out, c| {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        out
+    })
+}
+
 impl RuntimeError {
     pub fn invalid(arg: impl Into<String>, message: impl Into<String>) -> Self {
         RuntimeError::InvalidArgument { arg: arg.into(), message: message.into() }

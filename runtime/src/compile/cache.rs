@@ -1,9 +1,11 @@
 //! An on-disk cache of compiled kernel images, safe to share between concurrent processes.
 //!
-//! One file per key. Every entry carries a magic, a format version, its payload length and the
-//! payload's SHA-256, and is checked in full on every read: a truncated or corrupted file (a crash
-//! mid-write on a filesystem without ordered renames, a full disk, a stray edit) is deleted and
-//! reported as [`Lookup::Corrupt`], never handed to the driver. Writers fill a temporary file in
+//! One file per key. Every entry carries a magic, a format version, the key it was stored under,
+//! its payload length and the payload's SHA-256, and is checked in full on every read: a truncated
+//! or corrupted file (a crash mid-write on a filesystem without ordered renames, a full disk, a
+//! stray edit), or another key's entry copied over it, is deleted and reported as
+//! [`Lookup::Corrupt`], never handed to the driver. Entries are read up to
+//! [`crate::common::files::max_file_bytes`]. Writers fill a temporary file in
 //! the cache folder and rename it over the entry, which is atomic on POSIX filesystems: a reader
 //! sees the old complete file or the new complete file, and racing writers of one key simply
 //! replace each other's identical images.
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 use crate::common::error::{Result, RuntimeError};
+use crate::common::files::{max_file_bytes, read_capped};
 use crate::compile::target::Target;
 
 /// Overrides the cache folder.
@@ -25,9 +28,11 @@ pub const CACHE_DIR_ENV: &str = "TESSERA_CACHE_DIR";
 
 const MAGIC: [u8; 8] = *b"TSRKRNL\0";
 /// Bump when the entry layout or the key derivation changes; old entries then read as corrupt or
-/// are simply never looked up again.
-pub const FORMAT_VERSION: u32 = 1;
-const HEADER_LEN: usize = MAGIC.len() + 4 + 8 + 32;
+/// are simply never looked up again. 2: the entry records its key.
+pub const FORMAT_VERSION: u32 = 2;
+/// A key's stored form: its lower-case hex SHA-256.
+const KEY_LEN: usize = 64;
+const HEADER_LEN: usize = MAGIC.len() + 4 + KEY_LEN + 8 + 32;
 const ENTRY_EXTENSION: &str = "tkc";
 
 /// Identifies one compiled image: SHA-256 over the source hash, the target, the NVRTC version and
@@ -112,7 +117,17 @@ impl KernelCache {
     /// Opens (creating if needed) a cache in `dir`.
     pub fn open(dir: impl Into<PathBuf>) -> Result<KernelCache> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|source| RuntimeError::Cache { path: dir.clone(), source })?;
+        fs::create_dir_all(&dir).map_err(|source| {
+            // `create_dir_all` says only "File exists" for a file in the way.
+            let source = match fs::metadata(&dir) {
+                Ok(meta) if !meta.is_dir() => io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("exists but is not a folder; point {CACHE_DIR_ENV} at a folder (or unset it)"),
+                ),
+                _ => source,
+            };
+            RuntimeError::Cache { path: dir.clone(), source }
+        })?;
         Ok(KernelCache {
             dir,
             hits: AtomicU64::new(0),
@@ -155,12 +170,12 @@ impl KernelCache {
     /// Reads and verifies the entry for `key`.
     pub fn get(&self, key: &CacheKey) -> Lookup {
         let path = self.entry_path(key);
-        let lookup = match fs::read(&path) {
-            Ok(bytes) => match decode_entry(&bytes) {
+        let lookup = match read_capped(&path, max_file_bytes()) {
+            Ok(bytes) => match decode_entry_for(key, &bytes) {
                 Ok(payload) => Lookup::Hit(payload.to_vec()),
                 Err(reason) => Lookup::Corrupt { path: path.clone(), reason },
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Lookup::Miss,
+            Err(e) if e.is_not_found() => Lookup::Miss,
             Err(e) => Lookup::Corrupt { path: path.clone(), reason: format!("unreadable: {e}") },
         };
         match &lookup {
@@ -188,7 +203,7 @@ impl KernelCache {
         // Same folder as the entry, so the rename cannot cross filesystems. No fsync: a torn entry
         // after a power cut fails its checksum and is rebuilt.
         let mut file = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir).map_err(cache_err)?;
-        file.write_all(&encode_entry(image)).map_err(cache_err)?;
+        file.write_all(&encode_entry(key, image)).map_err(cache_err)?;
         file.persist(&path).map_err(|e| cache_err(e.error))?;
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -225,18 +240,32 @@ impl KernelCache {
     }
 }
 
-/// `magic | format version (u32 LE) | payload length (u64 LE) | SHA-256(payload) | payload`.
-pub fn encode_entry(payload: &[u8]) -> Vec<u8> {
+/// `magic | format version (u32 LE) | key (64 hex digits) | payload length (u64 LE) |
+/// SHA-256(payload) | payload`.
+pub fn encode_entry(key: &CacheKey, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(key.as_str().as_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&Sha256::digest(payload));
     out.extend_from_slice(payload);
     out
 }
 
-/// The payload of a well-formed entry, or why the bytes are not one.
+/// The payload of a well-formed entry stored under `key`, or why the bytes are not one: an entry
+/// of another key (copied or renamed over this one) would hand the driver the wrong kernel.
+pub fn decode_entry_for<'a>(key: &CacheKey, bytes: &'a [u8]) -> Result<&'a [u8], String> {
+    let payload = decode_entry(bytes)?;
+    let stored = &bytes[MAGIC.len() + 4..][..KEY_LEN];
+    if stored != key.as_str().as_bytes() {
+        // Escaped: a damaged key byte must not break the one-line warning this reason goes into.
+        return Err(format!("stored under key {}, not {key}", stored.escape_ascii()));
+    }
+    Ok(payload)
+}
+
+/// The payload of a well-formed entry (of any key), or why the bytes are not one.
 pub fn decode_entry(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < HEADER_LEN {
         return Err(format!("truncated header ({} of {HEADER_LEN} bytes)", bytes.len()));
@@ -250,6 +279,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<&[u8], String> {
     if version != FORMAT_VERSION {
         return Err(format!("format version {version}, expected {FORMAT_VERSION}"));
     }
+    let (_key, rest) = rest.split_at(KEY_LEN);
     let (length, rest) = rest.split_at(8);
     let length = u64::from_le_bytes(length.try_into().map_err(|_| "bad length field")?);
     let (digest, payload) = rest.split_at(32);
@@ -280,25 +310,63 @@ mod tests {
     #[test]
     fn entries_round_trip() {
         let payload = b"ptx text".to_vec();
-        let entry = encode_entry(&payload);
+        let k = key(Arch::SM80, OutputKind::Ptx, &[]);
+        let entry = encode_entry(&k, &payload);
         assert_eq!(decode_entry(&entry).unwrap(), payload.as_slice());
-        assert_eq!(decode_entry(&encode_entry(&[])).unwrap(), &[] as &[u8]);
+        assert_eq!(decode_entry_for(&k, &entry).unwrap(), payload.as_slice());
+        assert_eq!(decode_entry(&encode_entry(&k, &[])).unwrap(), &[] as &[u8]);
+    }
+
+    #[test]
+    fn another_keys_entry_is_refused() {
+        let (ours, theirs) = (key(Arch::SM80, OutputKind::Ptx, &[]), key(Arch::SM90, OutputKind::Ptx, &[]));
+        let e = decode_entry_for(&ours, &encode_entry(&theirs, b"other kernel")).unwrap_err();
+        assert!(e.contains(theirs.as_str()) && e.contains(ours.as_str()), "{e}");
+        // A damaged key byte stays on the warning's one line.
+        let mut damaged = encode_entry(&ours, b"image");
+        damaged[MAGIC.len() + 4] = b'\n';
+        let e = decode_entry_for(&ours, &damaged).unwrap_err();
+        assert!(e.contains("stored under key \\n") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn another_keys_entry_in_place_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = KernelCache::open(dir.path()).unwrap();
+        let (ours, theirs) = (key(Arch::SM80, OutputKind::Ptx, &[]), key(Arch::SM90, OutputKind::Ptx, &[]));
+        cache.put(&theirs, b"their image").unwrap();
+        fs::copy(cache.entry_path(&theirs), cache.entry_path(&ours)).unwrap();
+        assert!(matches!(cache.get(&ours), Lookup::Corrupt { .. }));
+        let (image, hit) = cache.get_or_insert_with(&ours, || Ok(b"our image".to_vec())).unwrap();
+        assert_eq!((image.as_slice(), hit), (&b"our image"[..], false));
+        assert_eq!(cache.get(&ours), Lookup::Hit(b"our image".to_vec()));
+        assert_eq!(cache.get(&theirs), Lookup::Hit(b"their image".to_vec()));
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache");
+        fs::write(&file, b"").unwrap();
+        let e = KernelCache::open(&file).unwrap_err().to_string();
+        assert!(e.contains("cache") && e.contains("not a folder") && e.contains(CACHE_DIR_ENV), "{e}");
     }
 
     #[test]
     fn every_kind_of_damage_is_detected() {
-        let entry = encode_entry(b"0123456789abcdef");
+        let k = key(Arch::SM80, OutputKind::Ptx, &[]);
+        let entry = encode_entry(&k, b"0123456789abcdef");
         for cut in [0, 5, HEADER_LEN - 1, HEADER_LEN, entry.len() - 1] {
-            assert!(decode_entry(&entry[..cut]).is_err(), "truncated to {cut}");
+            assert!(decode_entry_for(&k, &entry[..cut]).is_err(), "truncated to {cut}");
         }
         for i in 0..entry.len() {
             let mut bad = entry.clone();
             bad[i] ^= 0x40;
-            assert!(decode_entry(&bad).is_err(), "flipped byte {i}");
+            assert!(decode_entry_for(&k, &bad).is_err(), "flipped byte {i}");
         }
         let mut longer = entry.clone();
         longer.push(0);
-        assert!(decode_entry(&longer).is_err());
+        assert!(decode_entry_for(&k, &longer).is_err());
     }
 
     #[test]

@@ -675,8 +675,9 @@ mod tests {
     fn finds_the_project_local_wheel() {
         // The workspace's provisioning step puts NVRTC here; the dev loop depends on finding it.
         let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(PROJECT_LOCAL_DIR);
-        if !local.join(WHEEL_DIR).join("lib").join("libnvrtc.so.13").exists() {
-            eprintln!("skipped: no project-local NVRTC");
+        let library = local.join(WHEEL_DIR).join("lib").join("libnvrtc.so.13");
+        let present = if library.exists() { Ok(()) } else { Err(format!("no project-local NVRTC at {}", library.display())) };
+        if !crate::compile::test_tool_present("the project-local NVRTC", present) {
             return;
         }
         let found = find_nvrtc().unwrap();

@@ -6,7 +6,7 @@
 use tessera_codegen::{DevicePtr, DevicePtrMut, MapSpec, MAX_USER_INPUTS};
 pub use tessera_codegen::MapParams;
 
-use crate::common::buffers::{decode, encode, poison};
+use crate::common::buffers::{byte_len, decode, encode, poisoned_bytes, zeroed_bytes};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems, chunk_offsets};
@@ -78,11 +78,11 @@ pub fn run_map(backend: &dyn Backend, compiler: &Compiler, spec: &MapSpec, input
     for (x, &t) in inputs.iter().zip(f.inputs) {
         idx.push(memory.upload(&nonempty(encode(x, t)))?);
     }
-    let oi = memory.upload(&nonempty(poison(n, f.output)))?;
+    let oi = memory.upload(&nonempty(poisoned_bytes("output", n, f.output)?))?;
     let b = &memory.buffers;
     let ins: Vec<&DeviceBuffer> = idx.iter().map(|&i| &b[i]).collect();
     prepare_map(backend, compiler, spec, n, &ins, &b[oi])?.run(backend)?;
-    let mut out = vec![0u8; n * f.output.size_bytes()];
+    let mut out = zeroed_bytes("output", byte_len("output", n, f.output)?)?;
     if !out.is_empty() {
         backend.read(&b[oi], &mut out)?;
     }

@@ -8,7 +8,7 @@ use tessera_codegen::{ElemType, GemmSpec};
 use super::check::check_problem;
 use super::family::{GemmArgs, GemmFamily};
 use super::problem::{fits_aligned, split_counter_bytes, split_workspace_bytes, GemmBuffers, GemmProblem, GemmStrides, GemmTuneShape};
-use crate::common::buffers::{decode, encode, poison};
+use crate::common::buffers::{byte_len, decode, encode, poisoned_bytes, zeroed_bytes};
 use crate::common::error::{Result, RuntimeError};
 use crate::family::{prepare, FamilyLaunch};
 use crate::common::launch::{HostOutput, HostUploads};
@@ -113,14 +113,14 @@ pub fn run_gemm(
     let ci = c.map(|c| upload(&mut memory, encode(c, spec.out))).transpose()?;
     let bi = bias.map(|b| upload(&mut memory, encode(b, spec.out))).transpose()?;
     let ri = residual.map(|r| upload(&mut memory, encode(r, spec.out))).transpose()?;
-    let y_bytes = p.y_elements() * spec.out.size_bytes();
-    let yi = upload(&mut memory, poison(p.y_elements(), spec.out))?;
+    let y_bytes = byte_len("y", p.y_elements(), spec.out)?;
+    let yi = upload(&mut memory, poisoned_bytes("y", p.y_elements(), spec.out)?)?;
     // Split-K: counters zeroed, partials poisoned (every one is written before it is read).
     let ws_bytes = split_workspace_bytes(spec, problem, backend.arch());
     let wsi = if ws_bytes > 0 {
         let counters = split_counter_bytes(problem);
-        let mut bytes = vec![0u8; counters];
-        bytes.extend(poison((ws_bytes - counters) / 4, ElemType::F32));
+        let mut bytes = zeroed_bytes("workspace", counters)?;
+        bytes.extend(poisoned_bytes("workspace", (ws_bytes - counters) / ElemType::F32.size_bytes(), ElemType::F32)?);
         Some(upload(&mut memory, bytes)?)
     } else {
         None
@@ -139,7 +139,7 @@ pub fn run_gemm(
     let strides = GemmStrides::contiguous(spec, problem);
     let launch = prepare_gemm(backend, compiler, spec, problem, &strides, &buffers, alpha, beta)?;
     launch.run(backend)?;
-    let mut out = vec![0u8; y_bytes];
+    let mut out = zeroed_bytes("y", y_bytes)?;
     if y_bytes > 0 {
         backend.read(&b[yi], &mut out)?;
     }

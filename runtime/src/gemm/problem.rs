@@ -4,7 +4,7 @@
 
 use tessera_codegen::{Arch, GemmSpec, GemmTile, Layout, TileChoice, HOPPER_GEMM_BLOCK_K};
 
-use crate::common::buffers::BufferSpan;
+use crate::common::buffers::{elements, BufferSpan};
 use crate::device::backend::DeviceBuffer;
 use crate::tuning::{TileFilter, TuneShape};
 
@@ -25,15 +25,16 @@ impl GemmProblem {
     pub fn new(m: usize, n: usize, k: usize) -> Self {
         GemmProblem { m, n, k }
     }
+    // Saturating: an absurd shape fails a size comparison or allocation instead of wrapping small.
     pub fn x_elements(&self) -> usize {
-        self.m.saturating_mul(self.k)
+        elements(&[self.m, self.k]).unwrap_or(usize::MAX)
     }
     pub fn w_elements(&self) -> usize {
-        self.k.saturating_mul(self.n)
+        elements(&[self.k, self.n]).unwrap_or(usize::MAX)
     }
     /// Elements of C, residual and Y when contiguous.
     pub fn y_elements(&self) -> usize {
-        self.m.saturating_mul(self.n)
+        elements(&[self.m, self.n]).unwrap_or(usize::MAX)
     }
 }
 
@@ -144,13 +145,20 @@ pub fn split_workspace_bytes(spec: &GemmSpec, problem: &GemmProblem, arch: Arch)
     if split <= 1 {
         return 0;
     }
-    split_counter_bytes(problem) + split * problem.m * problem.n * 4
+    // Saturating: a workspace too large to address fails its allocation rather than wrapping small.
+    elements(&[split, problem.m, problem.n, F32_BYTES])
+        .and_then(|partials| partials.checked_add(split_counter_bytes(problem)))
+        .unwrap_or(usize::MAX)
 }
 
 /// The counters' part of the workspace: one u32 per 32 x 32 tile, rounded to 16 bytes.
 pub(crate) fn split_counter_bytes(problem: &GemmProblem) -> usize {
-    (problem.m.div_ceil(32) * problem.n.div_ceil(32) * 4).div_ceil(16) * 16
+    let counters = elements(&[problem.m.div_ceil(32), problem.n.div_ceil(32), F32_BYTES]).unwrap_or(usize::MAX);
+    counters.div_ceil(16).saturating_mul(16)
 }
+
+/// Bytes of one f32 partial sum, and of one u32 tile counter.
+const F32_BYTES: usize = 4;
 
 /// The GEMM tuning key's shape (also the first three dimensions of LoRA's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, TuneShape)]

@@ -7,7 +7,7 @@ use tessera_codegen::LoraSpec;
 use super::check::check_problem;
 use super::family::{LoraArgs, LoraFamily};
 use super::problem::{fits_aligned, LoraBuffers, LoraProblem, LoraStrides};
-use crate::common::buffers::{decode, encode, poison};
+use crate::common::buffers::{byte_len, decode, element_count, encode, poisoned_bytes, zeroed_bytes};
 use crate::common::error::{Result, RuntimeError};
 use crate::family::{prepare, FamilyLaunch};
 use crate::common::launch::{HostOutput, HostUploads};
@@ -68,13 +68,13 @@ pub fn run_lora(
     let p = problem;
     let r = spec.rank as usize;
     let lengths = [
-        ("x", Some(inputs.x.len()), p.m * p.k),
-        ("w", inputs.w.map(<[f32]>::len), p.k * p.n),
+        ("x", Some(inputs.x.len()), element_count("x", &[p.m, p.k])?),
+        ("w", inputs.w.map(<[f32]>::len), element_count("w", &[p.k, p.n])?),
         ("a", Some(inputs.a.len()), p.a_elements(r)),
         ("b", Some(inputs.b.len()), p.b_elements(r)),
         ("adapter_ids", inputs.ids.map(<[i64]>::len), p.m),
         ("bias", inputs.bias.map(<[f32]>::len), p.n),
-        ("residual", inputs.residual.map(<[f32]>::len), p.m * p.n),
+        ("residual", inputs.residual.map(<[f32]>::len), element_count("residual", &[p.m, p.n])?),
     ];
     for (name, len, expected) in lengths {
         if let Some(len) = len {
@@ -117,7 +117,8 @@ pub fn run_lora(
     let ii = ids32.map(|ids| upload(&mut memory, ids.iter().flat_map(|v| v.to_le_bytes()).collect())).transpose()?;
     let biasi = inputs.bias.map(|v| upload(&mut memory, encode(v, spec.out))).transpose()?;
     let ri = inputs.residual.map(|v| upload(&mut memory, encode(v, spec.out))).transpose()?;
-    let yi = upload(&mut memory, poison(p.m * p.n, spec.out))?;
+    let y_elements = element_count("y", &[p.m, p.n])?;
+    let yi = upload(&mut memory, poisoned_bytes("y", y_elements, spec.out)?)?;
 
     let b = &memory.buffers;
     let buffers = LoraBuffers {
@@ -133,7 +134,7 @@ pub fn run_lora(
     let strides = LoraStrides::contiguous(spec, problem);
     let launch = prepare_lora(backend, compiler, spec, problem, &strides, &buffers, scale, n_group)?;
     launch.run(backend)?;
-    let mut out = vec![0u8; p.m * p.n * spec.out.size_bytes()];
+    let mut out = zeroed_bytes("y", byte_len("y", y_elements, spec.out)?)?;
     if !out.is_empty() {
         backend.read(&b[yi], &mut out)?;
     }

@@ -4,6 +4,7 @@
 
 use tessera_codegen::{Layout, LoraSpec, TileChoice};
 
+use crate::common::buffers::elements;
 use crate::device::backend::DeviceBuffer;
 use crate::gemm::problem::GemmTuneShape;
 use crate::tuning::{TileFilter, TuneShape};
@@ -23,11 +24,12 @@ impl LoraProblem {
     pub fn new(m: usize, n: usize, k: usize, adapters: usize) -> Self {
         LoraProblem { m, n, k, adapters }
     }
+    // Saturating: an absurd shape fails a size comparison or allocation instead of wrapping small.
     pub fn a_elements(&self, rank: usize) -> usize {
-        self.adapters.saturating_mul(self.k).saturating_mul(rank)
+        elements(&[self.adapters, self.k, rank]).unwrap_or(usize::MAX)
     }
     pub fn b_elements(&self, rank: usize) -> usize {
-        self.adapters.saturating_mul(rank).saturating_mul(self.n)
+        elements(&[self.adapters, rank, self.n]).unwrap_or(usize::MAX)
     }
 }
 

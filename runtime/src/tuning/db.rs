@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use tessera_codegen::TileChoice;
 
 use super::key::TuningKey;
-use crate::common::error::{Result, RuntimeError};
+use crate::common::error::{one_line, Result, RuntimeError};
+use crate::common::files::{max_file_bytes, read_to_string_capped, FileError};
 use crate::compile::cache::KernelCache;
 
 /// The format version this build reads and writes.
@@ -112,13 +113,15 @@ impl TuningDb {
         Ok(locked_merge(path, self.entries.values().cloned().collect())?.len())
     }
 
-    /// Adds the entries of the database at `path` (theirs win); an unusable file is an error here,
-    /// since the caller asked for it explicitly.
+    /// Adds the entries of the database at `path` (theirs win); an unusable or missing file is an
+    /// error here, since the caller asked for it explicitly.
     pub fn import(&mut self, path: &Path) -> Result<usize> {
-        let (entries, warning) = read_entries(path);
-        if let Some(w) = warning {
-            return Err(RuntimeError::invalid("tuning db", w));
-        }
+        let text = match read_text(path) {
+            Ok(Some(text)) => text,
+            Ok(None) => return Err(RuntimeError::invalid("tuning db", format!("{}: no such file; nothing imported", path.display()))),
+            Err(e) => return Err(RuntimeError::invalid("tuning db", format!("{}: {e}; nothing imported", path.display()))),
+        };
+        let entries = parse_entries(&text, &path.display().to_string()).map_err(|w| RuntimeError::invalid("tuning db", w))?;
         let n = entries.len();
         for e in entries {
             self.insert(e);
@@ -127,11 +130,22 @@ impl TuningDb {
     }
 }
 
+/// The text of the database file at `path`, `None` when there is none. Read up to
+/// [`max_file_bytes`] (`TESSERA_MAX_FILE_BYTES`, default 64 MiB): a larger file, a folder, FIFO or
+/// device is an error, never an unbounded read or a wait.
+fn read_text(path: &Path) -> std::result::Result<Option<String>, FileError> {
+    match read_to_string_capped(path, max_file_bytes()) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn read_entries(path: &Path) -> (Vec<DbEntry>, Option<String>) {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Vec::new(), None),
-        Err(e) => return (Vec::new(), Some(format!("{}: unreadable ({e}); tuning database ignored", path.display()))),
+    let text = match read_text(path) {
+        Ok(Some(t)) => t,
+        Ok(None) => return (Vec::new(), None),
+        Err(e) => return (Vec::new(), Some(format!("{}: unreadable ({}); tuning database ignored", path.display(), one_line(&e.to_string())))),
     };
     match parse_entries(&text, &path.display().to_string()) {
         Ok(entries) => (entries, None),
@@ -148,7 +162,7 @@ pub(crate) fn parse_entries(text: &str, origin: &str) -> std::result::Result<Vec
             "{origin}: format {:?} version {} is not this build's ({FORMAT:?} version {DB_VERSION}); tuning database ignored",
             f.format, f.version
         )),
-        Err(e) => Err(format!("{origin}: not a tuning database ({e}); ignored")),
+        Err(e) => Err(format!("{origin}: not a tuning database ({}); ignored", one_line(&e.to_string()))),
     }
 }
 
@@ -156,11 +170,25 @@ pub(crate) fn parse_entries(text: &str, origin: &str) -> std::result::Result<Vec
 /// Returns the merged entries.
 fn locked_merge(path: &Path, ours: Vec<DbEntry>) -> Result<Vec<DbEntry>> {
     let io = |what: &str, e: std::io::Error| RuntimeError::invalid("tuning db", format!("{}: {what}: {e}", path.display()));
+    // The file is replaced by a rename, which a directory (or device, FIFO, socket) must not get.
+    if let Ok(meta) = fs::metadata(path) {
+        if !meta.is_file() {
+            return Err(RuntimeError::invalid("tuning db", format!("{}: not a regular file; give a file path", path.display())));
+        }
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| io("creating its folder", e))?;
     }
     let _lock = LockFile::acquire(path.with_extension("json.lock")).map_err(|e| io("locking", e))?;
-    let (theirs, _) = read_entries(path);
+    let theirs = match read_text(path) {
+        Ok(Some(text)) => parse_entries(&text, "").unwrap_or_default(),
+        // A file over the cap may be a real database read with a lowered cap: never replace it unread.
+        Err(e @ FileError::TooLarge { .. }) => {
+            return Err(RuntimeError::invalid("tuning db", format!("{}: {e}; not replaced", path.display())))
+        }
+        // Missing, unreadable or not a database: replaced, as its load warned.
+        _ => Vec::new(),
+    };
     let mut merged: HashMap<TuningKey, DbEntry> = theirs.into_iter().map(|e| (e.key.clone(), e)).collect();
     for e in ours {
         merged.insert(e.key.clone(), e);
@@ -170,9 +198,15 @@ fn locked_merge(path: &Path, ours: Vec<DbEntry>) -> Result<Vec<DbEntry>> {
     let file = DbFile { format: FORMAT.into(), version: DB_VERSION, entries };
     let json = serde_json::to_string_pretty(&file).map_err(|e| RuntimeError::invalid("tuning db", e.to_string()))?;
     let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
-    let mut f = File::create(&tmp).map_err(|e| io("writing", e))?;
-    f.write_all(json.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| io("writing", e))?;
-    fs::rename(&tmp, path).map_err(|e| io("renaming into place", e))?;
+    let written = File::create(&tmp).map_err(|e| io("writing", e)).and_then(|mut f| {
+        f.write_all(json.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| io("writing", e))?;
+        fs::rename(&tmp, path).map_err(|e| io("renaming into place", e))
+    });
+    if written.is_err() {
+        // A failed save leaves the database as it was, without a stray temporary file.
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     Ok(file.entries)
 }
 
@@ -181,22 +215,38 @@ fn locked_merge(path: &Path, ours: Vec<DbEntry>) -> Result<Vec<DbEntry>> {
 struct LockFile(PathBuf);
 
 const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a wait for the lock stays silent: concurrent savers hold it for milliseconds, so a
+/// longer wait is worth a line (a lock left by a killed process stalls saves until it is stale).
+const LOCK_WAIT_NOTICE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl LockFile {
     fn acquire(path: PathBuf) -> std::io::Result<LockFile> {
+        let started = std::time::Instant::now();
+        let mut noticed = false;
         loop {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(_) => return Ok(LockFile(path)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let stale = fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .map(|t| t.elapsed().unwrap_or_default() > STALE_LOCK)
-                        .unwrap_or(false);
-                    if stale {
+                    let age = fs::metadata(&path).and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default());
+                    if age.as_ref().is_ok_and(|age| *age > STALE_LOCK) {
+                        eprintln!(
+                            "tessera: breaking the stale tuning database lock {} (older than {} s: its process presumably died)",
+                            path.display(),
+                            STALE_LOCK.as_secs()
+                        );
                         let _ = fs::remove_file(&path);
-                    } else {
-                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        continue;
                     }
+                    if !noticed && started.elapsed() >= LOCK_WAIT_NOTICE {
+                        noticed = true;
+                        let left = STALE_LOCK.saturating_sub(age.unwrap_or_default()).as_secs();
+                        eprintln!(
+                            "tessera: waiting for the tuning database lock {} (another process is saving; \
+                             if none is, it is broken as stale in {left} s, or delete it)",
+                            path.display()
+                        );
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                 }
                 Err(e) => return Err(e),
             }
@@ -295,6 +345,37 @@ mod tests {
         let mut fresh = TuningDb::in_memory();
         assert_eq!(fresh.import(&shipped).unwrap(), 2);
         assert_eq!(fresh.len(), 2);
+    }
+
+    #[test]
+    fn export_to_a_directory_fails_without_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("exported");
+        fs::create_dir(&target).unwrap();
+        let mut db = TuningDb::in_memory();
+        db.insert(entry(1024, 64));
+        let err = db.export(&target).unwrap_err().to_string();
+        assert!(err.contains("exported") && err.contains("not a regular file"), "{err}");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["exported"]);
+    }
+
+    #[test]
+    fn missing_and_endless_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = TuningDb::in_memory();
+        let e = db.import(&dir.path().join("missing.json")).unwrap_err().to_string();
+        assert!(e.contains("missing.json") && e.contains("no such file"), "{e}");
+        let e = db.import(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file but a folder"), "{e}");
+        #[cfg(unix)]
+        {
+            let e = db.import(Path::new("/dev/zero")).unwrap_err().to_string();
+            assert!(e.contains("/dev/zero") && e.contains("character device"), "{e}");
+            let (opened, warning) = TuningDb::open("/dev/zero");
+            assert!(opened.is_empty());
+            assert!(warning.is_some_and(|w| w.contains("/dev/zero") && w.contains("ignored")));
+        }
     }
 
     #[test]

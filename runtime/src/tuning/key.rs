@@ -9,9 +9,9 @@ use tessera_codegen::{KernelSpec, TileChoice};
 use crate::device::backend::DeviceFingerprint;
 
 /// The power-of-two bucket of one shape dimension (at least 1): shapes in the same bucket share a
-/// tuned tile.
+/// tuned tile. Dimensions above 2^63 (no power of two above them fits) share the top bucket.
 pub fn bucket(dim: usize) -> u64 {
-    (dim.max(1) as u64).next_power_of_two()
+    (dim.max(1) as u64).checked_next_power_of_two().unwrap_or(u64::MAX)
 }
 
 /// How one dimension of a [`TuneShape`] is bucketed, declared per field with `#[bucket(...)]`.
@@ -122,6 +122,7 @@ mod tests {
     #[test]
     fn shapes_bucket_to_powers_of_two_and_tiles_are_ignored() {
         assert_eq!([0, 1, 2, 3, 4, 5, 1000, 1024, 1025].map(bucket), [1, 1, 2, 4, 4, 8, 1024, 1024, 2048]);
+        assert_eq!(bucket(usize::MAX), u64::MAX, "the top bucket, not an overflow");
         let spec = KernelSpec::from(AttentionSpec::new(ElemType::BF16, 64, false, 8, 8));
         let tiled = KernelSpec::from(AttentionSpec::new(ElemType::BF16, 64, false, 8, 8).with_tile(TileConfig::new(64, 32, 4, 1)));
         let key = |spec: &KernelSpec, dims| TuningKey::new(spec, &test_shape(dims), device());

@@ -27,7 +27,7 @@ pub mod tuner;
 pub use db::{DbEntry, TuningDb};
 pub use key::{bucket, Bucket, TileFilter, TuneShape, TuningKey};
 pub use space::candidates;
-pub use tuner::{tune, CandidateResult, CandidateStatus, TuneOptions, TuneReport, TuneTarget};
+pub use tuner::{tune, Agreement, CandidateResult, CandidateStatus, TuneOptions, TuneReport, TuneTarget};
 
 /// What tuned tiles are keyed by, as the backend reports it (defined with the backend trait).
 pub use crate::device::backend::DeviceFingerprint;

@@ -15,7 +15,7 @@ use super::db::parse_entries;
 use super::key::TuningKey;
 use crate::device::backend::DeviceFingerprint;
 
-/// (file, text) of every shipped database. Empty until a GPU run produces one: `benches/gpu/
+/// (file name under `runtime/tuned/`, text) of every shipped database. Empty until a GPU run produces one: `benches/gpu/
 /// first_contact.sh --tune` leaves `tuned/<gpu>.json` in its archive (`benches/gpu/run_all.py --tune`
 /// writes `tuned.json`), which is checked in as `runtime/tuned/<gpu>.json` and listed here with
 /// `include_str!`.
@@ -81,10 +81,51 @@ mod tests {
         assert!(spec.with_tile_choice(tile).unwrap().validate(Arch::SM90A).is_ok());
     }
 
+    /// What a shipped file must be: a database this build reads, with at least one entry.
+    fn shipped_entries(name: &str, text: &str) -> std::result::Result<usize, String> {
+        let entries = parse_entries(text, name)?;
+        if entries.is_empty() {
+            return Err(format!("{name}: no entries"));
+        }
+        Ok(entries.len())
+    }
+
+    /// Proves three things, so that an empty `SHIPPED` (as now) is checked rather than skipped:
+    /// `SHIPPED` names exactly the files in `runtime/tuned/` (a database checked in but not compiled
+    /// in, or listed but removed, fails here); every listed file parses with at least one entry;
+    /// and that check rejects an unparsable or empty database and accepts a real export.
     #[test]
     fn the_compiled_in_databases_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tuned");
+        let mut on_disk: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("{}: {e}", dir.display()),
+        };
+        on_disk.sort();
+        let mut listed: Vec<String> = SHIPPED.iter().map(|(name, _)| name.to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, on_disk, "SHIPPED must list exactly the files in {}", dir.display());
         for (name, text) in SHIPPED {
-            assert!(parse_entries(text, name).is_ok(), "{name}");
+            shipped_entries(name, text).unwrap_or_else(|e| panic!("{e}"));
         }
+
+        // The check above on fixtures: a real export of one entry passes, anything else fails.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut db = TuningDb::open(tmp.path().join("tuning.json")).0;
+        let export = |db: &TuningDb| {
+            let file = tmp.path().join("export.json");
+            db.export(&file).unwrap();
+            std::fs::read_to_string(&file).unwrap()
+        };
+        let empty = export(&db);
+        let spec = KernelSpec::from(GemmSpec::new(ElemType::BF16, ElemType::BF16));
+        let tile = TileChoice::HopperGemm(HopperGemmTile { block_n: 128, stages: 5 });
+        let key = TuningKey::new(&spec, &test_shape([8192, 8192, 8192]), device(13000));
+        db.insert(DbEntry { key, tile, median_ms: 1.5, throughput: 700.0, unit: "TFLOP/s".into(), candidates: 9 });
+        assert_eq!(shipped_entries("h200.json", &export(&db)), Ok(1));
+        assert!(shipped_entries("empty.json", &empty).is_err());
+        assert!(shipped_entries("broken.json", "{ not json").is_err());
+        assert!(shipped_entries("truncated.json", &export(&db)[..20]).is_err());
     }
 }

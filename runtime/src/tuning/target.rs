@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use tessera_codegen::{ElemType, KernelSpec, TileChoice};
 
-use super::tuner::TuneTarget;
+use super::tuner::{Agreement, TuneTarget};
 use crate::common::buffers::{decode, poison};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::{HostUploads, LaunchParams, PreparedLaunch, TableLaunch};
@@ -123,6 +123,8 @@ pub struct LaunchTarget<'a> {
     pub(crate) prepare: Box<Prepare<'a>>,
     pub(crate) work: f64,
     pub(crate) unit: &'static str,
+    /// The family's rule for a candidate against the default tile.
+    pub(crate) agreement: Agreement,
 }
 
 impl<'a> LaunchTarget<'a> {
@@ -195,7 +197,22 @@ impl TuneTarget for LaunchTarget<'_> {
     fn unit(&self) -> &'static str {
         self.unit
     }
+
+    fn agreement(&self) -> Agreement {
+        self.agreement
+    }
 }
+
+/// A matmul family's agreement for output type `out`: `base` (the family's relative L2 tolerance
+/// against its f64 reference, for that output type) plus the worst case of an f32 sum of `terms`
+/// products in another order or grouping, relative to its magnitude (`terms` 2^-24), which is
+/// what two tiles' accumulations (split-K included) differ by before the final rounding.
+pub(crate) fn matmul_agreement(base: f64, terms: usize) -> Agreement {
+    Agreement::RelL2(base + terms as f64 * F32_UNIT_ROUNDOFF)
+}
+
+/// 2^-24: the relative rounding error of one f32 operation.
+const F32_UNIT_ROUNDOFF: f64 = 5.960_464_477_539_063e-8;
 
 pub(crate) fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
@@ -303,6 +320,7 @@ mod tests {
             prepare: Box::new(prepare),
             work: 1.0,
             unit: "TFLOP/s",
+            agreement: Agreement::BitExact,
         };
         let failed = target.compile(&hopper_tile()).unwrap_err().to_string();
         assert!(failed.contains(FALLBACK_NOTE), "{failed}");

@@ -14,7 +14,7 @@ pub(crate) mod reference;
 use tessera_codegen::{DevicePtr, DevicePtrMut, ElemType, WindowSpec};
 pub use tessera_codegen::WindowParams;
 
-use crate::common::buffers::{decode, encode, poison};
+use crate::common::buffers::{byte_len, decode, element_count, encode, poisoned_bytes, zeroed_bytes};
 use crate::common::error::{Result, RuntimeError};
 use crate::common::launch::{HostUploads, PreparedLaunch};
 use crate::common::tensor_list::{check_disjoint, check_elems};
@@ -148,24 +148,24 @@ pub fn prepare_window(
 pub fn run_window_stored(backend: &dyn Backend, compiler: &Compiler, spec: &WindowSpec, problem: &WindowProblem, x: &[u8]) -> Result<Vec<u8>> {
     spec.validate(backend.arch())?;
     problem.check()?;
-    let want = problem.rows * problem.n * spec.dtype.size_bytes();
+    let want = byte_len("x", element_count("x", &[problem.rows, problem.n])?, spec.dtype)?;
     if x.len() != want {
         return Err(RuntimeError::invalid(
             "x",
             format!("{} bytes, but {} rows of {} {} elements are {want}", x.len(), problem.rows, problem.n, spec.dtype),
         ));
     }
-    let len_y = problem.rows * problem.n_out();
+    let len_y = element_count("y", &[problem.rows, problem.n_out()])?;
     let ws_len = workspace_elems(spec, problem);
     let mut memory = HostUploads::new(backend);
     let nonempty = |b: Vec<u8>| if b.is_empty() { vec![0u8; 16] } else { b };
     let xi = memory.upload(&nonempty(x.to_vec()))?;
-    let yi = memory.upload(&nonempty(poison(len_y, spec.dtype)))?;
-    let wi = if ws_len > 0 { Some(memory.upload(&poison(ws_len, ElemType::F32))?) } else { None };
+    let yi = memory.upload(&nonempty(poisoned_bytes("y", len_y, spec.dtype)?))?;
+    let wi = if ws_len > 0 { Some(memory.upload(&poisoned_bytes("workspace", ws_len, ElemType::F32)?)?) } else { None };
     let b = &memory.buffers;
     let buffers = WindowBuffers { x: &b[xi], y: &b[yi], workspace: wi.map(|i| &b[i]) };
     prepare_window(backend, compiler, spec, problem, &buffers)?.run(backend)?;
-    let mut y = vec![0u8; len_y * spec.dtype.size_bytes()];
+    let mut y = zeroed_bytes("y", byte_len("y", len_y, spec.dtype)?)?;
     if !y.is_empty() {
         backend.read(&b[yi], &mut y)?;
     }

@@ -8,44 +8,48 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// True when NVRTC can be used. Where the workspace has its provisioned NVRTC, failing to load it
-/// is a locator bug and fails the test; elsewhere the test is skipped with a note.
+/// Environment variables that make a missing tool fail the test instead of skipping it: CI sets
+/// `CI`, and `.ci/test` (which provisions the tools first) sets `TESSERA_REQUIRE_TOOLS`.
+const REQUIRE_TOOLS_VARS: [&str; 2] = ["CI", "TESSERA_REQUIRE_TOOLS"];
+
+/// Whether a missing tool must fail the test: one of [`REQUIRE_TOOLS_VARS`] is set to anything but
+/// empty, `0` or `false`.
+pub fn tools_required() -> bool {
+    REQUIRE_TOOLS_VARS.iter().any(|var| std::env::var(var).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false")))
+}
+
+/// True when the tool `name` (`nvrtc`, `ptxas` or `cuobjdump`) can be used. When it cannot, the
+/// test fails where the tool is required ([`tools_required`]) or where the workspace has its
+/// provisioned copy (then not finding it is a locator bug); elsewhere the test is skipped with a
+/// note and this returns false.
+pub fn require_tool(name: &str) -> bool {
+    let (found, provisioned): (Result<(), String>, &str) = match name {
+        "nvrtc" => (tessera_runtime::nvrtc_library().map(drop).map_err(|e| e.to_string()), "lib/libnvrtc.so.13"),
+        "ptxas" => (tessera_runtime::find_ptxas().map(drop).map_err(|e| e.to_string()), "bin/ptxas"),
+        "cuobjdump" => (tessera_runtime::compile::sass::cuobjdump_path().map(drop).map_err(|e| e.to_string()), "bin/cuobjdump"),
+        other => panic!("require_tool: unknown tool {other:?}"),
+    };
+    let Err(e) = found else { return true };
+    assert!(!tools_required(), "{name} is required here ({} set) but missing: {e}; run `bash .ci/provision`", REQUIRE_TOOLS_VARS.join(" or "));
+    let provisioned = workspace_root().join(".tessera/cuda/nvidia/cu13").join(provisioned);
+    assert!(!provisioned.exists(), "the provisioned {name} ({}) exists but was not found: {e}", provisioned.display());
+    eprintln!("skipped: {e}");
+    false
+}
+
+/// [`require_tool`] for NVRTC.
 pub fn nvrtc_available() -> bool {
-    match tessera_runtime::nvrtc_library() {
-        Ok(_) => true,
-        Err(e) => {
-            let provisioned = workspace_root().join(".tessera/cuda/nvidia/cu13/lib/libnvrtc.so.13");
-            assert!(!provisioned.exists(), "the provisioned NVRTC exists but did not load: {e}");
-            eprintln!("skipped: {e}");
-            false
-        }
-    }
+    require_tool("nvrtc")
 }
 
-/// True when ptxas can be run; same policy as [`nvrtc_available`].
+/// [`require_tool`] for ptxas.
 pub fn ptxas_available() -> bool {
-    match tessera_runtime::find_ptxas() {
-        Ok(_) => true,
-        Err(e) => {
-            let provisioned = workspace_root().join(".tessera/cuda/nvidia/cu13/bin/ptxas");
-            assert!(!provisioned.exists(), "the provisioned ptxas exists but was not found: {e}");
-            eprintln!("skipped: {e}");
-            false
-        }
-    }
+    require_tool("ptxas")
 }
 
-/// True when cuobjdump can be run; same policy as [`nvrtc_available`].
+/// [`require_tool`] for cuobjdump.
 pub fn cuobjdump_available() -> bool {
-    match tessera_runtime::compile::sass::cuobjdump_path() {
-        Ok(_) => true,
-        Err(e) => {
-            let provisioned = workspace_root().join(".tessera/cuda/nvidia/cu13/bin/cuobjdump");
-            assert!(!provisioned.exists(), "the provisioned cuobjdump exists but was not found: {e}");
-            eprintln!("skipped: {e}");
-            false
-        }
-    }
+    require_tool("cuobjdump")
 }
 
 /// A tiny kernel that compiles in well under a second.
@@ -82,6 +86,11 @@ pub fn assert_specs_fit(
         .filter_map(|(spec, arch)| {
             let label = format!("{arch} {}", spec.kernel_name(*arch));
             match tessera_runtime::check_spec_with(&compiler, *spec, *arch) {
+                // Without ptxas's report there is nothing to check the fit against; every kernel
+                // uses registers, so a count of 0 means the report's "Used" line was not read.
+                Ok(c) if with_ptxas && !c.report.as_ref().is_some_and(|r| r.registers > 0) => {
+                    Some(format!("{label}: no parseable ptxas report ({:?}, {:?})", c.report, c.ptxas_unavailable))
+                }
                 Ok(c) => {
                     if let Some(r) = &c.report {
                         eprintln!(

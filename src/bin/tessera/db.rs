@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use tessera::outputs::check_output_path;
 use tessera::runtime::tuning::TuningDb;
 use tessera::TesseraError;
 
@@ -69,6 +70,7 @@ pub fn run(command: DbCommand) -> Result<()> {
             Ok(())
         }
         DbCommand::Export { file, tuning_db } => {
+            check_output_path("FILE", &file)?;
             let n = open(tuning_db).export(&file)?;
             eprintln!("{} now holds {n} entries", file.display());
             Ok(())

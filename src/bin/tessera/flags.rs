@@ -24,6 +24,9 @@ pub struct TileFlags {
     pub stages: Option<u32>,
 }
 
+/// Query rows each warp of the mma.sync attention kernel owns (the default block_m per warp).
+const ROWS_PER_WARP: u32 = 16;
+
 impl TileFlags {
     pub fn tile(&self, spec: &AttentionSpec, arch: Arch) -> Option<TileConfig> {
         if self.block_m.is_none() && self.block_n.is_none() && self.warps.is_none() && self.stages.is_none() {
@@ -32,7 +35,8 @@ impl TileFlags {
         let d = spec.default_tile_for(arch);
         let warps = self.warps.unwrap_or(d.warps);
         Some(TileConfig {
-            block_m: self.block_m.unwrap_or(16 * warps),
+            // Saturating: an absurd --warps must reach the spec's "unsupported tile.warps" message.
+            block_m: self.block_m.unwrap_or(warps.saturating_mul(ROWS_PER_WARP)),
             block_n: self.block_n.unwrap_or(d.block_n),
             warps,
             stages: self.stages.unwrap_or(d.stages),
@@ -313,7 +317,8 @@ pub fn family_list() -> String {
          \x20 elementwise tile flags: --threads 128, 256, 512  --elems-per-thread 4, 8, 16, 32  --vector 1, 2, 4, 8\n\
          scale updates (library): GradScaler loss-scale rules; fp8 delayed scaling from an amax history\n\
          window-max / window-min / window-sum   max, min or sum over every width-k window of each row\n\
-         \x20 (van Herk / Gil-Werman: O(n) per row for any k); --k K --x x.npy [--dtype f32|f16|bf16]\n",
+         \x20 (van Herk / Gil-Werman: O(n) per row for any k); --k K --x x.npy [--dtype f32|f16|bf16];\n\
+         \x20 max / min skip NaN (fmaxf / fminf) unless the whole window is NaN; a NaN in a sum gives NaN\n",
         dims.join(", "),
         archs.join(", "),
         AttentionFeatures::NAMES.join(", "),

@@ -24,7 +24,7 @@ mod tune;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tessera::TesseraError;
 
 /// The exit status after GPU work did not finish within the deadline: distinct from 1 (any other
@@ -91,8 +91,19 @@ enum Command {
     Doctor(doctor::DoctorArgs),
 }
 
+/// The command line, with negative numbers accepted as values of every flag (`--scale -1`), so that
+/// a numeric flag's own range check answers instead of clap's "unexpected argument".
+fn parse_cli() -> Cli {
+    fn allow_negative_numbers(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|arg| if arg.get_action().takes_values() { arg.allow_negative_numbers(true) } else { arg })
+            .mut_subcommands(allow_negative_numbers)
+    }
+    let matches = allow_negative_numbers(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let result = match cli.command {
         Command::List => {
             // A closed pipe (`tessera list | head`) is not an error worth a panic.

@@ -32,6 +32,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::register_font;
 use serde_json::Value;
+use tessera::outputs::OutputSet;
+use tessera::runtime::common::files::{max_file_bytes, read_to_string_capped};
 use tessera::TesseraError;
 
 use crate::Result;
@@ -47,20 +49,26 @@ pub struct PlotArgs {
 }
 
 pub fn run(args: PlotArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.results)
+    let mut outputs = OutputSet::new();
+    let out_slot = outputs.reserve("--out", &args.out)?;
+    // Bounded (TESSERA_MAX_FILE_BYTES): a results file is small; a device or FIFO would never end.
+    let text = read_to_string_capped(&args.results, max_file_bytes())
         .map_err(|e| TesseraError::input("--results", format!("{}: {e}", args.results.display())))?;
     let figure =
         parse(&text).map_err(|m| TesseraError::input("--results", format!("{}: {m}", args.results.display())))?;
-    // plotters may panic on a degenerate layout; report that as one error line, not a backtrace.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let rendered = std::panic::catch_unwind(|| render(&figure, &args.out));
-    std::panic::set_hook(hook);
-    let rendered = rendered.unwrap_or_else(|p| {
-        let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-        Err(format!("drawing failed: {}", what.unwrap_or_else(|| "panic".into())))
-    });
-    rendered.map_err(|m| TesseraError::input("--out", format!("{}: {m}", args.out.display())))?;
+    // The PNG is drawn into the staged file, which carries the target's extension.
+    outputs.write_path(out_slot, |staged| {
+        // plotters may panic on a degenerate layout; report that as one error line, not a backtrace.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let rendered = std::panic::catch_unwind(|| render(&figure, staged));
+        std::panic::set_hook(hook);
+        rendered.unwrap_or_else(|p| {
+            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+            Err(format!("drawing failed: {}", what.unwrap_or_else(|| "panic".into())))
+        })
+    })?;
+    outputs.commit()?;
     let points: usize = figure.panels.iter().map(|p| p.points.len()).sum();
     println!("wrote {} ({} panels, {points} points)", args.out.display(), figure.panels.len());
     Ok(())

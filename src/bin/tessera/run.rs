@@ -24,8 +24,11 @@ pub enum RunFamily {
     Unscale(RunUnscaleArgs),
     /// One fused AdamW step over a list of parameters with f32 master weights.
     Adamw(RunAdamWArgs),
+    /// Max over every width-k window; NaN is skipped (fmaxf) unless the whole window is NaN.
     WindowMax(RunWindowArgs),
+    /// Min over every width-k window; NaN is skipped (fminf) unless the whole window is NaN.
     WindowMin(RunWindowArgs),
+    /// Sum over every width-k window; a NaN in the window (or +inf with -inf) gives NaN.
     WindowSum(RunWindowArgs),
 }
 

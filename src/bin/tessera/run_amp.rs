@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use tessera::codegen::{AdamWSpec, CastSpec, ElemType, ElementwiseTile, UnscaleSpec};
-use tessera::npy::{read_npy, write_npy_f32, NpyArray};
+use tessera::npy::{read_npy, NpyArray};
+use tessera::outputs::{OutputSet, Slot};
 use tessera::runtime::amp::adamw::{run_adamw, GradScaling, HostParam};
 use tessera::runtime::amp::cast::run_cast;
 use tessera::runtime::common::buffers::{decode, encode};
@@ -168,15 +169,19 @@ pub fn run_cast_cmd(args: RunCastArgs) -> Result<()> {
     let mut spec = CastSpec { scaled: args.scale.is_some(), amax: args.amax_out.is_some(), ..CastSpec::new(args.from, args.to) };
     spec.tile = args.tile.tile(spec.tile());
     spec.validate(tessera::Arch::SM90)?;
+    let mut outputs = OutputSet::new();
+    let out_slot = outputs.reserve("--out", &args.out)?;
+    let amax_slot = args.amax_out.as_deref().map(|p| outputs.reserve("--amax-out", p)).transpose()?;
     let x = read_npy(&args.x)?;
     let backend = open_backend(args.backend)?;
     let compiler = Compiler::with_default_cache()?;
     let out = run_cast(backend.as_ref(), &compiler, &spec, &encode(&x.data, args.from), args.scale)?;
     let y = decode(&out.y, args.to);
-    if let (Some(path), Some(amax)) = (&args.amax_out, out.amax) {
-        write_npy_f32(path, &[1], &[amax])?;
+    if let (Some(slot), Some(amax)) = (amax_slot, out.amax) {
+        outputs.write_npy_f32(slot, &[1], &[amax])?;
     }
-    write_npy_f32(&args.out, &x.shape, &y)?;
+    outputs.write_npy_f32(out_slot, &x.shape, &y)?;
+    outputs.commit()?;
     eprintln!("cast {} on {} ({}): {:?} -> {}", spec.kernel_name(), backend.device_name(), backend.kind(), x.shape, args.out.display());
     Ok(())
 }
@@ -192,17 +197,21 @@ pub fn run_unscale_cmd(args: RunUnscaleArgs) -> Result<()> {
     }
     let spec = UnscaleSpec { tile: args.tile.tile(UnscaleSpec::default().tile()) };
     spec.validate(tessera::Arch::SM90)?;
+    let mut outputs = OutputSet::new();
+    let out_slots: Vec<Slot> = args.out.iter().enumerate().map(|(i, p)| outputs.reserve(&format!("--out[{i}]"), p)).collect::<Result<_>>()?;
+    let found_slot = args.found_inf_out.as_deref().map(|p| outputs.reserve("--found-inf-out", p)).transpose()?;
     let arrays: Vec<NpyArray> = args.grads.iter().map(|p| read_npy(p)).collect::<Result<_>>()?;
     let mut grads: Vec<HostTensor> = arrays.iter().zip(&dtypes).map(|(a, &t)| HostTensor::from_f32(&a.data, t)).collect();
     let backend = open_backend(args.backend)?;
     let compiler = Compiler::with_default_cache()?;
     let found = run_unscale(backend.as_ref(), &compiler, &spec, &mut grads, args.inv_scale)?;
-    for ((g, a), path) in grads.iter().zip(&arrays).zip(&args.out) {
-        write_npy_f32(path, &a.shape, &g.to_f32())?;
+    for ((g, a), &slot) in grads.iter().zip(&arrays).zip(&out_slots) {
+        outputs.write_npy_f32(slot, &a.shape, &g.to_f32())?;
     }
-    if let Some(path) = &args.found_inf_out {
-        write_npy_f32(path, &[1], &[if found { 1.0 } else { 0.0 }])?;
+    if let Some(slot) = found_slot {
+        outputs.write_npy_f32(slot, &[1], &[if found { 1.0 } else { 0.0 }])?;
     }
+    outputs.commit()?;
     eprintln!("unscale {} on {} ({}): {n} tensors, found_inf = {found}", spec.kernel_name(), backend.device_name(), backend.kind());
     Ok(())
 }
@@ -223,12 +232,19 @@ fn read_list(name: &str, paths: &[PathBuf], shapes: &[Vec<usize>]) -> Result<Opt
     Ok(Some(out))
 }
 
+/// The files `run adamw` writes per tensor, in this order: `{stem}{i}.npy` in --out-dir.
+const ADAMW_OUTPUTS: [&str; 4] = ["master", "exp_avg", "exp_avg_sq", "model"];
+
 pub fn run_adamw_cmd(args: RunAdamWArgs) -> Result<()> {
     if let Some(s) = args.inv_scale {
         positive("--inv-scale", s)?;
     }
     if args.step < 0 {
         return Err(TesseraError::input("--step", format!("{} must be >= 0", args.step)));
+    }
+    // The kernel counts steps in an i32; the largest count cannot be stepped past.
+    if !args.found_inf && args.step.checked_add(1).is_none() {
+        return Err(TesseraError::input("--step", format!("{} is the largest step count; one more step would overflow it", args.step)));
     }
     if !ElemType::FLOAT.contains(&args.grad_dtype) {
         return Err(TesseraError::input("--grad-dtype", format!("{} is not supported; allowed: f32, f16, bf16", args.grad_dtype)));
@@ -240,6 +256,15 @@ pub fn run_adamw_cmd(args: RunAdamWArgs) -> Result<()> {
     tessera::runtime::amp::adamw::check_hyper(&hyper)?;
     let spec = AdamWSpec { tile: args.tile.tile(AdamWSpec::default().tile()) };
     spec.validate(tessera::Arch::SM90)?;
+    // Every tensor's master, moments and model weights are replaced together or not at all.
+    let mut outputs = OutputSet::new();
+    outputs.create_dir("--out-dir", &args.out_dir)?;
+    let file = |stem: &str, i: usize| -> PathBuf { Path::new(&args.out_dir).join(format!("{stem}{i}.npy")) };
+    let mut slots: Vec<[Slot; ADAMW_OUTPUTS.len()]> = Vec::with_capacity(args.params.len());
+    for i in 0..args.params.len() {
+        let mut reserve = |stem: &str| outputs.reserve("--out-dir", &file(stem, i));
+        slots.push([reserve(ADAMW_OUTPUTS[0])?, reserve(ADAMW_OUTPUTS[1])?, reserve(ADAMW_OUTPUTS[2])?, reserve(ADAMW_OUTPUTS[3])?]);
+    }
     let masters: Vec<NpyArray> = args.params.iter().map(|p| read_npy(p)).collect::<Result<_>>()?;
     let shapes: Vec<Vec<usize>> = masters.iter().map(|a| a.shape.clone()).collect();
     let grads = read_list("--grads", &args.grads, &shapes)?.unwrap_or_default();
@@ -261,17 +286,15 @@ pub fn run_adamw_cmd(args: RunAdamWArgs) -> Result<()> {
     let mut step = args.step;
     let scaling = GradScaling { found_inf: args.found_inf, inv_scale: args.inv_scale };
     run_adamw(backend.as_ref(), &compiler, &spec, &mut params, &hyper, &mut step, scaling)?;
-    std::fs::create_dir_all(&args.out_dir)
-        .map_err(|e| TesseraError::input("--out-dir", format!("{}: {e}", args.out_dir.display())))?;
-    let file = |stem: &str, i: usize| -> PathBuf { Path::new(&args.out_dir).join(format!("{stem}{i}.npy")) };
-    for (i, (p, shape)) in params.iter().zip(&shapes).enumerate() {
-        write_npy_f32(&file("master", i), shape, &p.master)?;
-        write_npy_f32(&file("exp_avg", i), shape, &p.exp_avg)?;
-        write_npy_f32(&file("exp_avg_sq", i), shape, &p.exp_avg_sq)?;
+    for ((p, shape), &[master, exp_avg, exp_avg_sq, model_slot]) in params.iter().zip(&shapes).zip(&slots) {
+        outputs.write_npy_f32(master, shape, &p.master)?;
+        outputs.write_npy_f32(exp_avg, shape, &p.exp_avg)?;
+        outputs.write_npy_f32(exp_avg_sq, shape, &p.exp_avg_sq)?;
         if let Some(model) = &p.model {
-            write_npy_f32(&file("model", i), shape, &model.to_f32())?;
+            outputs.write_npy_f32(model_slot, shape, &model.to_f32())?;
         }
     }
+    outputs.commit()?;
     eprintln!(
         "adamw {} on {} ({}): {} tensors, step {} -> {step}{}",
         spec.kernel_name(),

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use tessera::codegen::AttentionFeatures;
-use tessera::npy::{read_npy, read_npy_indices, write_npy_f32, NpyArray, NpyIndices};
-use tessera::runtime::attention::{run_attention_variant, AttentionInputs, AttentionProblem, PagedKv, PrefixInputs, TreeInputs, VarlenInputs, Window};
+use tessera::npy::{read_npy, read_npy_indices, NpyArray, NpyIndices};
+use tessera::outputs::OutputSet;
+use tessera::runtime::attention::{run_attention_variant, AttentionInputs, AttentionProblem, PagedKv, PrefixInputs, TreeInputs, VarlenInputs, Window, MAX_SPLITS};
 use tessera::runtime::{BackendKind, Compiler};
 use tessera::{AttentionSpec, ElemType, TesseraError};
 
@@ -138,6 +139,13 @@ pub fn run_attention_cmd(args: RunAttentionArgs) -> Result<()> {
             return Err(TesseraError::input("--scale", format!("must be a finite positive number, got {scale}")));
         }
     }
+    // Before any input is read or anything is sized from it.
+    if let Some(splits) = args.num_splits.filter(|&n| n > MAX_SPLITS) {
+        return Err(TesseraError::input("--num-splits", format!("{splits}: must be 0 (automatic) or 1..={MAX_SPLITS}")));
+    }
+    let mut outputs = OutputSet::new();
+    let out_slot = outputs.reserve("--out", &args.out)?;
+    let lse_slot = args.lse.as_deref().map(|p| outputs.reserve("--lse", p)).transpose()?;
     let q = read_npy(&args.q)?;
     let k = read_npy(&args.k)?;
     let v = read_npy(&args.v)?;
@@ -273,11 +281,12 @@ pub fn run_attention_cmd(args: RunAttentionArgs) -> Result<()> {
     let compiler = Compiler::with_default_cache()?;
     let result = run_attention_variant(backend.as_ref(), &compiler, &spec, &inputs, args.scale, args.lse.is_some())?;
     // Both outputs are complete before either is moved into place.
-    write_npy_f32(&args.out, &q.shape, &result.out)?;
-    if let (Some(path), Some(lse)) = (&args.lse, &result.lse) {
+    outputs.write_npy_f32(out_slot, &q.shape, &result.out)?;
+    if let (Some(slot), Some(lse)) = (lse_slot, &result.lse) {
         let shape = if varlen { vec![hq, q.shape[0]] } else { vec![q.shape[0], hq, q.shape[1]] };
-        write_npy_f32(path, &shape, lse)?;
+        outputs.write_npy_f32(slot, &shape, lse)?;
     }
+    outputs.commit()?;
     eprintln!(
         "attention {} on {} ({}): O {:?} -> {}",
         if result.kernel.is_empty() { spec.kernel_name(arch) } else { result.kernel.clone() },

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tessera::codegen::{Activation, AdapterMode, Epilogue, GemmSpec, Layout, LoraSpec, ElemType};
-use tessera::npy::{read_npy, read_npy_indices, write_npy_f32, NpyArray};
+use tessera::npy::{read_npy, read_npy_indices, NpyArray};
+use tessera::outputs::OutputSet;
 use tessera::runtime::{run_gemm, run_lora, BackendKind, Compiler, GemmProblem, LoraInputs, LoraProblem};
 use tessera::TesseraError;
 
@@ -63,9 +64,13 @@ pub struct RunGemmArgs {
     pub c: Option<PathBuf>,
     #[arg(long, default_value_t = 1.0)]
     pub alpha: f32,
-    #[arg(long, default_value_t = 1.0)]
-    pub beta: f32,
+    /// Scale of --c (default 1). Without --c there is no beta term, so a value here is an error.
+    #[arg(long)]
+    pub beta: Option<f32>,
 }
+
+/// beta when --beta is not given: C is added as it is.
+const DEFAULT_BETA: f32 = 1.0;
 
 #[derive(Args)]
 pub struct RunLoraArgs {
@@ -126,6 +131,11 @@ fn w_dims(w: &NpyArray, layout: Layout, k: usize) -> Result<usize> {
 pub fn run_gemm_cmd(args: RunGemmArgs) -> Result<()> {
     let c = &args.common;
     let w_path = c.w.as_ref().ok_or_else(|| TesseraError::input("--w", "required for gemm"))?;
+    if let (Some(beta), None) = (args.beta, &args.c) {
+        return Err(TesseraError::input("--beta", format!("{beta} scales C, but no --c was given")));
+    }
+    let mut outputs = OutputSet::new();
+    let out_slot = outputs.reserve("--out", &c.out)?;
     let x = read_npy(&c.x)?;
     let w = read_npy(w_path)?;
     let (m, k) = x_dims(&x, c.x_layout)?;
@@ -147,9 +157,10 @@ pub fn run_gemm_cmd(args: RunGemmArgs) -> Result<()> {
     let compiler = Compiler::with_default_cache()?;
     let arch = backend.arch();
     let problem = GemmProblem::new(m, n, k);
-    let beta = if cc.is_some() { args.beta } else { 0.0 };
+    let beta = if cc.is_some() { args.beta.unwrap_or(DEFAULT_BETA) } else { 0.0 };
     let out = run_gemm(backend.as_ref(), &compiler, &spec, &problem, &x.data, &w.data, cc.as_deref(), bias.as_deref(), residual.as_deref(), args.alpha, beta)?;
-    write_npy_f32(&c.out, &[m, n], &out.y)?;
+    outputs.write_npy_f32(out_slot, &[m, n], &out.y)?;
+    outputs.commit()?;
     let kernel = if out.kernel.is_empty() { spec.kernel_name(arch) } else { out.kernel };
     eprintln!("gemm {kernel} on {} ({}): Y [{m}, {n}] -> {}", backend.device_name(), backend.kind(), c.out.display());
     Ok(())
@@ -157,6 +168,8 @@ pub fn run_gemm_cmd(args: RunGemmArgs) -> Result<()> {
 
 pub fn run_lora_cmd(args: RunLoraArgs) -> Result<()> {
     let c = &args.common;
+    let mut outputs = OutputSet::new();
+    let out_slot = outputs.reserve("--out", &c.out)?;
     let x = read_npy(&c.x)?;
     let (m, k) = x_dims(&x, c.x_layout)?;
     let a = read_npy(&args.a)?;
@@ -237,7 +250,8 @@ pub fn run_lora_cmd(args: RunLoraArgs) -> Result<()> {
         residual: residual.as_deref(),
     };
     let out = run_lora(backend.as_ref(), &compiler, &spec, &problem, &inputs, args.scale, args.n_group)?;
-    write_npy_f32(&c.out, &[m, n], &out.y)?;
+    outputs.write_npy_f32(out_slot, &[m, n], &out.y)?;
+    outputs.commit()?;
     let kernel = if out.kernel.is_empty() { spec.kernel_name(arch) } else { out.kernel };
     eprintln!("lora {kernel} on {} ({}): Y [{m}, {n}] -> {}", backend.device_name(), backend.kind(), c.out.display());
     Ok(())

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tessera::codegen::{ElemType, WindowOp, WindowSpec};
-use tessera::npy::{read_npy, write_npy_f32};
+use tessera::npy::read_npy;
+use tessera::outputs::OutputSet;
 use tessera::runtime::window::{run_window, WindowProblem};
 use tessera::runtime::{open_backend, BackendKind, Compiler};
 use tessera::TesseraError;
@@ -42,6 +43,8 @@ pub fn run_window_cmd(op: WindowOp, args: RunWindowArgs) -> Result<()> {
     let mut spec = WindowSpec::new(op, args.dtype);
     spec.tile = args.tile.tile(spec.tile());
     spec.validate(tessera::Arch::SM90)?;
+    let mut outputs = OutputSet::new();
+    let out_slot = outputs.reserve("--out", &args.out)?;
     let x = read_npy(&args.x)?;
     let (rows, n) = match x.shape.as_slice() {
         &[n] => (1, n),
@@ -56,7 +59,8 @@ pub fn run_window_cmd(op: WindowOp, args: RunWindowArgs) -> Result<()> {
     let compiler = Compiler::with_default_cache()?;
     let y = run_window(backend.as_ref(), &compiler, &spec, &problem, &x.data)?;
     let shape = if x.shape.len() == 1 { vec![problem.n_out()] } else { vec![rows, problem.n_out()] };
-    write_npy_f32(&args.out, &shape, &y)?;
+    outputs.write_npy_f32(out_slot, &shape, &y)?;
+    outputs.commit()?;
     eprintln!(
         "window-{op} {} on {} ({}): k = {}, {:?} -> {:?} {}",
         spec.kernel_name(),

@@ -149,6 +149,8 @@ pub fn run(family: TuneFamily) -> Result<()> {
         return Ok(());
     }
     if let Some(path) = &common.tuning_db {
+        // The winners are saved there after all the timing: refuse an unusable file up front.
+        tessera::outputs::check_output_path("--tuning-db", path)?;
         if let Some(w) = db::use_global_path(path) {
             eprintln!("warning: {w}");
         }
@@ -184,7 +186,10 @@ fn tune_shape_of(spec: &KernelSpec, shape: &[usize]) -> Result<Box<dyn TileFilte
     let dim = |i: usize| shape.get(i).copied().unwrap_or(1);
     Ok(match spec {
         KernelSpec::Attention(a) => {
-            Box::new(AttentionTuneShape { batch_heads: dim(0) * a.heads_q as usize, seq_q: dim(1), seq_k: dim(2) })
+            let batch_heads = dim(0).checked_mul(a.heads_q as usize).ok_or_else(|| {
+                TesseraError::input("--shapes", format!("batch {} x {} heads does not fit in 64 bits", dim(0), a.heads_q))
+            })?;
+            Box::new(AttentionTuneShape { batch_heads, seq_q: dim(1), seq_k: dim(2) })
         }
         KernelSpec::Gemm(_) => Box::new(GemmTuneShape { m: dim(0), n: dim(1), k: dim(2) }),
         KernelSpec::Lora(_) => Box::new(LoraTuneShape { m: dim(0), n: dim(1), k: dim(2), adapters: dim(3) }),
