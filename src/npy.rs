@@ -438,7 +438,7 @@ mod reader_tests {
     fn non_regular_files_are_refused_before_they_are_read() {
         let dir = tempfile::tempdir().unwrap();
         let e = read_npy(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("cannot open: not a regular file but a folder"), "{e}");
+        assert!(e.contains("cannot open: not a regular file but a directory"), "{e}");
         #[cfg(unix)]
         {
             let e = read_npy_indices(Path::new("/dev/zero")).unwrap_err().to_string();

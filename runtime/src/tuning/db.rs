@@ -367,7 +367,7 @@ mod tests {
         let e = db.import(&dir.path().join("missing.json")).unwrap_err().to_string();
         assert!(e.contains("missing.json") && e.contains("no such file"), "{e}");
         let e = db.import(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("not a regular file but a folder"), "{e}");
+        assert!(e.contains("not a regular file but a directory"), "{e}");
         #[cfg(unix)]
         {
             let e = db.import(Path::new("/dev/zero")).unwrap_err().to_string();
