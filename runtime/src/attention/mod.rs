@@ -17,6 +17,7 @@
 //! - `tree.rs`, `variant.rs`: the variants' masks, values, buffers, checks and launch;
 //! - `inputs.rs`: the host-tensor entry points ([`run_attention`], [`run_attention_variant`]);
 //! - `reference.rs`: the f64 reference (re-exported by [`crate::reference`]);
+//! - `reference_backward.rs`: the f64 reference gradients (re-exported likewise);
 //! - `tune.rs`: the tuning target ([`attention_target`]).
 
 mod check;
@@ -25,6 +26,7 @@ mod family;
 mod launch;
 mod problem;
 pub(crate) mod reference;
+pub(crate) mod reference_backward;
 mod sm80;
 mod sm90a;
 mod tree;

@@ -338,11 +338,11 @@ pub fn attention_paged(
 }
 
 /// Row `r`, head `h` of a contiguous `[rows, heads, d]` tensor.
-fn head_row(x: &[f32], r: usize, heads: usize, h: usize, d: usize) -> &[f32] {
+pub(super) fn head_row(x: &[f32], r: usize, heads: usize, h: usize, d: usize) -> &[f32] {
     &x[(r * heads + h) * d..][..d]
 }
 
-fn check_heads(heads_q: usize, heads_kv: usize) {
+pub(super) fn check_heads(heads_q: usize, heads_kv: usize) {
     assert!(
         heads_kv > 0 && heads_q % heads_kv == 0,
         "attention reference: heads_kv ({heads_kv}) must divide heads_q ({heads_q})"
@@ -380,7 +380,7 @@ fn tree_of<'a>(opts: &VariantOptions<'a>, b: usize) -> Option<&'a [i32]> {
 }
 
 /// Checks `cu` (`batch + 1` non-decreasing offsets from 0) and returns the total row count.
-fn check_cu_seqlens(cu: &[i32], name: &str) -> usize {
+pub(super) fn check_cu_seqlens(cu: &[i32], name: &str) -> usize {
     assert!(!cu.is_empty(), "attention reference: {name} needs batch + 1 offsets, got none");
     assert_eq!(cu[0], 0, "attention reference: {name}[0] must be 0");
     for (b, w) in cu.windows(2).enumerate() {
@@ -409,7 +409,7 @@ fn is_self_or_ancestor(parents: &[i32], t: usize, u: usize) -> bool {
 }
 
 /// The own-key rules of [`VariantOptions`] for query `i` and own key `j` of one sequence.
-fn own_key_visible(
+pub(super) fn own_key_visible(
     opts: &VariantOptions, parents: Option<&[i32]>, seq_q: usize, seq_k: usize, i: usize, j: usize,
 ) -> bool {
     let qpos = i as i64 + seq_k as i64 - seq_q as i64;

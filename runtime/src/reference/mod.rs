@@ -14,6 +14,7 @@ pub(crate) mod accuracy;
 pub use crate::amp::fp8::{exp2_i32, next_fp8_scale, scaled_cast_bf16_to_fp8, scaled_cast_to_fp8};
 pub use crate::amp::reference::{adamw_step, powi_exact, unscale_grads, update_scale, AdamWHyper, AdamWScalars, AmpFloat, LossScaler};
 pub use crate::attention::reference::{attention, attention_paged, attention_sequence, attention_variant, attention_varlen, PrefixKv, ReferenceOutput, SequenceDims, VariantOptions};
+pub use crate::attention::reference_backward::{attention_sequence_backward, attention_variant_backward, attention_varlen_backward, ReferenceGradients};
 pub use crate::common::fp8::{f32_to_fp8, fp8_to_f32, Fp8Format, FP8_NAN};
 pub use crate::gemm::reference::{activate, gemm};
 pub use crate::lora::reference::{bottleneck, lora, LoraOperands};
