@@ -223,7 +223,7 @@ fn parse_and_run(ptx: String, threads: Option<u32>, dynamic_shared_bytes: u32, f
     let memory = GlobalMemory::new();
     let block = threads.map_or_else(|| block_for(&ptx), |t| [t, 1, 1]);
     let config = LaunchConfig { grid: [1, 1, 1], block, dynamic_shared_bytes };
-    let options = SimOptions { checks: true, step_budget: STEP_BUDGET, parallel: false };
+    let options = SimOptions { checks: true, step_budget: STEP_BUDGET, parallel: false, ..SimOptions::default() };
     let result = params_for(&module, &entry, fill, &memory)
         .and_then(|params| launch(&module, &entry, &config, &params, &memory, &options));
     match result {

@@ -272,12 +272,49 @@ pub struct SimOptions {
     pub step_budget: u64,
     /// Run CTAs in parallel on rayon.
     pub parallel: bool,
+    /// The order CTAs run in. [`CtaOrder::Shuffled`] runs them one at a time in a seeded random
+    /// order (overriding `parallel`), so a test can show a kernel's result does not depend on which
+    /// CTA finishes first: the property a deterministic kernel promises.
+    pub cta_order: CtaOrder,
+}
+
+/// In which order [`launch`] runs the CTAs of a grid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CtaOrder {
+    /// Grid order (x fastest), or whatever order rayon picks when `parallel` is set.
+    #[default]
+    Grid,
+    /// One at a time, in the permutation of the grid that `seed` picks (the same seed, the same
+    /// order, on every machine).
+    Shuffled { seed: u64 },
+}
+
+/// The most CTAs a shuffled launch permutes (the permutation is held in memory).
+pub const MAX_SHUFFLED_CTAS: u64 = 1 << 24;
+
+/// The grid indices `0..count` in the order `seed` picks: Fisher–Yates driven by SplitMix64, a
+/// generator with no dependency and the same stream everywhere.
+fn shuffled_order(count: u64, seed: u64) -> Vec<u64> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<u64> = (0..count).collect();
+    for i in (1..order.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
 }
 
 impl Default for SimOptions {
-    /// Checks on, a budget of 2^28 instructions per thread, parallel.
+    /// Checks on, a budget of 2^28 instructions per thread, parallel, grid order.
     fn default() -> Self {
-        SimOptions { checks: true, step_budget: 1 << 28, parallel: true }
+        SimOptions { checks: true, step_budget: 1 << 28, parallel: true, cta_order: CtaOrder::Grid }
     }
 }
 
@@ -312,7 +349,7 @@ pub struct LaunchStats {
 /// Runs `entry` over the grid. `params` holds the raw parameter bytes laid out per
 /// [`Module::entry_params`].
 ///
-/// On failure the error describes the first failing CTA in grid order among those that ran (with
+/// On failure the error describes the first failing CTA in run order among those that ran (with
 /// `parallel`, CTAs not yet started when one fails are skipped).
 pub fn launch(
     module: &Module,
@@ -385,11 +422,9 @@ pub fn launch(
             }
         }
     };
-    let results: Vec<Result<(u64, Traffic), SimError>> = if options.parallel {
-        (0..count).into_par_iter().map(run_one).collect()
-    } else {
+    let sequential = |order: &mut dyn Iterator<Item = u64>| {
         let mut out = Vec::new();
-        for i in 0..count {
+        for i in order {
             let r = run_one(i);
             let failed = r.is_err();
             out.push(r);
@@ -398,6 +433,16 @@ pub fn launch(
             }
         }
         out
+    };
+    let results: Vec<Result<(u64, Traffic), SimError>> = match options.cta_order {
+        CtaOrder::Shuffled { seed } => {
+            if count > MAX_SHUFFLED_CTAS {
+                return Err(SimError::Config(format!("a shuffled launch runs at most {MAX_SHUFFLED_CTAS} CTAs; this grid has {count}")));
+            }
+            sequential(&mut shuffled_order(count, seed).into_iter())
+        }
+        CtaOrder::Grid if options.parallel => (0..count).into_par_iter().map(run_one).collect(),
+        CtaOrder::Grid => sequential(&mut (0..count)),
     };
     let mut total = 0;
     let mut traffic = Traffic::default();
