@@ -212,21 +212,21 @@ fn check_no_self_overlap(name: &str, extents: [usize; 4], strides: [usize; 4]) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::attention::sm80::launch_config;
     use tessera_codegen::{Arch, ElemType, TileConfig};
 
-    fn spec() -> AttentionSpec {
+    pub(in crate::attention) fn spec() -> AttentionSpec {
         AttentionSpec::new(ElemType::BF16, 64, true, 8, 2)
     }
 
-    fn problem() -> AttentionProblem {
+    pub(in crate::attention) fn problem() -> AttentionProblem {
         AttentionProblem::for_spec(&spec(), 2, 100, 130)
     }
 
     /// Contiguous buffers laid out one after another, 256-byte aligned like cuMemAlloc's.
-    fn spans(p: &AttentionProblem, lse: bool) -> AttentionSpans {
+    pub(in crate::attention) fn spans(p: &AttentionProblem, lse: bool) -> AttentionSpans {
         let mut next = 0x1000u64;
         let mut span = |bytes: usize| {
             let s = BufferSpan { addr: next, bytes };

@@ -82,35 +82,9 @@ pub(crate) fn launch_config_grid(problem: &AttentionProblem, grid: [usize; 3], g
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::buffers::BufferSpan;
+    // The problem and buffer layout the attention checks are tested with.
+    use crate::attention::check::tests::{problem, spans};
     use crate::common::launch::LaunchParams;
-    use tessera_codegen::{AttentionSpec, ElemType};
-
-    fn spec() -> AttentionSpec {
-        AttentionSpec::new(ElemType::BF16, 64, true, 8, 2)
-    }
-
-    fn problem() -> AttentionProblem {
-        AttentionProblem::for_spec(&spec(), 2, 100, 130)
-    }
-
-    /// Contiguous buffers laid out one after another, 256-byte aligned like cuMemAlloc's.
-    fn spans(p: &AttentionProblem, lse: bool) -> AttentionSpans {
-        let mut next = 0x1000u64;
-        let mut span = |bytes: usize| {
-            let s = BufferSpan { addr: next, bytes };
-            next += (bytes as u64).div_ceil(256) * 256 + 256;
-            s
-        };
-        let (qo, kv) = (p.q_elements() * 2, p.kv_elements() * 2);
-        AttentionSpans {
-            q: span(qo),
-            k: span(kv),
-            v: span(kv),
-            o: span(qo),
-            lse: if lse { Some(span(p.lse_elements() * 4)) } else { None },
-        }
-    }
 
     #[test]
     fn params_bytes_carry_every_field() {

@@ -27,7 +27,7 @@ use tessera::runtime::{BackendKind, Compiler, LaunchConfig};
 use tessera::TesseraError;
 
 use crate::backend::open_for_spec;
-use crate::measure::{check_run_args, DeviceMemory, Timing};
+use crate::measure::{check_run_args, print_result, DeviceMemory, Timing};
 use crate::Result;
 
 /// Scale of the scaled casts: inputs are uniform in [-4, 4), so scaled values stay finite (and
@@ -237,34 +237,19 @@ fn report(
     extra: serde_json::Map<String, serde_json::Value>,
 ) {
     let gbps = bytes as f64 / (timing.median * 1e-3) / 1e9;
-    if json {
-        let mut value = serde_json::json!({
-            "kernel": kernel,
-            "device": device,
-            "median_ms": timing.median,
-            "min_ms": timing.min,
-            "max_ms": timing.max,
-            "bytes": bytes,
-            "gbps": gbps,
-            "reps": reps,
-        });
-        if let Some(object) = value.as_object_mut() {
-            object.extend(extra);
-        }
-        println!("{value}");
-    } else {
-        let extra: String = extra
-            .iter()
-            .map(|(k, v)| match v.as_str() {
-                Some(s) => format!(", {k} {s}"),
-                None => format!(", {k} {v}"),
-            })
-            .collect();
-        println!(
-            "{kernel} on {device}: median {:.3} ms over {reps} reps, {bytes} bytes, {gbps:.0} GB/s{extra}",
-            timing.median
-        );
-    }
+    let fields = serde_json::json!({
+        "kernel": kernel,
+        "device": device,
+        "median_ms": timing.median,
+        "min_ms": timing.min,
+        "max_ms": timing.max,
+        "bytes": bytes,
+        "gbps": gbps,
+        "reps": reps,
+    });
+    print_result(json, fields, extra, |extra| {
+        format!("{kernel} on {device}: median {:.3} ms over {reps} reps, {bytes} bytes, {gbps:.0} GB/s{extra}", timing.median)
+    });
 }
 
 fn launch_extra(tile: ElementwiseTile, config: Option<LaunchConfig>) -> serde_json::Map<String, serde_json::Value> {

@@ -146,20 +146,33 @@ pub(crate) fn report(
     extra: serde_json::Map<String, serde_json::Value>,
 ) {
     let tflops = timing.tflops(flops);
+    let fields = serde_json::json!({
+        "kernel": kernel,
+        "device": device,
+        "median_ms": timing.median,
+        "min_ms": timing.min,
+        "max_ms": timing.max,
+        "tflops": tflops,
+        "reps": reps,
+    });
+    print_result(json, fields, extra, |extra| {
+        format!("{kernel} on {device}: median {:.3} ms over {reps} reps, {tflops:.1} TFLOP/s{extra}", timing.median)
+    });
+}
+
+/// Prints one benchmark result: with `json`, the object `fields` with `extra` merged in; else the
+/// line `text` makes from the extra fields written as ", key value" each.
+pub(crate) fn print_result(
+    json: bool,
+    mut fields: serde_json::Value,
+    extra: serde_json::Map<String, serde_json::Value>,
+    text: impl FnOnce(&str) -> String,
+) {
     if json {
-        let mut value = serde_json::json!({
-            "kernel": kernel,
-            "device": device,
-            "median_ms": timing.median,
-            "min_ms": timing.min,
-            "max_ms": timing.max,
-            "tflops": tflops,
-            "reps": reps,
-        });
-        if let Some(object) = value.as_object_mut() {
+        if let Some(object) = fields.as_object_mut() {
             object.extend(extra);
         }
-        println!("{value}");
+        println!("{fields}");
     } else {
         let extra: String = extra
             .iter()
@@ -168,10 +181,7 @@ pub(crate) fn report(
                 None => format!(", {k} {v}"),
             })
             .collect();
-        println!(
-            "{kernel} on {device}: median {:.3} ms over {reps} reps, {tflops:.1} TFLOP/s{extra}",
-            timing.median
-        );
+        println!("{}", text(&extra));
     }
 }
 
